@@ -1,0 +1,300 @@
+"""Clients: ``Client`` speaks Ollama's REST API over HTTP; ``LocalClient`` runs the same calls in-process.
+
+Both return the schema package's types, so the CLI and the notebook do not care which one they
+hold. HTTP status codes are mapped back onto nbllm's error classes here, in one place.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Literal, TypeVar, overload
+
+import httpx
+from pydantic import BaseModel
+
+from nbllm.config import Settings
+from nbllm.errors import (
+    Cancelled,
+    InvalidRequest,
+    NbllmError,
+    NotFound,
+    ServerBusy,
+    ServerUnreachable,
+)
+from nbllm.schema import (
+    ChatRequest,
+    ChatResponse,
+    CopyRequest,
+    DeleteRequest,
+    GenerateRequest,
+    GenerateResponse,
+    ListResponse,
+    ProcessResponse,
+    ProgressResponse,
+    PullRequest,
+    ShowRequest,
+    ShowResponse,
+    VersionResponse,
+)
+
+__all__ = ["BaseClient", "Client", "LocalClient", "error_for_status"]
+
+R = TypeVar("R", bound=BaseModel)
+
+_BY_STATUS: dict[int, type[NbllmError]] = {400: InvalidRequest, 404: NotFound, 499: Cancelled, 503: ServerBusy}
+
+
+def error_for_status(status: int, message: str) -> NbllmError:
+    """The nbllm error for an HTTP error answer (the inverse of the server's table)."""
+    return _BY_STATUS.get(status, NbllmError)(message)
+
+
+class BaseClient(abc.ABC):
+    """The calls every client offers; ``stream=False`` collects a stream into one response."""
+
+    host: str
+
+    @abc.abstractmethod
+    def heartbeat(self) -> bool:
+        """Whether the backend answers."""
+
+    @abc.abstractmethod
+    def version(self) -> VersionResponse:
+        """Versions of the backend."""
+
+    @abc.abstractmethod
+    def _generate(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
+        """Stream a completion."""
+
+    @abc.abstractmethod
+    def _chat(self, req: ChatRequest) -> Iterator[ChatResponse]:
+        """Stream a chat answer."""
+
+    @abc.abstractmethod
+    def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
+        """Stream pull progress."""
+
+    @abc.abstractmethod
+    def list_models(self) -> ListResponse:
+        """Local models."""
+
+    @abc.abstractmethod
+    def show(self, model: str, *, verbose: bool = False, system: str | None = None) -> ShowResponse:
+        """Details of a model."""
+
+    @abc.abstractmethod
+    def ps(self) -> ProcessResponse:
+        """Loaded models."""
+
+    @abc.abstractmethod
+    def copy(self, source: str, destination: str) -> None:
+        """Copy a model."""
+
+    @abc.abstractmethod
+    def delete(self, model: str) -> None:
+        """Delete a model."""
+
+    @overload
+    def generate(self, req: GenerateRequest, *, stream: Literal[True] = ...) -> Iterator[GenerateResponse]: ...
+    @overload
+    def generate(self, req: GenerateRequest, *, stream: Literal[False]) -> GenerateResponse: ...
+    def generate(self, req: GenerateRequest, *, stream: bool = True) -> Iterator[GenerateResponse] | GenerateResponse:
+        """Complete a prompt."""
+        chunks = self._generate(req.model_copy(update={"stream": True}))
+        if stream:
+            return chunks
+        from nbllm.service import collect_generate
+
+        return collect_generate(chunks)
+
+    @overload
+    def chat(self, req: ChatRequest, *, stream: Literal[True] = ...) -> Iterator[ChatResponse]: ...
+    @overload
+    def chat(self, req: ChatRequest, *, stream: Literal[False]) -> ChatResponse: ...
+    def chat(self, req: ChatRequest, *, stream: bool = True) -> Iterator[ChatResponse] | ChatResponse:
+        """The assistant's next message."""
+        chunks = self._chat(req.model_copy(update={"stream": True}))
+        if stream:
+            return chunks
+        from nbllm.service import collect_chat
+
+        return collect_chat(chunks)
+
+    def pull(self, model: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
+        """Download a model, with progress."""
+        return self._pull(PullRequest(model=model, insecure=insecure))
+
+    def pull_all(self, model: str) -> ProgressResponse:
+        """Download a model and return the final status."""
+        return deque(self.pull(model), maxlen=1)[0]
+
+
+class Client(BaseClient):
+    """An HTTP client of an nbllm (or Ollama) server."""
+
+    def __init__(
+        self, host: str | None = None, *, timeout: float | None = None, settings: Settings | None = None
+    ) -> None:
+        from nbllm.config import parse_host
+
+        self.host = parse_host(host).url if host else (settings or Settings.from_env()).host.url
+        self._http = httpx.Client(base_url=self.host, timeout=httpx.Timeout(timeout, connect=10.0), trust_env=False)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def heartbeat(self) -> bool:
+        """Whether a server answers at ``host`` (HEAD /)."""
+        try:
+            return self._http.head("/", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _unreachable(self, exc: Exception) -> ServerUnreachable:
+        return ServerUnreachable(
+            f"could not connect to a server at {self.host}; is it running? (start one with `nbllm serve`)"
+        )
+
+    def _request(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
+        payload = body.model_dump_json(exclude_none=True, by_alias=True) if body is not None else None
+        try:
+            resp = self._http.request(method, path, content=payload, headers={"Content-Type": "application/json"})
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if resp.status_code >= 400:
+            raise error_for_status(resp.status_code, _error_text(resp.text))
+        return resp
+
+    def _get(self, path: str, cls: type[R], body: BaseModel | None = None, method: str = "GET") -> R:
+        return cls.model_validate_json(self._request(method, path, body).content)
+
+    def _stream(self, path: str, body: BaseModel, cls: type[R]) -> Iterator[R]:
+        payload = body.model_dump_json(exclude_none=True, by_alias=True)
+        try:
+            with self._http.stream("POST", path, content=payload, headers={"Content-Type": "application/json"}) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_for_status(resp.status_code, _error_text(resp.text))
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    data = json.loads(line)
+                    if "error" in data:
+                        raise NbllmError(str(data["error"]))
+                    yield cls.model_validate(data)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    def version(self) -> VersionResponse:
+        """Server version."""
+        return self._get("/api/version", VersionResponse)
+
+    def _generate(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
+        return self._stream("/api/generate", req, GenerateResponse)
+
+    def _chat(self, req: ChatRequest) -> Iterator[ChatResponse]:
+        return self._stream("/api/chat", req, ChatResponse)
+
+    def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
+        return self._stream("/api/pull", req, ProgressResponse)
+
+    def list_models(self) -> ListResponse:
+        """Local models of the server."""
+        return self._get("/api/tags", ListResponse)
+
+    def show(self, model: str, *, verbose: bool = False, system: str | None = None) -> ShowResponse:
+        """Details of a model."""
+        return self._get("/api/show", ShowResponse, ShowRequest(model=model, verbose=verbose, system=system), "POST")
+
+    def ps(self) -> ProcessResponse:
+        """Loaded models."""
+        return self._get("/api/ps", ProcessResponse)
+
+    def copy(self, source: str, destination: str) -> None:
+        """Copy a model."""
+        self._request("POST", "/api/copy", CopyRequest(source=source, destination=destination))
+
+    def delete(self, model: str) -> None:
+        """Delete a model."""
+        self._request("DELETE", "/api/delete", DeleteRequest(model=model))
+
+
+def _error_text(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip() or "request failed"
+    return str(data.get("error", text)) if isinstance(data, dict) else text
+
+
+class LocalClient(BaseClient):
+    """The same calls served in this process from a Runtime (no server needed)."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.host = "in-process"
+
+    def heartbeat(self) -> bool:
+        """Always up."""
+        return True
+
+    def version(self) -> VersionResponse:
+        """nbllm's version."""
+        from nbllm._version import OLLAMA_API_VERSION
+
+        return VersionResponse(version=OLLAMA_API_VERSION, nbllm=self.runtime.version)
+
+    def _generate(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
+        from nbllm import service
+
+        return service.generate(self.runtime, req)
+
+    def _chat(self, req: ChatRequest) -> Iterator[ChatResponse]:
+        from nbllm import service
+
+        return service.chat(self.runtime, req)
+
+    def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
+        from nbllm import service
+
+        return service.pull(self.runtime, req)
+
+    def list_models(self) -> ListResponse:
+        """Local models."""
+        from nbllm import service
+
+        return service.list_models(self.runtime)
+
+    def show(self, model: str, *, verbose: bool = False, system: str | None = None) -> ShowResponse:
+        """Details of a model."""
+        from nbllm import service
+
+        return service.show(self.runtime, ShowRequest(model=model, verbose=verbose, system=system))
+
+    def ps(self) -> ProcessResponse:
+        """Loaded models (of this process)."""
+        from nbllm import service
+
+        return service.ps(self.runtime)
+
+    def copy(self, source: str, destination: str) -> None:
+        """Copy a model."""
+        from nbllm import service
+
+        service.copy_model(self.runtime, CopyRequest(source=source, destination=destination))
+
+    def delete(self, model: str) -> None:
+        """Delete a model."""
+        from nbllm import service
+
+        service.delete_model(self.runtime, DeleteRequest(model=model))

@@ -1,0 +1,199 @@
+"""The engine seam: what a loaded model can do, and the values that cross the seam.
+
+Everything above the engine (scheduler, service, server, notebook) talks to these types only;
+``engine/llama.py`` implements them on llama.cpp and ``engine/fake.py`` without any model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from nbllm.options import Options
+
+__all__ = [
+    "Engine",
+    "EngineFactory",
+    "EngineInfo",
+    "FinalStats",
+    "GenerationEvent",
+    "LoadSpec",
+    "SamplingParams",
+    "TokenChunk",
+    "TokenLogprob",
+]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """How to load a model: file, context and batch sizes, threads, offload."""
+
+    path: Path
+    num_ctx: int = 4096
+    """Context length of each request slot."""
+    parallel: int = 1
+    """Request slots decoded together (the KV cache holds ``num_ctx * parallel`` tokens)."""
+    num_batch: int = 512
+    num_gpu: int = -1
+    """Layers to offload to a GPU; -1 = as many as fit, 0 = CPU only."""
+    main_gpu: int = 0
+    num_thread: int = 0
+    """0 = one per available core."""
+    use_mmap: bool | None = None
+    flash_attention: bool | None = None
+    kv_cache_type: str = "f16"
+    adapters: tuple[Path, ...] = ()
+    embedding: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request generation settings, in the engine's terms."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    seed: int = -1
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    num_predict: int = -1
+    """Most tokens to generate; -1 (or 0) = until the model stops or the context is full."""
+    num_keep: int = 4
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None
+    """A GBNF grammar the output must follow."""
+    logprobs: bool = False
+    top_logprobs: int = 0
+    shift: bool = True
+    """Shift the context (drop old tokens after ``num_keep``) when generation fills it."""
+
+    @classmethod
+    def from_options(cls, options: Options, **extra: object) -> SamplingParams:
+        """The runtime options of an Options, plus request-level extras (grammar, logprobs, shift)."""
+        return cls(
+            temperature=options.temperature,
+            top_k=options.top_k,
+            top_p=options.top_p,
+            min_p=options.min_p,
+            typical_p=options.typical_p,
+            seed=options.seed,
+            repeat_penalty=options.repeat_penalty,
+            repeat_last_n=options.repeat_last_n,
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+            num_predict=options.num_predict,
+            num_keep=options.num_keep,
+            stop=options.stop,
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """Log probability of a token, with the best alternatives."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """One generated token: the text it releases (may be empty while a stop string is pending)."""
+
+    text: str
+    token: int
+    logprob: TokenLogprob | None = None
+
+
+@dataclass(frozen=True)
+class FinalStats:
+    """The end of a generation, with llama-server's meaning of the timings (nanoseconds)."""
+
+    done_reason: str
+    """``stop`` (end of generation or stop string) or ``length`` (num_predict or context full)."""
+    prompt_eval_count: int
+    """Prompt tokens evaluated (a reused cached prefix is not counted)."""
+    prompt_eval_duration: int
+    eval_count: int
+    """Tokens generated."""
+    eval_duration: int
+    text: str = ""
+    """Text released at the very end (held back while it might have begun a stop string)."""
+    tokens: tuple[int, ...] = ()
+    """Prompt and generated tokens (Ollama's ``context``)."""
+    cached_tokens: int = 0
+    """Prompt tokens reused from the slot's KV cache."""
+
+
+GenerationEvent = TokenChunk | FinalStats
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Facts about a loaded model that the scheduler and ``/api/ps`` report."""
+
+    n_ctx: int
+    """Context length per slot."""
+    parallel: int
+    n_ctx_train: int
+    n_embd: int
+    n_vocab: int
+    weights_bytes: int
+    total_bytes: int
+    """Weights plus KV cache plus compute buffers (``size`` in ``/api/ps``)."""
+    vram_bytes: int = 0
+    """Part of ``total_bytes`` on a GPU (``size_vram``)."""
+    gpu_layers: int = 0
+    n_layers: int = 0
+    bos_text: str | None = None
+    """Text of the BOS token when tokenizing adds one (so a template that writes it is not doubled)."""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A loaded model."""
+
+    info: EngineInfo
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Text to token ids."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Token ids to text."""
+        ...
+
+    def generate(
+        self, prompt: Sequence[int], params: SamplingParams, *, cancel: threading.Event | None = None
+    ) -> Iterator[GenerationEvent]:
+        """Stream tokens for ``prompt``; ends with one FinalStats. Stopping iteration cancels."""
+        ...
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One pooled embedding per tokenized input."""
+        ...
+
+    def load_state(self) -> tuple[int, int]:
+        """(active, queued) requests right now."""
+        ...
+
+    def close(self) -> None:
+        """Stop the decode loop and free the model."""
+        ...
+
+
+class EngineFactory(Protocol):
+    """Loads models."""
+
+    def __call__(self, spec: LoadSpec) -> Engine:
+        """Load the model described by ``spec``."""
+        ...

@@ -1,0 +1,81 @@
+"""The composition root: settings, model store, engine factory and scheduler, built once."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbllm.config import Settings
+from nbllm.engine import Engine, EngineFactory, LoadSpec
+from nbllm.scheduler import Scheduler
+from nbllm.store import ModelStore
+from nbllm.store.pypi import IndexConfig, pip_index_config
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+def _llama_factory(spec: LoadSpec) -> Engine:
+    from nbllm.engine.llama import load_llama  # imported on first load: `import nbllm` stays light
+
+    return load_llama(spec)
+
+
+@dataclass
+class Runtime:
+    """Everything a server, CLI command or notebook magic needs, wired together."""
+
+    settings: Settings
+    store: ModelStore
+    scheduler: Scheduler
+    engine_factory: EngineFactory
+    _index: IndexConfig | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine_factory: EngineFactory | None = None) -> Runtime:
+        """Build the store, engine factory and scheduler from one Settings object."""
+        factory = engine_factory or _llama_factory
+        store = ModelStore(settings.models_dir, tmp_dir=settings.tmpdir)
+        scheduler = Scheduler(
+            factory,
+            default_keep_alive=settings.keep_alive,
+            max_loaded=settings.max_loaded_models or 3,  # Ollama: 3 per GPU, 3 on CPU
+            max_queue=settings.max_queue,
+        )
+        return cls(settings=settings, store=store, scheduler=scheduler, engine_factory=factory)
+
+    def index_config(self) -> IndexConfig:
+        """Package indexes for built-in models: NBLLM_PACKAGE_INDEX, else pip's configuration."""
+        if self._index is None:
+            if self.settings.package_index:
+                self._index = IndexConfig(index_urls=self.settings.package_index)
+            else:
+                self._index = pip_index_config()
+        return self._index
+
+    def startup(self) -> None:
+        """What a server does when it starts: prune unreferenced blobs unless OLLAMA_NOPRUNE."""
+        if not self.settings.noprune:
+            removed = self.store.prune()
+            if removed:
+                log.info("removed %d unused blob(s)", len(removed))
+
+    def close(self) -> None:
+        """Unload every model."""
+        self.scheduler.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @functools.cached_property
+    def version(self) -> str:
+        """nbllm's version."""
+        from nbllm._version import __version__
+
+        return __version__

@@ -1,0 +1,63 @@
+"""The Ollama wire format as pydantic models: one contract for server, client, CLI and notebook."""
+
+from __future__ import annotations
+
+from nbllm.schema.chat import ChatRequest, ChatResponse
+from nbllm.schema.common import (
+    ErrorResponse,
+    Message,
+    Metrics,
+    ModelDetails,
+    Tool,
+    ToolCall,
+    ToolCallFunction,
+    ToolFunction,
+    format_timestamp,
+    now_timestamp,
+)
+from nbllm.schema.generate import GenerateRequest, GenerateResponse, Logprob, TokenLogprob
+from nbllm.schema.models import (
+    CopyRequest,
+    DeleteRequest,
+    ListResponse,
+    ModelSummary,
+    ProcessModel,
+    ProcessResponse,
+    ProgressResponse,
+    PullRequest,
+    ShowRequest,
+    ShowResponse,
+    StatusResponse,
+    VersionResponse,
+)
+
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "CopyRequest",
+    "DeleteRequest",
+    "ErrorResponse",
+    "GenerateRequest",
+    "GenerateResponse",
+    "ListResponse",
+    "Logprob",
+    "Message",
+    "Metrics",
+    "ModelDetails",
+    "ModelSummary",
+    "ProcessModel",
+    "ProcessResponse",
+    "ProgressResponse",
+    "PullRequest",
+    "ShowRequest",
+    "ShowResponse",
+    "StatusResponse",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolCallFunction",
+    "ToolFunction",
+    "VersionResponse",
+    "format_timestamp",
+    "now_timestamp",
+]

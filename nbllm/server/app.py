@@ -1,0 +1,102 @@
+"""``create_app(runtime)``: the FastAPI application, its routes and its error handling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from nbllm.errors import NbllmError
+from nbllm.runtime import Runtime
+from nbllm.server import routes_generate, routes_models
+from nbllm.server.errors import handle_nbllm_error
+
+__all__ = ["create_app", "describe_validation_error"]
+
+log = logging.getLogger(__name__)
+
+
+def describe_validation_error(errors: list[dict[str, Any]]) -> str:
+    """One line in Ollama's spirit for a request body that did not validate."""
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        kind = err.get("type", "")
+        if kind == "missing" and not loc:
+            return "missing request body"
+        if kind == "json_invalid":
+            return f"invalid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
+        if kind == "model_attributes_type" or (kind.endswith("_type") and not loc):
+            return "invalid request body: expected a JSON object"
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return f"invalid value for field {where!r}: {first.get('msg', 'invalid')}" if where else "invalid request body"
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"error": describe_validation_error(list(exc.errors()))}, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "404 page not found", 405: "405 method not allowed"}.get(exc.status_code, str(exc.detail))
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+class JSONBodies:
+    """Treat every API request body as JSON, whatever its Content-Type, as Ollama does.
+
+    ``curl -d '{...}'`` sends ``application/x-www-form-urlencoded``; Ollama (gin's ShouldBindJSON)
+    parses it as JSON anyway, and the tutorials rely on that. Blob uploads are raw bytes.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "DELETE", "PUT")
+            and scope["path"].startswith(("/api/", "/v1/"))
+            and not scope["path"].startswith("/api/blobs/")
+        ):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+def create_app(runtime: Runtime, *, close_runtime: bool = False) -> FastAPI:
+    """The API server over ``runtime``. With ``close_runtime`` its shutdown unloads every model."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.startup()
+        try:
+            yield
+        finally:
+            if close_runtime:
+                runtime.close()
+
+    app = FastAPI(
+        title="nbllm",
+        version=runtime.version,
+        description="Ollama's REST API, served by nbllm.",
+        lifespan=lifespan,
+        exception_handlers={
+            RequestValidationError: _validation_error,
+            HTTPException: _http_error,
+            NbllmError: handle_nbllm_error,
+            Exception: handle_nbllm_error,
+        },
+    )
+    app.state.runtime = runtime
+    app.add_middleware(JSONBodies)
+    app.include_router(routes_models.router)
+    app.include_router(routes_generate.router)
+    return app

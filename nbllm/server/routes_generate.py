@@ -1,0 +1,38 @@
+"""``POST /api/generate`` and ``POST /api/chat``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from nbllm import service
+from nbllm.runtime import Runtime
+from nbllm.schema import ChatRequest, ChatResponse, GenerateRequest, GenerateResponse
+from nbllm.server.streaming import ndjson_response, single_response
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _rt(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.post("/api/generate", response_model=GenerateResponse, summary="Generate a completion")
+async def generate(req: GenerateRequest, request: Request) -> Response:
+    """Stream (default) or return the completion of a prompt."""
+    rt = _rt(request)
+    if req.stream:
+        return await ndjson_response(lambda cancel: service.generate(rt, req, cancel=cancel))
+    return await single_response(lambda: service.collect_generate(service.generate(rt, req)))
+
+
+@router.post("/api/chat", response_model=ChatResponse, summary="Chat with a model")
+async def chat(req: ChatRequest, request: Request) -> Response:
+    """Stream (default) or return the assistant's next message."""
+    rt = _rt(request)
+    if req.stream:
+        return await ndjson_response(lambda cancel: service.chat(rt, req, cancel=cancel))
+    return await single_response(lambda: service.collect_chat(service.chat(rt, req)))

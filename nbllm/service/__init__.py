@@ -1,0 +1,20 @@
+"""Use cases on a Runtime, shared by the server, the CLI and the notebook: each edge is a thin adapter."""
+
+from __future__ import annotations
+
+from nbllm.service.inference import chat, collect_chat, collect_generate, generate
+from nbllm.service.models import copy_model, delete_model, list_models, processor_label, ps, pull, show
+
+__all__ = [
+    "chat",
+    "collect_chat",
+    "collect_generate",
+    "copy_model",
+    "delete_model",
+    "generate",
+    "list_models",
+    "processor_label",
+    "ps",
+    "pull",
+    "show",
+]

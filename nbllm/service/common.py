@@ -1,0 +1,116 @@
+"""Pieces every use case needs: resolving names, merging options, sizing a model load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nbllm.duration import parse_keep_alive
+from nbllm.engine import LoadSpec
+from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound
+from nbllm.options import Options, parse_api_options, parse_parameter
+from nbllm.runtime import Runtime
+from nbllm.schema import ModelDetails
+from nbllm.store import LocalModel, ModelName
+from nbllm.store.gguf import GGUFInfo, kv_cache_bytes
+from nbllm.system import available_memory
+
+__all__ = [
+    "AUTO_PARALLEL",
+    "DEFAULT_NUM_CTX",
+    "details_of",
+    "keep_alive_of",
+    "load_spec",
+    "model_options",
+    "resolve_model",
+]
+
+DEFAULT_NUM_CTX = 4096
+"""Ollama's default context length without a large GPU."""
+AUTO_PARALLEL = 4
+"""Slots per model when OLLAMA_NUM_PARALLEL is unset and memory allows (else 1)."""
+
+
+def resolve_model(rt: Runtime, name: str) -> LocalModel:
+    """The stored model a request names: 400 for a missing or bad name, 404 for an unknown one."""
+    if not name:
+        raise InvalidRequest("model is required")
+    try:
+        parsed = ModelName.parse(name)
+    except InvalidModelName:
+        raise InvalidModelName(f"invalid model name '{name}'") from None
+    model = rt.store.find(parsed)
+    if model is None:
+        raise ModelNotFound(name)
+    if model.model_path is None or not model.model_path.is_file():
+        raise InvalidRequest(f"model '{name}' has no weights in the store; pull or create it again")
+    return model
+
+
+def keep_alive_of(value: str | float | None) -> float | None:
+    """A request's keep_alive in seconds (None if absent); bad values are a 400."""
+    try:
+        return parse_keep_alive(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid keep_alive: {exc}") from None
+
+
+def model_options(model: LocalModel, request_options: dict[str, Any] | None) -> Options:
+    """Ollama's defaults, then the model's params layer, then the request's options."""
+    layer: dict[str, Any] = {}
+    for key, value in model.params.items():
+        try:
+            converted = parse_api_options({key: value})
+        except InvalidRequest:
+            converted = {
+                key: parse_parameter(key, [str(v) for v in value] if isinstance(value, list) else [str(value)])
+            }
+        layer.update(converted)
+    return Options().merged(layer, parse_api_options(request_options))
+
+
+def load_spec(rt: Runtime, model: LocalModel, info: GGUFInfo, options: Options) -> LoadSpec:
+    """How to load a model for a request: context clamped to the trained one, slots, offload."""
+    settings = rt.settings
+    num_ctx = options.num_ctx or settings.context_length or DEFAULT_NUM_CTX
+    if info.context_length:
+        num_ctx = min(num_ctx, info.context_length)
+    num_ctx = max(num_ctx, 4)
+    parallel = settings.num_parallel or _auto_parallel(model, info, num_ctx)
+    if info.is_embedding_model:
+        parallel = 1
+    cpu_only = (settings.llm_library or "").lower() == "cpu"
+    assert model.model_path is not None
+    return LoadSpec(
+        path=model.model_path,
+        num_ctx=num_ctx,
+        parallel=parallel,
+        num_batch=options.num_batch,
+        num_gpu=0 if cpu_only else options.num_gpu,
+        main_gpu=options.main_gpu,
+        num_thread=options.num_thread,
+        use_mmap=options.use_mmap,
+        flash_attention=settings.flash_attention,
+        kv_cache_type=settings.kv_cache_type,
+        adapters=model.adapters,
+        embedding=info.is_embedding_model,
+    )
+
+
+def _auto_parallel(model: LocalModel, info: GGUFInfo, num_ctx: int) -> int:
+    """4 slots if weights plus a 4-slot KV cache take under half of the free memory, else 1."""
+    need = model.size + kv_cache_bytes(info, num_ctx * AUTO_PARALLEL)
+    return AUTO_PARALLEL if need < available_memory() // 2 else 1
+
+
+def details_of(model: LocalModel) -> ModelDetails:
+    """The ``details`` block, from the config blob written at pull/create time."""
+    config = model.config
+    families = config.get("model_families")
+    return ModelDetails(
+        parent_model=str(config.get("parent_model", "")),
+        format=str(config.get("model_format") or "gguf"),
+        family=str(config.get("model_family") or ""),
+        families=list(families) if isinstance(families, list) else None,
+        parameter_size=str(config.get("model_type") or ""),
+        quantization_level=str(config.get("file_type") or ""),
+    )

@@ -1,0 +1,267 @@
+"""Use cases: generate and chat, streamed as Ollama's response chunks with its timing stats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from nbllm.engine import Engine, FinalStats, SamplingParams, TokenChunk
+from nbllm.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
+from nbllm.options import Options
+from nbllm.runtime import Runtime
+from nbllm.schema import (
+    ChatRequest,
+    ChatResponse,
+    GenerateRequest,
+    GenerateResponse,
+    Message,
+    TokenLogprob,
+    now_timestamp,
+)
+from nbllm.schema.generate import Logprob
+from nbllm.service.common import keep_alive_of, load_spec, model_options, resolve_model
+from nbllm.service.prompts import ModelTemplate, capabilities, model_template
+from nbllm.store import LocalModel
+from nbllm.store.gguf import GGUFInfo
+
+__all__ = ["chat", "collect_chat", "collect_generate", "generate"]
+
+
+def _check_common(
+    model: LocalModel, info: GGUFInfo, name: str, *, think: bool | str | None, top_logprobs: int | None
+) -> list[str]:
+    if top_logprobs is not None and not 0 <= top_logprobs <= 20:
+        raise InvalidRequest("top_logprobs must be between 0 and 20")
+    caps = capabilities(model, info)
+    if "completion" not in caps:
+        raise InvalidRequest(f'"{name}" does not support generate')
+    if think and "thinking" not in caps:
+        raise UnsupportedCapability(f'"{name}" does not support thinking')
+    return caps
+
+
+def generate(rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None) -> Iterator[GenerateResponse]:
+    """``/api/generate``: yields text chunks, then a final chunk with ``done: true`` and the stats."""
+    started = time.perf_counter_ns()
+    model = resolve_model(rt, req.model)
+    if req.raw and (req.template or req.system or req.context):
+        raise InvalidRequest("raw mode does not support template, system, or context")
+    keep_alive = keep_alive_of(req.keep_alive)
+    info = rt.store.gguf(model)
+    caps = _check_common(model, info, req.model, think=req.think, top_logprobs=req.top_logprobs)
+    if req.suffix and "insert" not in caps:
+        raise UnsupportedCapability(f"{model.name.full} does not support insert")
+    if req.images and "vision" not in caps:
+        raise UnsupportedCapability(f"{model.name.full} does not support vision")
+    template = model_template(model, info, req.template)
+    options = model_options(model, req.options)
+    spec = load_spec(rt, model, info, options)
+    if not req.prompt and not req.images and not req.suffix:
+        yield _load_or_unload(rt, req.model, model, spec, keep_alive, GenerateResponse)
+        return
+    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive) as runner:
+        load_ns = time.perf_counter_ns() - started
+        engine = runner.engine
+        if req.raw:
+            tokens = engine.tokenize(req.prompt)
+        else:
+            prefix = engine.detokenize(req.context) if req.context else ""
+            messages = [] if req.context else [m for m in model.messages]
+            text = template.generate(
+                req.prompt,
+                system=req.system if req.system is not None else model.system,
+                suffix=req.suffix,
+                messages=messages,
+            )
+            tokens = _tokens(engine, prefix + text)
+        tokens = _fit(tokens, engine, truncate=req.truncate)
+        params = _sampling(options, engine, logprobs=req.logprobs, top_logprobs=req.top_logprobs, shift=req.shift)
+        for event in engine.generate(tokens, params, cancel=cancel):
+            if isinstance(event, TokenChunk):
+                yield GenerateResponse(
+                    model=req.model,
+                    created_at=now_timestamp(),
+                    response=event.text,
+                    logprobs=_logprobs(event) if req.logprobs else None,
+                )
+            else:
+                yield GenerateResponse(
+                    model=req.model,
+                    created_at=now_timestamp(),
+                    response=event.text,
+                    done=True,
+                    done_reason=event.done_reason,
+                    context=None if req.raw else list(event.tokens),
+                    **_metrics(event, started, load_ns),
+                )
+
+
+def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None) -> Iterator[ChatResponse]:
+    """``/api/chat``: yields message deltas, then a final chunk with ``done: true`` and the stats."""
+    started = time.perf_counter_ns()
+    model = resolve_model(rt, req.model)
+    keep_alive = keep_alive_of(req.keep_alive)
+    info = rt.store.gguf(model)
+    caps = _check_common(model, info, req.model, think=req.think, top_logprobs=req.top_logprobs)
+    if req.tools and "tools" not in caps:
+        raise UnsupportedCapability(f"{model.name.full} does not support tools")
+    if any(m.images for m in req.messages or []) and "vision" not in caps:
+        raise UnsupportedCapability(f"{model.name.full} does not support vision")
+    options = model_options(model, req.options)
+    spec = load_spec(rt, model, info, options)
+    if not req.messages:
+        yield _load_or_unload(rt, req.model, model, spec, keep_alive, ChatResponse)
+        return
+    template = model_template(model, info)
+    messages = _conversation(model, req.messages)
+    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive) as runner:
+        load_ns = time.perf_counter_ns() - started
+        engine = runner.engine
+        tokens = _chat_tokens(engine, template, messages, tools, truncate=req.truncate)
+        params = _sampling(options, engine, logprobs=req.logprobs, top_logprobs=req.top_logprobs, shift=req.shift)
+        for event in engine.generate(tokens, params, cancel=cancel):
+            if isinstance(event, TokenChunk):
+                yield ChatResponse(
+                    model=req.model,
+                    created_at=now_timestamp(),
+                    message=Message(role="assistant", content=event.text),
+                    logprobs=_logprobs(event) if req.logprobs else None,
+                )
+            else:
+                yield ChatResponse(
+                    model=req.model,
+                    created_at=now_timestamp(),
+                    message=Message(role="assistant", content=event.text),
+                    done=True,
+                    done_reason=event.done_reason,
+                    **_metrics(event, started, load_ns),
+                )
+
+
+def _load_or_unload(rt: Runtime, name: str, model: LocalModel, spec: Any, keep_alive: float | None, cls: Any) -> Any:
+    """An empty request loads the model (``done_reason: load``), or unloads it with keep_alive 0."""
+    extra: dict[str, Any] = {"message": Message(role="assistant", content="")} if cls is ChatResponse else {}
+    if keep_alive == 0:
+        rt.scheduler.expire(model)
+        return cls(model=name, created_at=now_timestamp(), done=True, done_reason="unload", **extra)
+    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive):
+        pass
+    return cls(model=name, created_at=now_timestamp(), done=True, done_reason="load", **extra)
+
+
+def _conversation(model: LocalModel, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The model's MESSAGEs and SYSTEM (unless the request brings its own system message) + the request."""
+    out: list[dict[str, Any]] = []
+    if model.system and not (messages and messages[0].role == "system"):
+        out.append({"role": "system", "content": model.system})
+    out.extend(dict(m) for m in model.messages)
+    out.extend(m.model_dump(exclude_none=True) for m in messages)
+    return out
+
+
+def _tokens(engine: Engine, text: str) -> list[int]:
+    """Tokenize a rendered prompt; don't add a BOS token the template already wrote."""
+    bos = engine.info.bos_text
+    return engine.tokenize(text, add_special=not (bos and text.startswith(bos)), parse_special=True)
+
+
+def _fit(tokens: list[int], engine: Engine, *, truncate: bool | None) -> list[int]:
+    n_ctx = engine.info.n_ctx
+    if len(tokens) < n_ctx:
+        return tokens
+    if truncate is False:
+        raise ContextLengthExceeded(len(tokens), n_ctx)
+    keep = n_ctx // 2  # keep the start (instructions) and the most recent half, as llama-server does
+    return tokens[:4] + tokens[len(tokens) - (keep - 4) :]
+
+
+def _chat_tokens(
+    engine: Engine,
+    template: ModelTemplate,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    *,
+    truncate: bool | None,
+) -> list[int]:
+    """Render and tokenize; if too long, drop the oldest turns (never system messages or the last one)."""
+    n_ctx = engine.info.n_ctx
+    current = list(messages)
+    while True:
+        tokens = _tokens(engine, template.chat(current, tools))
+        if len(tokens) < n_ctx:
+            return tokens
+        if truncate is False:
+            raise ContextLengthExceeded(len(tokens), n_ctx)
+        droppable = [i for i, m in enumerate(current[:-1]) if m.get("role") != "system"]
+        if not droppable:
+            return _fit(tokens, engine, truncate=truncate)
+        del current[droppable[0]]
+
+
+def _sampling(
+    options: Options, engine: Engine, *, logprobs: bool | None, top_logprobs: int | None, shift: bool | None
+) -> SamplingParams:
+    """Runtime options in the engine's terms. An unlimited num_predict is capped at 10 x num_ctx, as
+    Ollama does, so a model stuck repeating itself under context shifting still ends."""
+    params = SamplingParams.from_options(
+        options, logprobs=bool(logprobs), top_logprobs=top_logprobs or 0, shift=shift is not False
+    )
+    if params.num_predict <= 0:
+        params = replace(params, num_predict=10 * engine.info.n_ctx)
+    return params
+
+
+def _metrics(stats: FinalStats, started: int, load_ns: int) -> dict[str, Any]:
+    return {
+        "total_duration": time.perf_counter_ns() - started,
+        "load_duration": load_ns or None,
+        "prompt_eval_count": stats.prompt_eval_count or None,
+        "prompt_eval_duration": stats.prompt_eval_duration or None,
+        "eval_count": stats.eval_count or None,
+        "eval_duration": stats.eval_duration or None,
+    }
+
+
+def _logprobs(chunk: TokenChunk) -> list[TokenLogprob] | None:
+    lp = chunk.logprob
+    if lp is None:
+        return None
+    top = [Logprob(token=t, logprob=v, bytes=list(b)) for t, v, b in lp.top] or None
+    return [TokenLogprob(token=lp.token, logprob=lp.logprob, bytes=list(lp.bytes), top_logprobs=top)]
+
+
+def collect_generate(chunks: Iterator[GenerateResponse]) -> GenerateResponse:
+    """One response from a stream (``stream: false``): text and logprobs concatenated, final stats kept."""
+    text: list[str] = []
+    logprobs: list[TokenLogprob] = []
+    last: GenerateResponse | None = None
+    for chunk in chunks:
+        text.append(chunk.response)
+        logprobs.extend(chunk.logprobs or [])
+        last = chunk
+    assert last is not None
+    return last.model_copy(update={"response": "".join(text), "logprobs": logprobs or None})
+
+
+def collect_chat(chunks: Iterator[ChatResponse]) -> ChatResponse:
+    """One response from a chat stream: content, thinking, tool calls and logprobs concatenated."""
+    content: list[str] = []
+    thinking: list[str] = []
+    calls: list[Any] = []
+    logprobs: list[TokenLogprob] = []
+    last: ChatResponse | None = None
+    for chunk in chunks:
+        content.append(chunk.message.content)
+        thinking.append(chunk.message.thinking or "")
+        calls.extend(chunk.message.tool_calls or [])
+        logprobs.extend(chunk.logprobs or [])
+        last = chunk
+    assert last is not None
+    message = Message(
+        role="assistant", content="".join(content), thinking="".join(thinking) or None, tool_calls=calls or None
+    )
+    return last.model_copy(update={"message": message, "logprobs": logprobs or None})

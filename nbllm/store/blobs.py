@@ -1,0 +1,165 @@
+"""Content-addressed blobs: ``blobs/sha256-<hex>``, written atomically and verified while streaming."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from nbllm.errors import BlobNotFound, DigestMismatch, StoreError
+from nbllm.store.digest import digest_from_filename, filename_for, normalize_digest
+
+__all__ = ["BlobStore", "BlobWriter", "fsync_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (after a rename) so the rename survives a crash."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class BlobWriter:
+    """Streams bytes into a temporary file next to the blobs, hashing as it goes.
+
+    ``commit()`` verifies the digest (when one was expected), fsyncs and renames the file into
+    place; leaving the ``with`` block without committing removes the temporary file, so a failed
+    or interrupted write never leaves a partial blob under a real digest name.
+    """
+
+    def __init__(self, store: BlobStore, expected: str | None = None) -> None:
+        self._store = store
+        self._expected = normalize_digest(expected) if expected else None
+        self._hash = hashlib.sha256()
+        self.size = 0
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".blob", dir=store.root)
+        self._fh = os.fdopen(fd, "wb")
+        self._tmp = Path(name)
+        self.digest: str | None = None
+
+    def write(self, data: bytes) -> None:
+        """Append bytes."""
+        self._fh.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def commit(self) -> str:
+        """Verify, flush and move the blob into place; return its digest."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        digest = "sha256:" + self._hash.hexdigest()
+        if self._expected is not None and digest != self._expected:
+            self._tmp.unlink(missing_ok=True)
+            raise DigestMismatch(self._expected, digest)
+        target = self._store.path(digest)
+        os.chmod(self._tmp, 0o644)  # mkstemp makes 0600; blobs are world-readable as Ollama's are
+        os.replace(self._tmp, target)
+        fsync_dir(self._store.root)
+        self.digest = digest
+        return digest
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        if not self._fh.closed:
+            self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.digest is None:
+            self.abort()
+
+
+class BlobStore:
+    """The ``blobs/`` directory of a model store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        """Where the blob of ``digest`` lives (whether or not it exists)."""
+        return self.root / filename_for(digest)
+
+    def has(self, digest: str) -> bool:
+        """Whether the blob is present."""
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        """Size in bytes of a present blob."""
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(normalize_digest(digest)) from None
+
+    def writer(self, expected: str | None = None) -> BlobWriter:
+        """A writer for a new blob (verified against ``expected`` if given)."""
+        return BlobWriter(self, expected)
+
+    def put_stream(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
+        """Store a stream of bytes; return its digest."""
+        with self.writer(expected) as w:
+            for chunk in chunks:
+                w.write(chunk)
+            return w.commit()
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store small bytes (template, params, license layers); return the digest."""
+        return self.put_stream([data])
+
+    def read_bytes(self, digest: str) -> bytes:
+        """The content of a (small) blob."""
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(normalize_digest(digest)) from None
+
+    def digests(self) -> Iterator[str]:
+        """Digests of every complete blob."""
+        if not self.root.is_dir():
+            return
+        for entry in self.root.iterdir():
+            digest = digest_from_filename(entry.name)
+            if digest is not None and entry.is_file():
+                yield digest
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob if present."""
+        self.path(digest).unlink(missing_ok=True)
+
+    def gc(self, referenced: set[str]) -> list[str]:
+        """Remove blobs not in ``referenced``; return what was removed."""
+        removed = []
+        for digest in list(self.digests()):
+            if digest not in referenced:
+                self.delete(digest)
+                removed.append(digest)
+        if removed:
+            log.info("pruned %d unreferenced blob(s)", len(removed))
+        return removed
+
+    def clean_temp(self) -> None:
+        """Remove temporary files left by writes that never finished (a crash); call at startup."""
+        for entry in self.root.glob(".tmp-*.blob"):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+    def check_writable(self) -> None:
+        """Raise StoreError if the blobs directory cannot be written."""
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"model store {self.root} is not writable")

@@ -1,0 +1,217 @@
+"""The model store facade: resolve names to manifests and files; list, copy, delete, prune."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from nbllm.errors import InvalidModelName, ModelNotFound, StoreError
+from nbllm.store.blobs import BlobStore
+from nbllm.store.digest import digest_bytes
+from nbllm.store.gguf import GGUFInfo, read_gguf
+from nbllm.store.manifests import (
+    MEDIA_ADAPTER,
+    MEDIA_CONFIG,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_PROMPT,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Layer,
+    Manifest,
+    ManifestStore,
+    StoredManifest,
+)
+from nbllm.store.names import ModelName
+
+__all__ = ["LocalModel", "ModelStore"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model in the store, with its small layers read and its file paths resolved."""
+
+    name: ModelName
+    digest: str
+    """sha256 hex of the manifest."""
+    size: int
+    modified_at: datetime
+    manifest: Manifest
+    model_path: Path | None
+    """The GGUF weights (None for a model with no model layer, which cannot run)."""
+    template: str | None = None
+    system: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    license: tuple[str, ...] = ()
+    messages: tuple[dict[str, Any], ...] = ()
+    adapters: tuple[Path, ...] = ()
+    projector: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_digest(self) -> str | None:
+        """Digest of the weights layer: the identity of the loaded engine."""
+        layer = self.manifest.layer(MEDIA_MODEL)
+        return layer.digest if layer else None
+
+
+class ModelStore:
+    """Blobs and manifests under one root directory (``OLLAMA_MODELS``)."""
+
+    def __init__(self, root: Path, *, tmp_dir: Path | None = None) -> None:
+        self.root = root
+        self.blobs = BlobStore(root / "blobs")
+        self.manifests = ManifestStore(root / "manifests")
+        self.tmp_dir = tmp_dir or root / ".nbllm-tmp"
+        self._gguf_cache: dict[tuple[str, bool], GGUFInfo] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def parse_name(name: str | ModelName) -> ModelName:
+        """A ModelName from user input."""
+        return name if isinstance(name, ModelName) else ModelName.parse(name)
+
+    def find(self, name: str | ModelName) -> LocalModel | None:
+        """The model of that name, or None."""
+        stored = self.manifests.read(self.parse_name(name))
+        return self._resolve(stored) if stored is not None else None
+
+    def get(self, name: str | ModelName) -> LocalModel:
+        """The model of that name; ModelNotFound if absent."""
+        parsed = self.parse_name(name)
+        model = self.find(parsed)
+        if model is None:
+            raise ModelNotFound(str(name) if isinstance(name, str) else parsed.display)
+        return model
+
+    def models(self) -> list[LocalModel]:
+        """Every model in the store, newest first."""
+        models = [self._resolve(m) for m in self.manifests.all()]
+        return sorted(models, key=lambda m: m.modified_at, reverse=True)
+
+    def _resolve(self, stored: StoredManifest) -> LocalModel:
+        m = stored.manifest
+        text = self._layer_text
+        params_layer = m.layer(MEDIA_PARAMS)
+        messages_layer = m.layer(MEDIA_MESSAGES)
+        model_layer = m.layer(MEDIA_MODEL)
+        projector = m.layer(MEDIA_PROJECTOR)
+        template = m.layer(MEDIA_TEMPLATE) or m.layer(MEDIA_PROMPT)
+        system = m.layer(MEDIA_SYSTEM)
+        try:
+            config = json.loads(self.blobs.read_bytes(m.config.digest)) if self.blobs.has(m.config.digest) else {}
+        except ValueError:
+            config = {}
+        return LocalModel(
+            name=stored.name,
+            digest=stored.digest,
+            size=m.size,
+            modified_at=stored.modified_at,
+            manifest=m,
+            model_path=self.blobs.path(model_layer.digest) if model_layer else None,
+            template=text(template),
+            system=text(system),
+            params=json.loads(text(params_layer) or "{}"),
+            license=tuple(t for layer in m.layers if layer.mediaType == MEDIA_LICENSE if (t := text(layer))),
+            messages=tuple(json.loads(text(messages_layer) or "[]")),
+            adapters=tuple(self.blobs.path(a.digest) for a in m.layers if a.mediaType == MEDIA_ADAPTER),
+            projector=self.blobs.path(projector.digest) if projector else None,
+            config=config if isinstance(config, dict) else {},
+        )
+
+    def _layer_text(self, layer: Layer | None) -> str | None:
+        if layer is None:
+            return None
+        try:
+            return self.blobs.read_bytes(layer.digest).decode("utf-8")
+        except (OSError, UnicodeDecodeError, StoreError) as exc:
+            log.warning("layer %s is unreadable: %s", layer.digest, exc)
+            return None
+
+    def gguf(self, model: LocalModel, *, verbose: bool = False) -> GGUFInfo:
+        """GGUF metadata of a model's weights (cached per digest)."""
+        if model.model_path is None or model.model_digest is None:
+            raise StoreError(f"model {model.name} has no weights layer")
+        key = (model.model_digest, verbose)
+        with self._lock:
+            cached = self._gguf_cache.get(key)
+        if cached is None:
+            cached = read_gguf(model.model_path, keep_arrays=1 << 30 if verbose else 5, tensors=verbose)
+            with self._lock:
+                self._gguf_cache[key] = cached
+        return cached
+
+    def write_model(self, name: ModelName, layers: Iterable[Layer], config: dict[str, Any]) -> StoredManifest:
+        """Write the config blob and the manifest (all layer blobs must already be present)."""
+        layer_list = list(layers)
+        missing = [layer.digest for layer in layer_list if not self.blobs.has(layer.digest)]
+        if missing:
+            raise StoreError(f"refusing to write a manifest that references missing blobs: {missing}")
+        config = {**config, "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layer_list]}}
+        config_bytes = json.dumps(config).encode()
+        config_digest = self.blobs.put_bytes(config_bytes)
+        manifest = Manifest(
+            config=Layer(mediaType=MEDIA_CONFIG, digest=config_digest, size=len(config_bytes)),
+            layers=layer_list,
+        )
+        self.manifests.write(name, manifest)
+        stored = self.manifests.read(name)
+        if stored is None:  # pragma: no cover - we just wrote it
+            raise StoreError(f"manifest of {name} vanished after writing")
+        return stored
+
+    def add_text_layer(self, media_type: str, text: str) -> Layer:
+        """Store a small text layer and describe it."""
+        data = text.encode()
+        digest = self.blobs.put_bytes(data) if not self.blobs.has(digest_bytes(data)) else digest_bytes(data)
+        return Layer(mediaType=media_type, digest=digest, size=len(data))
+
+    def copy(self, source: str | ModelName, destination: str | ModelName) -> None:
+        """Give a model a second name (a new manifest over the same blobs)."""
+        src = self.parse_name(source)
+        dst = self.parse_name(destination)
+        stored = self.manifests.read(src)
+        if stored is None:
+            raise ModelNotFound(str(source))
+        self.manifests.write(dst, stored.manifest)
+
+    def delete(self, name: str | ModelName) -> None:
+        """Remove a model's manifest, then the blobs no other manifest references."""
+        parsed = self.parse_name(name)
+        stored = self.manifests.read(parsed)
+        if stored is None:
+            raise ModelNotFound(str(name))
+        self.manifests.delete(stored.name)
+        unused = stored.manifest.digests() - self.referenced()
+        for digest in unused:
+            self.blobs.delete(digest)
+
+    def referenced(self) -> set[str]:
+        """Every digest some manifest references."""
+        refs: set[str] = set()
+        for stored in self.manifests.all():
+            refs |= stored.manifest.digests()
+        return refs
+
+    def prune(self) -> list[str]:
+        """Remove unreferenced blobs and leftovers of interrupted writes (startup, unless OLLAMA_NOPRUNE)."""
+        self.blobs.clean_temp()
+        return self.blobs.gc(self.referenced())
+
+    def validate_name(self, name: str) -> ModelName:
+        """Parse a destination name, with Ollama's wording for a bad one."""
+        try:
+            return ModelName.parse(name)
+        except InvalidModelName:
+            raise InvalidModelName(f'name "{name}" is invalid') from None

@@ -1,0 +1,188 @@
+"""Manifests: ``manifests/<host>/<namespace>/<model>/<tag>``, Docker v2 JSON with Ollama's media types."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nbllm.errors import StoreError
+from nbllm.store.blobs import fsync_dir
+from nbllm.store.names import ModelName
+
+__all__ = [
+    "MEDIA_ADAPTER",
+    "MEDIA_CONFIG",
+    "MEDIA_LICENSE",
+    "MEDIA_MANIFEST",
+    "MEDIA_MESSAGES",
+    "MEDIA_MODEL",
+    "MEDIA_PARAMS",
+    "MEDIA_PROJECTOR",
+    "MEDIA_SYSTEM",
+    "MEDIA_TEMPLATE",
+    "Layer",
+    "Manifest",
+    "ManifestStore",
+    "StoredManifest",
+]
+
+MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
+MEDIA_MODEL = "application/vnd.ollama.image.model"
+MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
+MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
+MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
+MEDIA_PROMPT = "application/vnd.ollama.image.prompt"  # legacy name of the template layer
+MEDIA_SYSTEM = "application/vnd.ollama.image.system"
+MEDIA_PARAMS = "application/vnd.ollama.image.params"
+MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
+MEDIA_LICENSE = "application/vnd.ollama.image.license"
+
+
+class Layer(BaseModel):
+    """One blob referenced by a manifest."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    mediaType: str
+    digest: str
+    size: int
+    from_: str | None = Field(default=None, alias="from")
+
+
+class Manifest(BaseModel):
+    """An image manifest: a config blob plus layers."""
+
+    model_config = ConfigDict(extra="allow")
+    schemaVersion: int = 2
+    mediaType: str = MEDIA_MANIFEST
+    config: Layer
+    layers: list[Layer] = Field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON of the manifest (its sha256 is the model's digest)."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+    def layer(self, media_type: str) -> Layer | None:
+        """The first layer of a media type."""
+        return next((layer for layer in self.layers if layer.mediaType == media_type), None)
+
+    def digests(self) -> set[str]:
+        """Every blob the manifest references, config included."""
+        return {self.config.digest, *(layer.digest for layer in self.layers)}
+
+    @property
+    def size(self) -> int:
+        """Total bytes of config and layers (what ``ollama list`` shows)."""
+        return self.config.size + sum(layer.size for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    """A manifest as found on disk."""
+
+    name: ModelName
+    manifest: Manifest
+    digest: str
+    """sha256 hex of the manifest file."""
+    modified_at: datetime
+
+
+class ManifestStore:
+    """The ``manifests/`` tree."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: ModelName) -> Path:
+        # ModelName's part rules exclude separators and leading dots, so this stays inside root.
+        return self.root.joinpath(*name.parts())
+
+    def find(self, name: ModelName) -> Path | None:
+        """The manifest file of ``name``, matching existing names case-insensitively."""
+        exact = self._path(name)
+        if exact.is_file():
+            return exact
+        current = self.root
+        for part in name.parts():
+            if not current.is_dir():
+                return None
+            match = next((p for p in current.iterdir() if p.name.lower() == part.lower()), None)
+            if match is None:
+                return None
+            current = match
+        return current if current.is_file() else None
+
+    def read(self, name: ModelName) -> StoredManifest | None:
+        """Load a manifest, or None if the model is not in the store."""
+        path = self.find(name)
+        if path is None:
+            return None
+        return self._load(path, name)
+
+    def _load(self, path: Path, name: ModelName) -> StoredManifest:
+        try:
+            raw = path.read_bytes()
+            manifest = Manifest.model_validate_json(raw)
+            mtime = path.stat().st_mtime
+        except (OSError, ValidationError) as exc:
+            raise StoreError(f"manifest of {name} is unreadable ({path}): {exc}") from exc
+        real = ModelName(*path.relative_to(self.root).parts)
+        return StoredManifest(
+            name=real,
+            manifest=manifest,
+            digest=hashlib.sha256(raw).hexdigest(),
+            modified_at=datetime.fromtimestamp(mtime, tz=timezone.utc),
+        )
+
+    def write(self, name: ModelName, manifest: Manifest) -> str:
+        """Write a manifest atomically (temp file, fsync, rename); return its digest hex."""
+        existing = self.find(name)
+        target = existing if existing is not None else self._path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = manifest.to_bytes()
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(target.parent)
+        return hashlib.sha256(data).hexdigest()
+
+    def delete(self, name: ModelName) -> bool:
+        """Remove a manifest and any directories it leaves empty; False if it did not exist."""
+        path = self.find(name)
+        if path is None:
+            return False
+        path.unlink()
+        parent = path.parent
+        while parent != self.root:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+            parent = parent.parent
+        return True
+
+    def all(self) -> Iterator[StoredManifest]:
+        """Every readable manifest in the store (unreadable ones are skipped)."""
+        for path in self.root.glob("*/*/*/*"):
+            if not path.is_file() or path.name.startswith(".tmp-"):
+                continue
+            parts = path.relative_to(self.root).parts
+            try:
+                name = ModelName.parse(f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[3]}")
+                yield self._load(path, name)
+            except (StoreError, ValueError):
+                continue

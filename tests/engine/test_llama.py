@@ -1,0 +1,119 @@
+"""The llama.cpp engine on the real SmolLM2 model: streaming, stops, limits, prefix cache, batching, cancel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nbllm.engine import FinalStats, LoadSpec, SamplingParams, TokenChunk
+from nbllm.engine.llama import LlamaEngine
+from nbllm.errors import Cancelled, ContextLengthExceeded, ModelLoadError
+from nbllm.runtime import Runtime
+
+GREEDY = SamplingParams(temperature=0, num_predict=24)
+
+
+def chatml(text: str) -> str:
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def engine(real_runtime: Runtime) -> Iterator[LlamaEngine]:
+    path = real_runtime.store.get("smollm2:135m").model_path
+    assert path is not None
+    eng = LlamaEngine(LoadSpec(path=path, num_ctx=512, parallel=4))
+    yield eng
+    eng.close()
+
+
+def run(engine: LlamaEngine, prompt: str, params: SamplingParams = GREEDY) -> tuple[str, FinalStats, int]:
+    chunks = 0
+    text = []
+    final = None
+    for event in engine.generate(engine.tokenize(chatml(prompt)), params):
+        if isinstance(event, TokenChunk):
+            chunks += 1
+            text.append(event.text)
+        else:
+            final = event
+    assert final is not None
+    return "".join(text) + final.text, final, chunks
+
+
+def test_generates_text_with_stats(engine: LlamaEngine) -> None:
+    text, final, chunks = run(engine, "What is the capital of France?")
+    assert "Paris" in text
+    assert final.eval_count == chunks > 0
+    assert final.prompt_eval_count > 0 and final.prompt_eval_duration > 0 and final.eval_duration > 0
+    assert final.done_reason in ("stop", "length")
+
+
+def test_num_predict_limits_and_reports_length(engine: LlamaEngine) -> None:
+    _, final, chunks = run(engine, "Count from one to one hundred.", SamplingParams(temperature=0, num_predict=5))
+    assert final.done_reason == "length" and final.eval_count == chunks == 5
+
+
+def test_stop_string_ends_generation(engine: LlamaEngine) -> None:
+    prompt = "Describe a sunny day at the beach."
+    free, _, _ = run(engine, prompt, SamplingParams(temperature=0, num_predict=40))
+    words = free.split()
+    assert len(words) > 4
+    stop = " " + words[3]  # a stop string in the middle of what the model says anyway
+    cut, final, _ = run(engine, prompt, SamplingParams(temperature=0, num_predict=40, stop=(stop,)))
+    assert final.done_reason == "stop"
+    assert cut == free[: free.index(stop)]
+
+
+def test_greedy_is_deterministic_and_the_prefix_cache_is_used(engine: LlamaEngine) -> None:
+    prompt = "Tell me a fact about owls."
+    first, stats1, _ = run(engine, prompt)
+    second, stats2, _ = run(engine, prompt)
+    assert first == second
+    assert stats2.cached_tokens >= stats1.prompt_eval_count - 1
+    assert stats2.prompt_eval_count == 1
+
+
+def test_concurrent_requests_all_complete(engine: LlamaEngine) -> None:
+    prompts = [f"Tell me about the number {i}." for i in range(6)]
+    results: dict[int, tuple[str, FinalStats, int]] = {}
+
+    def worker(i: int) -> None:
+        results[i] = run(engine, prompts[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == list(range(6))
+    for _text, final, chunks in results.values():
+        assert final.eval_count == chunks > 0
+
+
+def test_cancel_frees_the_slot(engine: LlamaEngine) -> None:
+    cancel = threading.Event()
+    stream = engine.generate(
+        engine.tokenize(chatml("Write a long story.")), SamplingParams(temperature=0), cancel=cancel
+    )
+    assert isinstance(next(stream), TokenChunk)
+    cancel.set()
+    with pytest.raises(Cancelled):
+        for _ in stream:
+            pass
+    assert engine.load_state() == (0, 0)
+    assert run(engine, "Hi")[1].eval_count > 0
+
+
+def test_prompt_longer_than_context_is_refused(engine: LlamaEngine) -> None:
+    with pytest.raises(ContextLengthExceeded):
+        engine.generate(list(range(100, 700)), GREEDY)
+
+
+def test_corrupt_file_is_a_clear_load_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    with pytest.raises(ModelLoadError, match="unable to load model"):
+        LlamaEngine(LoadSpec(path=bad, num_ctx=128))
