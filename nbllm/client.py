@@ -28,6 +28,7 @@ from nbllm.schema import (
     ChatRequest,
     ChatResponse,
     CopyRequest,
+    CreateRequest,
     DeleteRequest,
     GenerateRequest,
     GenerateResponse,
@@ -76,6 +77,10 @@ class BaseClient(abc.ABC):
     @abc.abstractmethod
     def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
         """Stream pull progress."""
+
+    @abc.abstractmethod
+    def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
+        """Create a model, with progress."""
 
     @abc.abstractmethod
     def list_models(self) -> ListResponse:
@@ -208,6 +213,10 @@ class Client(BaseClient):
     def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
         return self._stream("/api/pull", req, ProgressResponse)
 
+    def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
+        """Create a model on the server."""
+        return self._stream("/api/create", req.model_copy(update={"stream": True}), ProgressResponse)
+
     def list_models(self) -> ListResponse:
         """Local models of the server."""
         return self._get("/api/tags", ListResponse)
@@ -268,6 +277,12 @@ class LocalClient(BaseClient):
         from nbllm import service
 
         return service.pull(self.runtime, req)
+
+    def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
+        """Create a model."""
+        from nbllm import service
+
+        return service.create_model(self.runtime, req)
 
     def list_models(self) -> ListResponse:
         """Local models."""

@@ -18,6 +18,7 @@ from nbllm.schema.common import (
 from nbllm.schema.generate import GenerateRequest, GenerateResponse, Logprob, TokenLogprob
 from nbllm.schema.models import (
     CopyRequest,
+    CreateRequest,
     DeleteRequest,
     ListResponse,
     ModelSummary,
@@ -35,6 +36,7 @@ __all__ = [
     "ChatRequest",
     "ChatResponse",
     "CopyRequest",
+    "CreateRequest",
     "DeleteRequest",
     "ErrorResponse",
     "GenerateRequest",

@@ -10,6 +10,7 @@ from nbllm.schema.common import Message, ModelDetails, RequestModel, ResponseMod
 
 __all__ = [
     "CopyRequest",
+    "CreateRequest",
     "DeleteRequest",
     "ListResponse",
     "ModelSummary",
@@ -188,3 +189,42 @@ class VersionResponse(ResponseModel):
     """The Ollama API version the server speaks."""
     nbllm: str | None = None
     """nbllm's own version (absent on a real Ollama)."""
+
+
+class CreateRequest(RequestModel):
+    """Body of ``POST /api/create`` (Ollama's JSON form, since 0.5.5)."""
+
+    model: str = ""
+    """Name of the model to create."""
+    name: str = ""
+    """Deprecated alias of ``model``."""
+    from_: str | None = Field(default=None, alias="from")
+    """Existing model to base this one on."""
+    files: dict[str, str] | None = None
+    """``{filename: "sha256:<hex>"}`` of blobs uploaded with ``/api/blobs``."""
+    adapters: dict[str, str] | None = None
+    """LoRA adapters, ``{filename: digest}``."""
+    template: str | None = None
+    """Prompt template (Go text/template)."""
+    license: str | list[str] | None = None
+    """License text(s)."""
+    system: str | None = None
+    """System prompt."""
+    parameters: dict[str, Any] | None = None
+    """Default options."""
+    messages: list[Message] | None = None
+    """Messages baked into the model."""
+    quantize: str | None = None
+    """Quantization type (``q4_K_M``, ``q8_0``, ...)."""
+    quantization: str | None = None
+    """Deprecated alias of ``quantize``."""
+    stream: bool = True
+    """Stream progress (default) or return only the final status."""
+
+    @model_validator(mode="after")
+    def _aliases(self) -> CreateRequest:
+        if not self.model and self.name:
+            self.model = self.name
+        if not self.quantize and self.quantization:
+            self.quantize = self.quantization
+        return self

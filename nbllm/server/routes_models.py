@@ -12,6 +12,7 @@ from nbllm._version import OLLAMA_API_VERSION
 from nbllm.runtime import Runtime
 from nbllm.schema import (
     CopyRequest,
+    CreateRequest,
     DeleteRequest,
     ListResponse,
     ProcessResponse,
@@ -74,6 +75,15 @@ async def pull(req: PullRequest, request: Request) -> Response:
     if req.stream:
         return await ndjson_response(lambda cancel: service.pull(rt, req))
     return await single_response(lambda: deque(service.pull(rt, req), maxlen=1)[0])
+
+
+@router.post("/api/create", response_model=ProgressResponse)
+async def create(req: CreateRequest, request: Request) -> Response:
+    """Create a model, streaming progress."""
+    rt = _rt(request)
+    if req.stream:
+        return await ndjson_response(lambda cancel: service.create_model(rt, req))
+    return await single_response(lambda: deque(service.create_model(rt, req), maxlen=1)[0])
 
 
 @router.post("/api/copy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nbllm.service.create import create_model
 from nbllm.service.inference import chat, collect_chat, collect_generate, generate
 from nbllm.service.models import copy_model, delete_model, list_models, processor_label, ps, pull, show
 
@@ -10,6 +11,7 @@ __all__ = [
     "collect_chat",
     "collect_generate",
     "copy_model",
+    "create_model",
     "delete_model",
     "generate",
     "list_models",

@@ -138,3 +138,22 @@ def test_errors_surface_as_response_errors(client: ollama.Client, call, status: 
         call(client)
     assert info.value.status_code == status and text in info.value.error
     assert client.generate(MODEL, "ok?", options={"num_predict": 2}).done  # still serving
+
+
+def test_create_derived_model(client: ollama.Client) -> None:
+    events = list(
+        client.create(
+            "me/smol-brief",
+            from_=MODEL,
+            system="Answer in exactly one word.",
+            parameters={"temperature": 0, "num_predict": 8},
+            stream=True,
+        )
+    )
+    assert events[-1].status == "success"
+    info = client.show("me/smol-brief")
+    assert 'SYSTEM """Answer in exactly one word."""' in (info.modelfile or "")
+    assert info.details and info.details.parent_model == MODEL
+    resp = client.chat("me/smol-brief", messages=[{"role": "user", "content": "What colour is the sky?"}])
+    assert resp.done and (resp.eval_count or 0) <= 8
+    client.delete("me/smol-brief")

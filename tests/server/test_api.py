@@ -177,3 +177,46 @@ def test_tags_show_copy_delete(app_client: TestClient) -> None:
         app_client.post("/api/generate", json={"model": "me/copy:v1", "prompt": "x", "stream": False}).status_code
         == 200
     )
+
+
+def test_create_from_an_existing_model(app_client: TestClient, fake_factory: FakeEngineFactory) -> None:
+    body = {
+        "model": "me/pirate",
+        "from": "tiny",
+        "system": "Talk like a pirate.",
+        "parameters": {"temperature": 0.3},
+        "messages": [{"role": "user", "content": "ahoy"}, {"role": "assistant", "content": "arr"}],
+    }
+    events = lines(app_client.post("/api/create", json=body))
+    statuses = [e["status"] for e in events]
+    assert statuses[-2:] == ["writing manifest", "success"]
+    assert any(s.startswith("using existing layer sha256:") for s in statuses)
+    assert sum(s.startswith("creating new layer sha256:") for s in statuses) == 3
+    show = app_client.post("/api/show", json={"model": "me/pirate"}).json()
+    assert show["system"] == "Talk like a pirate."
+    assert "temperature                    0.3" in show["parameters"] and '"<|im_end|>"' in show["parameters"]
+    assert show["details"]["parent_model"] == "tiny:latest"
+    app_client.post(
+        "/api/chat", json={"model": "me/pirate", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    )
+    assert fake_factory.loads[-1].prompts[-1] == (
+        "<|im_start|>system\nTalk like a pirate.<|im_end|>\n<|im_start|>user\nahoy<|im_end|>\n"
+        "<|im_start|>assistant\narr<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    base = app_client.post("/api/show", json={"model": "tiny"}).json()
+    assert "system" not in base  # the base model is untouched
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
+        ({"model": "x", "from": "nope"}, 404, "model 'nope' not found"),
+        ({"model": "../x", "from": "tiny"}, 400, "invalid model name"),
+        ({"model": "x", "from": "tiny", "parameters": {"num_ctx": "big"}}, 400, "num_ctx"),
+    ],
+)
+def test_create_errors(app_client: TestClient, body: dict[str, object], status: int, message: str) -> None:
+    resp = app_client.post("/api/create", json=body)
+    assert resp.status_code == status and message in resp.json()["error"]
+    assert "x:latest" not in {m["name"] for m in app_client.get("/api/tags").json()["models"]}
