@@ -101,6 +101,7 @@ class LlamaEngine:
         _backend()
         self.spec = spec
         self._model, self._ctx = self._load(spec)
+        self._adapters = self._apply_adapters(spec)
         self._vocab = L.llama_model_get_vocab(self._model)
         self._mem = L.llama_get_memory(self._ctx)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
@@ -150,6 +151,29 @@ class LlamaEngine:
                 "not enough memory; lower num_ctx or OLLAMA_NUM_PARALLEL"
             )
         return model, ctx
+
+    def _apply_adapters(self, spec: LoadSpec) -> list[Any]:
+        """Load the LoRA adapters (GGUF) and apply them to the context at scale 1.0."""
+        adapters: list[Any] = []
+        problem = None
+        for path in spec.adapters:
+            adapter = L.llama_adapter_lora_init(self._model, str(path).encode())
+            if not adapter:
+                problem = f"unable to load adapter {path.name}: not a LoRA GGUF for this model"
+                break
+            adapters.append(adapter)
+        if adapters and problem is None:
+            array = (L.llama_adapter_lora_p_ctypes * len(adapters))(*adapters)
+            scales = (ctypes.c_float * len(adapters))(*([1.0] * len(adapters)))
+            if L.llama_set_adapters_lora(self._ctx, array, len(adapters), scales) != 0:
+                problem = "llama.cpp refused the LoRA adapters"
+        if problem is not None:
+            for loaded in adapters:
+                L.llama_adapter_lora_free(loaded)
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            raise ModelLoadError(problem)
+        return adapters
 
     def _describe(self) -> EngineInfo:
         weights = int(L.llama_model_size(self._model))
@@ -277,6 +301,8 @@ class LlamaEngine:
             return
         L.llama_batch_free(self._batch)
         L.llama_free(self._ctx)
+        for adapter in self._adapters:
+            L.llama_adapter_lora_free(adapter)
         L.llama_model_free(self._model)
 
     # ── the decode loop ─────────────────────────────────────────────────────────────────────
