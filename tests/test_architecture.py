@@ -36,7 +36,7 @@ LAYERS = {
 EDGE_USES = {"cli": ("client", "server"), "notebook": ("client", "server")}
 # third-party modules and the only places allowed to import them
 QUARANTINE = {
-    "llama_cpp": ("engine/llama.py",),
+    "llama_cpp": ("engine/llama.py", "engine/grammar.py"),
     "starlette": ("server/",),
     "fastapi": ("server/",),
     "uvicorn": ("server/", "cli/serve.py"),

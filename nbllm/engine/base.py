@@ -69,6 +69,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     grammar: str | None = None
     """A GBNF grammar the output must follow."""
+    grammar_triggers: tuple[str, ...] = ()
+    """With these, the grammar is lazy: it constrains only from where one of these regexes matches."""
     logprobs: bool = False
     top_logprobs: int = 0
     shift: bool = True

@@ -496,12 +496,22 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def _grammar_sampler(vocab: Any, grammar: str, triggers: tuple[str, ...]) -> Any:
+    if not triggers:
+        return L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+    no_tokens = (L.llama_token * 1)()
+    return L.llama_sampler_init_grammar_lazy_patterns(
+        vocab, grammar.encode(), b"root", patterns, len(triggers), no_tokens, 0
+    )
+
+
 def _make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
     """A native sampler chain in llama.cpp's default order."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = functools.partial(L.llama_sampler_chain_add, chain)
     if p.grammar:
-        grammar = L.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root")
+        grammar = _grammar_sampler(vocab, p.grammar, p.grammar_triggers)
         if not grammar:
             L.llama_sampler_free(chain)
             raise EngineError("invalid grammar")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from nbllm.schema.common import Message, Metrics, RequestModel, Tool
 from nbllm.schema.generate import TokenLogprob
 
@@ -39,6 +41,8 @@ class ChatRequest(RequestModel):
     """Return log probabilities of generated tokens."""
     top_logprobs: int | None = None
     """How many alternatives per token with ``logprobs`` (0-20)."""
+    debug_render_only: bool | None = Field(default=None, alias="_debug_render_only")
+    """Return the rendered prompt in ``_debug_info`` instead of generating."""
 
 
 class ChatResponse(Metrics):
@@ -56,3 +60,5 @@ class ChatResponse(Metrics):
     """``stop``, ``length``, ``load`` or ``unload`` (final chunk)."""
     logprobs: list[TokenLogprob] | None = None
     """Log probabilities of this chunk's tokens."""
+    debug_info: dict[str, Any] | None = Field(default=None, alias="_debug_info")
+    """With ``_debug_render_only``: the rendered prompt and the image count."""

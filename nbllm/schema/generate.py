@@ -48,6 +48,8 @@ class GenerateRequest(RequestModel):
     """Return log probabilities of generated tokens."""
     top_logprobs: int | None = None
     """How many alternatives per token with ``logprobs`` (0-20)."""
+    debug_render_only: bool | None = Field(default=None, alias="_debug_render_only")
+    """Return the rendered prompt in ``_debug_info`` instead of generating."""
 
 
 class Logprob(ResponseModel):
@@ -89,3 +91,5 @@ class GenerateResponse(Metrics):
     """Log probabilities of this chunk's tokens."""
     tool_calls: list[Any] | None = Field(default=None)
     """Tool calls parsed from the output (models with built-in parsers)."""
+    debug_info: dict[str, Any] | None = Field(default=None, alias="_debug_info")
+    """With ``_debug_render_only``: the rendered prompt and the image count."""

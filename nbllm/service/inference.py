@@ -23,6 +23,7 @@ from nbllm.schema import (
 )
 from nbllm.schema.generate import Logprob
 from nbllm.service.common import keep_alive_of, load_spec, model_options, resolve_model
+from nbllm.service.constraints import Constraints, chat_constraints, format_only, to_tool_calls
 from nbllm.service.prompts import ModelTemplate, capabilities, model_template
 from nbllm.store import LocalModel
 from nbllm.store.gguf import GGUFInfo
@@ -57,8 +58,13 @@ def generate(rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | Non
     if req.images and "vision" not in caps:
         raise UnsupportedCapability(f"{model.name.full} does not support vision")
     template = model_template(model, info, req.template)
+    constraints = format_only(req.format)
     options = model_options(model, req.options)
     spec = load_spec(rt, model, info, options)
+    if req.debug_render_only:
+        text = req.prompt if req.raw else _generate_text(template, model, req)
+        yield _rendered(GenerateResponse, req.model, text, len(req.images or []))
+        return
     if not req.prompt and not req.images and not req.suffix:
         yield _load_or_unload(rt, req.model, model, spec, keep_alive, GenerateResponse)
         return
@@ -69,16 +75,16 @@ def generate(rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | Non
             tokens = engine.tokenize(req.prompt)
         else:
             prefix = engine.detokenize(req.context) if req.context else ""
-            messages = [] if req.context else [m for m in model.messages]
-            text = template.generate(
-                req.prompt,
-                system=req.system if req.system is not None else model.system,
-                suffix=req.suffix,
-                messages=messages,
-            )
-            tokens = _tokens(engine, prefix + text)
+            tokens = _tokens(engine, prefix + _generate_text(template, model, req))
         tokens = _fit(tokens, engine, truncate=req.truncate)
-        params = _sampling(options, engine, logprobs=req.logprobs, top_logprobs=req.top_logprobs, shift=req.shift)
+        params = _sampling(
+            options,
+            engine,
+            logprobs=req.logprobs,
+            top_logprobs=req.top_logprobs,
+            shift=req.shift,
+            constraints=constraints,
+        )
         for event in engine.generate(tokens, params, cancel=cancel):
             if isinstance(event, TokenChunk):
                 yield GenerateResponse(
@@ -118,28 +124,66 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
     template = model_template(model, info)
     messages = _conversation(model, req.messages)
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+    constraints = chat_constraints(template, tools, req.tool_choice, req.format)
+    shown_tools = tools if req.tool_choice != "none" else None
+    if req.debug_render_only:
+        images = sum(len(m.images or []) for m in req.messages)
+        yield _rendered(ChatResponse, req.model, template.chat(messages, shown_tools), images)
+        return
     with rt.scheduler.acquire(model.name.display, model, spec, keep_alive) as runner:
         load_ns = time.perf_counter_ns() - started
         engine = runner.engine
-        tokens = _chat_tokens(engine, template, messages, tools, truncate=req.truncate)
-        params = _sampling(options, engine, logprobs=req.logprobs, top_logprobs=req.top_logprobs, shift=req.shift)
+        tokens = _chat_tokens(engine, template, messages, shown_tools, truncate=req.truncate)
+        params = _sampling(
+            options,
+            engine,
+            logprobs=req.logprobs,
+            top_logprobs=req.top_logprobs,
+            shift=req.shift,
+            constraints=constraints,
+        )
+        parser = constraints.parser()
+        n_calls = 0
         for event in engine.generate(tokens, params, cancel=cancel):
+            content, calls = parser.feed(event.text) if parser else (event.text, [])
+            if isinstance(event, FinalStats) and parser is not None:
+                content += parser.finish()
+            tool_calls = to_tool_calls(calls, n_calls) or None
+            n_calls += len(calls)
+            message = Message(role="assistant", content=content, tool_calls=tool_calls)
             if isinstance(event, TokenChunk):
                 yield ChatResponse(
                     model=req.model,
                     created_at=now_timestamp(),
-                    message=Message(role="assistant", content=event.text),
+                    message=message,
                     logprobs=_logprobs(event) if req.logprobs else None,
                 )
             else:
                 yield ChatResponse(
                     model=req.model,
                     created_at=now_timestamp(),
-                    message=Message(role="assistant", content=event.text),
+                    message=message,
                     done=True,
                     done_reason=event.done_reason,
                     **_metrics(event, started, load_ns),
                 )
+
+
+def _generate_text(template: ModelTemplate, model: LocalModel, req: GenerateRequest) -> str:
+    """The templated prompt of a generate request (the model's MESSAGEs unless ``context`` continues)."""
+    return template.generate(
+        req.prompt,
+        system=req.system if req.system is not None else model.system,
+        suffix=req.suffix,
+        messages=[] if req.context else list(model.messages),
+    )
+
+
+def _rendered(cls: Any, name: str, text: str, images: int) -> Any:
+    """The answer to ``_debug_render_only``: the exact prompt, nothing generated."""
+    extra: dict[str, Any] = {"message": Message(role="assistant", content="")} if cls is ChatResponse else {}
+    info = {"rendered_template": text, "image_count": images}
+    return cls(model=name, created_at=now_timestamp(), done=True, debug_info=info, **extra)
 
 
 def _load_or_unload(rt: Runtime, name: str, model: LocalModel, spec: Any, keep_alive: float | None, cls: Any) -> Any:
@@ -203,12 +247,23 @@ def _chat_tokens(
 
 
 def _sampling(
-    options: Options, engine: Engine, *, logprobs: bool | None, top_logprobs: int | None, shift: bool | None
+    options: Options,
+    engine: Engine,
+    *,
+    logprobs: bool | None,
+    top_logprobs: int | None,
+    shift: bool | None,
+    constraints: Constraints,
 ) -> SamplingParams:
     """Runtime options in the engine's terms. An unlimited num_predict is capped at 10 x num_ctx, as
     Ollama does, so a model stuck repeating itself under context shifting still ends."""
     params = SamplingParams.from_options(
-        options, logprobs=bool(logprobs), top_logprobs=top_logprobs or 0, shift=shift is not False
+        options,
+        logprobs=bool(logprobs),
+        top_logprobs=top_logprobs or 0,
+        shift=shift is not False,
+        grammar=constraints.grammar,
+        grammar_triggers=constraints.triggers,
     )
     if params.num_predict <= 0:
         params = replace(params, num_predict=10 * engine.info.n_ctx)
