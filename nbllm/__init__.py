@@ -12,6 +12,7 @@ from nbllm._version import __version__
 if TYPE_CHECKING:
     from nbllm.client import Client, LocalClient
     from nbllm.config import Settings
+    from nbllm.notebook import load_ipython_extension, unload_ipython_extension
     from nbllm.runtime import Runtime
     from nbllm.server import BackgroundServer, create_app
 
@@ -23,6 +24,8 @@ __all__ = [
     "Settings",
     "__version__",
     "create_app",
+    "load_ipython_extension",
+    "unload_ipython_extension",
 ]
 
 _LAZY = {
@@ -32,6 +35,8 @@ _LAZY = {
     "Runtime": "nbllm.runtime",
     "Settings": "nbllm.config",
     "create_app": "nbllm.server",
+    "load_ipython_extension": "nbllm.notebook",
+    "unload_ipython_extension": "nbllm.notebook",
 }
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -36,6 +38,7 @@ from nbllm.schema import (
     ProcessResponse,
     ProgressResponse,
     PullRequest,
+    PushRequest,
     ShowRequest,
     ShowResponse,
     VersionResponse,
@@ -77,6 +80,10 @@ class BaseClient(abc.ABC):
     @abc.abstractmethod
     def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
         """Stream pull progress."""
+
+    @abc.abstractmethod
+    def _push(self, req: PushRequest) -> Iterator[ProgressResponse]:
+        """Stream push progress."""
 
     @abc.abstractmethod
     def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
@@ -132,9 +139,34 @@ class BaseClient(abc.ABC):
         """Download a model, with progress."""
         return self._pull(PullRequest(model=model, insecure=insecure))
 
+    def push(self, model: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
+        """Upload a model to the registry its name points at, with progress."""
+        return self._push(PushRequest(model=model, insecure=insecure))
+
     def pull_all(self, model: str) -> ProgressResponse:
         """Download a model and return the final status."""
         return deque(self.pull(model), maxlen=1)[0]
+
+    @abc.abstractmethod
+    def has_blob(self, digest: str) -> bool:
+        """Whether the server holds the blob ``sha256:<hex>``."""
+
+    @abc.abstractmethod
+    def _put_blob(self, chunks: Iterator[bytes], digest: str, size: int) -> None:
+        """Send bytes to be stored as the blob ``digest`` (verified by the receiver)."""
+
+    def create_blob(self, path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> str:
+        """Make a local file a blob on the server (``/api/blobs``) unless it is there; return its digest.
+
+        ``progress(sent, total)`` follows the upload.
+        """
+        from nbllm.store.digest import digest_file
+
+        file = Path(path)
+        digest = digest_file(file)
+        if not self.has_blob(digest):
+            self._put_blob(_read_chunks(file, progress), digest, file.stat().st_size)
+        return digest
 
 
 class Client(BaseClient):
@@ -213,6 +245,30 @@ class Client(BaseClient):
     def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
         return self._stream("/api/pull", req, ProgressResponse)
 
+    def _push(self, req: PushRequest) -> Iterator[ProgressResponse]:
+        return self._stream("/api/push", req, ProgressResponse)
+
+    def has_blob(self, digest: str) -> bool:
+        """``HEAD /api/blobs/<digest>``."""
+        try:
+            resp = self._http.head(f"/api/blobs/{digest}")
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if resp.status_code == 404:
+            return False
+        if resp.status_code >= 400:
+            raise error_for_status(resp.status_code, _error_text(resp.text) if resp.text else "invalid digest format")
+        return True
+
+    def _put_blob(self, chunks: Iterator[bytes], digest: str, size: int) -> None:
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        try:
+            resp = self._http.post(f"/api/blobs/{digest}", content=chunks, headers=headers)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if resp.status_code >= 400:
+            raise error_for_status(resp.status_code, _error_text(resp.text))
+
     def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
         """Create a model on the server."""
         return self._stream("/api/create", req.model_copy(update={"stream": True}), ProgressResponse)
@@ -246,6 +302,17 @@ def _error_text(text: str) -> str:
     return str(data.get("error", text)) if isinstance(data, dict) else text
 
 
+def _read_chunks(path: Path, progress: Callable[[int, int], None] | None) -> Iterator[bytes]:
+    total = path.stat().st_size
+    sent = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent, total)
+            yield chunk
+
+
 class LocalClient(BaseClient):
     """The same calls served in this process from a Runtime (no server needed)."""
 
@@ -277,6 +344,11 @@ class LocalClient(BaseClient):
         from nbllm import service
 
         return service.pull(self.runtime, req)
+
+    def _push(self, req: PushRequest) -> Iterator[ProgressResponse]:
+        from nbllm import service
+
+        return service.push(self.runtime, req)
 
     def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
         """Create a model."""
@@ -313,3 +385,12 @@ class LocalClient(BaseClient):
         from nbllm import service
 
         service.delete_model(self.runtime, DeleteRequest(model=model))
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the store holds the blob."""
+        from nbllm.store.digest import normalize_digest
+
+        return bool(self.runtime.store.blobs.has(normalize_digest(digest)))
+
+    def _put_blob(self, chunks: Iterator[bytes], digest: str, size: int) -> None:
+        self.runtime.store.blobs.put_stream(chunks, expected=digest)

@@ -17,6 +17,7 @@ The hierarchy::
      ├── ModelLoadError            the engine could not load a model (500)
      ├── EngineError               the engine failed while generating (500)
      ├── PullError                 a download or a package index failed (500)
+     ├── PushError                 an upload to a registry failed (500)
      ├── StoreError                the model store could not be read or written (500)
      ├── ServerBusy                the request queue is full (503)
      ├── ServerUnreachable         the client could not reach a server
@@ -43,6 +44,7 @@ __all__ = [
     "NbllmError",
     "NotFound",
     "PullError",
+    "PushError",
     "ServerBusy",
     "ServerUnreachable",
     "StoreError",
@@ -135,6 +137,10 @@ class EngineError(NbllmError):
 
 class PullError(NbllmError):
     """Downloading a model failed (index unreachable, file missing, bad archive, ...)."""
+
+
+class PushError(NbllmError):
+    """Uploading a model to a registry failed (unreachable, refused, unauthorized, ...)."""
 
 
 class StoreError(NbllmError):

@@ -57,7 +57,10 @@ class Runtime:
         return self._index
 
     def startup(self) -> None:
-        """What a server does when it starts: prune unreferenced blobs unless OLLAMA_NOPRUNE."""
+        """What a server does when it starts: fix legacy blob names, prune unreferenced blobs unless OLLAMA_NOPRUNE."""
+        from nbllm.store.legacy import fix_blob_names
+
+        fix_blob_names(self.store.blobs.root)
         if not self.settings.noprune:
             removed = self.store.prune()
             if removed:

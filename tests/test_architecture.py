@@ -36,7 +36,7 @@ LAYERS = {
 EDGE_USES = {"cli": ("client", "server"), "notebook": ("client", "server")}
 # third-party modules and the only places allowed to import them
 QUARANTINE = {
-    "llama_cpp": ("engine/llama.py", "engine/grammar.py"),
+    "llama_cpp": ("engine/llama/", "engine/grammar.py", "engine/quantize.py"),
     "starlette": ("server/",),
     "fastapi": ("server/",),
     "uvicorn": ("server/", "cli/serve.py"),
@@ -44,7 +44,8 @@ QUARANTINE = {
     "IPython": ("notebook/",),
     "ipywidgets": ("notebook/",),
     "traitlets": ("notebook/",),
-    "httpx": ("client.py", "store/pull.py", "store/registry.py"),
+    "httpx": ("client.py", "store/pull.py", "store/registry.py", "store/transfer.py"),
+    "huggingface_hub": ("store/hf.py",),
 }
 
 

@@ -1,21 +1,30 @@
-"""Which backend a command talks to: the server at OLLAMA_HOST, or this process when none runs."""
+"""Which backend a command talks to: the server at OLLAMA_HOST, or this process when none runs.
+
+Ollama's CLI needs a running server. nbllm's does too for ``ps``, ``stop`` and ``serve`` state, but
+when nothing answers at the default address and OLLAMA_HOST was not set, ``run``, ``pull``,
+``list``, ``show``, ``cp`` and ``rm`` work in this process on the same model store (no daemon
+to start first). With OLLAMA_HOST set, an unreachable server is an error, never a silent fallback.
+"""
 
 from __future__ import annotations
 
-from nbllm.client import BaseClient, Client, LocalClient
-from nbllm.config import Settings
+from typing import TYPE_CHECKING
+
 from nbllm.errors import ServerUnreachable
+
+if TYPE_CHECKING:  # the client (httpx, pydantic) loads when a command runs, not for `nbllm --help`
+    from nbllm.client import BaseClient
+    from nbllm.config import Settings
 
 __all__ = ["connect"]
 
 
-def connect(*, local_ok: bool = True) -> BaseClient:
-    """A client of the server at OLLAMA_HOST.
+def connect(*, local_ok: bool = True, settings: Settings | None = None) -> BaseClient:
+    """A client of the server at OLLAMA_HOST, or (``local_ok``, no OLLAMA_HOST) an in-process one."""
+    from nbllm.client import Client, LocalClient
+    from nbllm.config import Settings
 
-    When no server answers and OLLAMA_HOST was not set explicitly, commands that can run without
-    one (run, pull, list, show, cp, rm) run in this process against the same model store.
-    """
-    settings = Settings.from_env()
+    settings = settings or Settings.from_env()
     client = Client(settings=settings)
     if client.heartbeat():
         return client

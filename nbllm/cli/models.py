@@ -1,22 +1,58 @@
-"""Model commands: pull, list, show, cp, rm, ps, stop."""
+"""Model commands: pull, list, show, cp, rm, ps, stop — output laid out as Ollama's."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import click
 
 from nbllm.cli.backend import connect
 from nbllm.cli.main import cli
 from nbllm.cli.progress import render_progress
-from nbllm.errors import NbllmError, NotFound
+from nbllm.errors import InvalidRequest, NbllmError, NotFound
 from nbllm.humanize import human_bytes, human_time, table
 
-__all__ = ["copy", "list_models", "ps", "pull", "remove", "show", "stop"]
+if TYPE_CHECKING:
+    from nbllm.client import BaseClient
+    from nbllm.schema import ModelSummary, ProcessModel
+
+__all__ = ["copy", "list_models", "list_rows", "ps", "ps_rows", "pull", "remove", "show", "stop"]
 
 
-@cli.command()
+def list_rows(models: Sequence[ModelSummary], prefix: str | None = None) -> list[list[str]]:
+    """``NAME ID SIZE MODIFIED`` rows; a prefix filters names (ignoring case), as ``ollama list PREFIX``."""
+    return [
+        [m.name, m.digest[:12], human_bytes(m.size), human_time(datetime.fromisoformat(m.modified_at))]
+        for m in models
+        if not prefix or m.name.lower().startswith(prefix.lower())
+    ]
+
+
+def ps_rows(models: Sequence[ProcessModel], now: datetime | None = None) -> list[list[str]]:
+    """``NAME ID SIZE PROCESSOR UNTIL`` rows: ``Forever``, ``4 minutes from now``, ``Stopping...``."""
+    from nbllm.service import processor_label
+
+    now = now or datetime.now(timezone.utc)
+    rows = []
+    for m in models:
+        expires = datetime.fromisoformat(m.expires_at)
+        until = "Stopping..." if expires <= now else human_time(expires, now)
+        processor = m.processor or processor_label(m.size, m.size_vram)
+        rows.append([m.name, m.digest[:12], human_bytes(m.size), processor, until])
+    return rows
+
+
+def _unload(client: BaseClient, model: str) -> None:
+    """Ask the backend to unload a model now (an empty request with ``keep_alive: 0``)."""
+    from nbllm.schema import GenerateRequest
+
+    for _ in client.generate(GenerateRequest(model=model, keep_alive=0)):
+        pass
+
+
+@cli.command(use="pull MODEL")
 @click.argument("model")
 @click.option("--insecure", is_flag=True, help="Use an insecure registry")
 def pull(model: str, *, insecure: bool) -> None:
@@ -24,27 +60,20 @@ def pull(model: str, *, insecure: bool) -> None:
     render_progress(connect().pull(model, insecure=insecure))
 
 
-@cli.command("list")
+@cli.command("list", use="list", aliases=("ls",))
 @click.argument("prefix", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the /api/tags JSON")
 def list_models(prefix: str | None, *, as_json: bool) -> None:
     """List models."""
-    models = connect().list_models().models
-    if prefix:
-        models = [m for m in models if m.name.startswith(prefix)]
+    resp = connect().list_models()
     if as_json:
-        click.echo(json.dumps([m.model_dump(exclude_none=True) for m in models], indent=2))
+        resp.models = [m for m in resp.models if not prefix or m.name.lower().startswith(prefix.lower())]
+        click.echo(resp.model_dump_json(indent=2, exclude_none=True))
         return
-    rows = [
-        [m.name, m.digest[:12], human_bytes(m.size), human_time(datetime.fromisoformat(m.modified_at))] for m in models
-    ]
-    click.echo(table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
+    click.echo(table(["NAME", "ID", "SIZE", "MODIFIED"], list_rows(resp.models, prefix)))
 
 
-cli.add_command(list_models, "ls")
-
-
-@cli.command()
+@cli.command(use="show MODEL")
 @click.argument("model")
 @click.option("--license", "show_license", is_flag=True, help="Show license of a model")
 @click.option("--modelfile", is_flag=True, help="Show Modelfile of a model")
@@ -52,15 +81,25 @@ cli.add_command(list_models, "ls")
 @click.option("--template", is_flag=True, help="Show template of a model")
 @click.option("--system", is_flag=True, help="Show system message of a model")
 @click.option("-v", "--verbose", is_flag=True, help="Show detailed model information")
+@click.option("--json", "as_json", is_flag=True, help="Print the /api/show JSON")
 def show(model: str, **flags: bool) -> None:
     """Show information for a model."""
     from nbllm.cli.show import format_show
 
+    picked = [f for f in ("show_license", "modelfile", "parameters", "system", "template") if flags[f]]
+    if len(picked) > 1:
+        raise InvalidRequest(
+            "only one of '--license', '--modelfile', '--parameters', '--system', or '--template' can be specified"
+        )
     resp = connect().show(model, verbose=flags["verbose"])
-    click.echo(format_show(resp, flags))
+    if flags["as_json"]:
+        click.echo(resp.model_dump_json(indent=2, exclude_none=True))
+        return
+    text = format_show(resp, flags)
+    click.echo(text, nl=not (picked and picked[0] in ("system", "template")))  # Ollama prints those as they are
 
 
-@cli.command("cp")
+@cli.command("cp", use="cp SOURCE DESTINATION")
 @click.argument("source")
 @click.argument("destination")
 def copy(source: str, destination: str) -> None:
@@ -69,63 +108,47 @@ def copy(source: str, destination: str) -> None:
     click.echo(f"copied '{source}' to '{destination}'")
 
 
-@cli.command("rm")
+@cli.command("rm", use="rm MODEL [MODEL...]")
 @click.argument("models", nargs=-1, required=True)
 def remove(models: tuple[str, ...]) -> None:
     """Remove a model."""
     client = connect()
     for model in models:
-        _unload_quietly(client, model)
+        try:  # unload it first, as Ollama does
+            _unload(client, model)
+        except NotFound:
+            pass
+        except NbllmError:
+            click.echo(f"Warning: unable to stop model '{model}'", err=True)
         client.delete(model)
         click.echo(f"deleted '{model}'")
 
 
-def _unload_quietly(client: object, model: str) -> None:
-    from nbllm.client import Client
-    from nbllm.schema import GenerateRequest
-
-    if isinstance(client, Client):
-        try:
-            for _ in client.generate(GenerateRequest(model=model, keep_alive=0)):
-                pass
-        except NbllmError:
-            pass
-
-
-@cli.command()
+@cli.command(use="ps")
 @click.argument("prefix", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the /api/ps JSON")
 def ps(prefix: str | None, *, as_json: bool) -> None:
     """List running models."""
-    from nbllm.service import processor_label
-
-    models = connect(local_ok=False).ps().models
-    if prefix:
-        models = [m for m in models if m.name.startswith(prefix)]
+    resp = connect(local_ok=False).ps()
+    resp.models = [m for m in resp.models if not prefix or m.name.startswith(prefix)]
     if as_json:
-        click.echo(json.dumps([m.model_dump(exclude_none=True) for m in models], indent=2))
+        click.echo(resp.model_dump_json(indent=2, exclude_none=True))
         return
-    rows = []
-    for m in models:
-        until = human_time(datetime.fromisoformat(m.expires_at))
-        if datetime.fromisoformat(m.expires_at) <= datetime.now().astimezone() and not m.active_requests:
-            until = "Stopping..."
-        rows.append(
-            [m.name, m.digest[:12], human_bytes(m.size), m.processor or processor_label(m.size, m.size_vram), until]
-        )
-    click.echo(table(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"], rows))
+    click.echo(table(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"], ps_rows(resp.models)))
 
 
-@cli.command()
+@cli.command(use="stop MODEL")
 @click.argument("model")
 def stop(model: str) -> None:
     """Stop a running model."""
-    from nbllm.schema import GenerateRequest
     from nbllm.store import ModelName
 
     client = connect(local_ok=False)
     wanted = ModelName.parse(model).key()
     if not any(ModelName.parse(m.name).key() == wanted for m in client.ps().models):
-        raise NotFound(f'model "{model}" is not running')
-    for _ in client.generate(GenerateRequest(model=model, keep_alive=0)):
-        pass
+        try:
+            client.show(model)
+        except NotFound:
+            raise NotFound(f'couldn\'t find model "{model}" to stop') from None
+        raise InvalidRequest(f'model "{model}" is not running')
+    _unload(client, model)

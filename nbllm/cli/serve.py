@@ -1,42 +1,58 @@
-"""``nbllm serve``: the API server in the foreground."""
+"""``nbllm serve``: the API server in the foreground; Ctrl-C or SIGTERM stops it and unloads every model."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
 
 from nbllm.cli.main import cli
+from nbllm.errors import NbllmError
 
 __all__ = ["serve"]
 
-_ENV_HELP = """
-\b
-Environment Variables:
-      OLLAMA_DEBUG               Show additional debug information (e.g. OLLAMA_DEBUG=1)
-      OLLAMA_HOST                IP Address for the ollama server (default 127.0.0.1:11434)
-      OLLAMA_KEEP_ALIVE          The duration that models stay loaded in memory (default "5m")
-      OLLAMA_MAX_LOADED_MODELS   Maximum number of loaded models per GPU
-      OLLAMA_MAX_QUEUE           Maximum number of queued requests
-      OLLAMA_MODELS              The path to the models directory
-      OLLAMA_NUM_PARALLEL        Maximum number of parallel requests
-      OLLAMA_NOPRUNE             Do not prune model blobs on startup
-      OLLAMA_ORIGINS             A comma separated list of allowed origins
-      OLLAMA_SCHED_SPREAD        Always schedule model across all GPUs
-      OLLAMA_TMPDIR              Location for temporary files
-      OLLAMA_FLASH_ATTENTION     Enabled flash attention
-      OLLAMA_KV_CACHE_TYPE       Quantization type for the K/V cache (default: f16)
-      OLLAMA_LLM_LIBRARY         Set LLM library to bypass autodetection
-      OLLAMA_GPU_OVERHEAD        Reserve a portion of VRAM per GPU (bytes)
-      OLLAMA_LOAD_TIMEOUT        How long to allow model loads to stall before giving up (default "5m")
-      OLLAMA_CONTEXT_LENGTH      Context length to use unless otherwise specified (default: 4096)
-      NBLLM_PACKAGE_INDEX        Package index URLs for built-in models (default: pip's configuration)
-
-Every OLLAMA_* variable may also be given as NBLLM_*, which takes precedence.
-"""
+SERVE_ENV = (
+    "OLLAMA_DEBUG",
+    "OLLAMA_HOST",
+    "OLLAMA_KEEP_ALIVE",
+    "OLLAMA_MAX_LOADED_MODELS",
+    "OLLAMA_MAX_QUEUE",
+    "OLLAMA_MODELS",
+    "OLLAMA_NUM_PARALLEL",
+    "OLLAMA_NOPRUNE",
+    "OLLAMA_ORIGINS",
+    "OLLAMA_SCHED_SPREAD",
+    "OLLAMA_TMPDIR",
+    "OLLAMA_FLASH_ATTENTION",
+    "OLLAMA_KV_CACHE_TYPE",
+    "OLLAMA_LLM_LIBRARY",
+    "OLLAMA_GPU_OVERHEAD",
+    "OLLAMA_LOAD_TIMEOUT",
+    "OLLAMA_CONTEXT_LENGTH",
+    "NBLLM_HOME",
+    "NBLLM_PACKAGE_INDEX",
+)
 
 
-@cli.command(epilog=_ENV_HELP)
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind first, so that a busy port is a one-line error as in Ollama."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise NbllmError(f"listen tcp {host}:{port}: bind: {(exc.strerror or str(exc)).lower()}") from None
+    return sock
+
+
+@cli.command(use="serve", aliases=("start",), env=SERVE_ENV)
 def serve() -> None:
-    """Start nbllm (the API server, in the foreground)."""
+    """Start nbllm."""
     import uvicorn
 
     from nbllm.config import Settings
@@ -44,19 +60,40 @@ def serve() -> None:
     from nbllm.server import create_app
 
     settings = Settings.from_env()
-    level = {0: logging.INFO, 1: logging.DEBUG, 2: logging.DEBUG}[settings.debug]
-    logging.basicConfig(
-        level=level, format="time=%(asctime)s level=%(levelname)s source=%(name)s msg=%(message)s", force=True
-    )
+    level = logging.DEBUG if settings.debug else logging.INFO
+    fmt = "time=%(asctime)s level=%(levelname)s source=%(name)s msg=%(message)s"
+    logging.basicConfig(level=level, format=fmt, force=True)
+    logging.getLogger("httpx").setLevel(level if settings.debug else logging.WARNING)  # no line per pulled file
+    sock = _listen(settings.host.bind_host, settings.host.port)
     runtime = Runtime.from_settings(settings)
-    logging.getLogger("nbllm").info("server config %s", settings.model_dump(mode="json"))
-    # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes, runs the lifespan shutdown
-    # (which unloads every model), then returns.
-    uvicorn.run(
-        create_app(runtime, close_runtime=True),
-        host=settings.host.bind_host,
-        port=settings.host.port,
-        log_config=None,
-        access_log=settings.debug > 0,
-        timeout_graceful_shutdown=10,
-    )
+    log = logging.getLogger("nbllm.serve")
+    log.info("server config %s", settings.model_dump(mode="json"))
+    log.info("Listening on %s:%d (version %s)", settings.host.bind_host, sock.getsockname()[1], runtime.version)
+    # uvicorn handles SIGINT/SIGTERM: it stops accepting, lets requests finish (10 s at most), then
+    # runs the app's lifespan shutdown, which unloads every model, and returns.
+    app = create_app(runtime, close_runtime=True)
+    config = uvicorn.Config(app, log_config=None, access_log=settings.debug > 0, timeout_graceful_shutdown=10)
+    _foreground_server(config).run(sockets=[sock])
+
+
+def _foreground_server(config: Any) -> Any:
+    """A uvicorn server for which SIGINT/SIGTERM mean "shut down cleanly, exit 0" (as ``ollama serve``).
+
+    uvicorn re-raises the signal after its graceful shutdown, which would end the process with
+    status 130 or by SIGTERM; a stop asked for is a success for systemd and for the user.
+    """
+
+    import uvicorn
+
+    class ForegroundServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return ForegroundServer(config)

@@ -3,61 +3,109 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
 
 from nbllm.schema import ShowResponse
 
-__all__ = ["format_show"]
+__all__ = ["format_show", "go_float", "head", "metadata_value"]
 
 
 def _section(title: str, rows: list[list[str]]) -> list[str]:
+    """A titled block whose columns are padded to the widest cell plus four spaces (Ollama's tablewriter)."""
     if not rows:
         return []
-    width = max(len(r[0]) for r in rows)
+    columns = max(len(r) for r in rows)
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(columns)]
     lines = [f"  {title}"]
     for row in rows:
-        lines.append(
-            ("    " + row[0].ljust(width + 4) + " ".join(row[1:])).rstrip() if len(row) > 1 else f"    {row[0]}"
-        )
+        cells = [cell.ljust(widths[i] + 4) for i, cell in enumerate(row)]
+        lines.append(("    " + "".join(cells)).rstrip())
     return [*lines, ""]
+
+
+def head(text: str, n: int) -> list[list[str]]:
+    """The first ``n`` non-blank lines, then ``...`` if there were more.
+
+    >>> head("a\\n\\nb\\nc", 2)
+    [['a'], ['b'], ['...']]
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [[line] for line in lines[:n]] + ([["..."]] if len(lines) > n else [])
+
+
+def go_float(value: float) -> str:
+    """A JSON number as Go's ``%g`` prints a float64 (shortest digits; exponent form from 1e+06).
+
+    >>> go_float(131072), go_float(1000000), go_float(0.00001), go_float(0.5), go_float(10000.0)
+    ('131072', '1e+06', '1e-05', '0.5', '10000')
+    """
+    number = Decimal(repr(float(value))).normalize()
+    exponent, digits = number.adjusted(), len(number.as_tuple().digits)
+    if exponent < -4 or exponent >= 6:
+        return f"{float(value):.{digits - 1}e}"
+    return format(number, "f")
+
+
+def metadata_value(value: Any) -> str:
+    """A metadata value as ``ollama show -v`` prints it (arrays cut to about 10 columns).
+
+    >>> metadata_value(["<unk>", "<s>", "</s>", "a"]), metadata_value(1e-05), metadata_value(True)
+    ('[<unk> ...+3 more]', '1e-05', 'true')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return go_float(value)
+    if isinstance(value, list):
+        shown, width = [], 1
+        for i, item in enumerate(value):
+            size = len(str(item)) + (2 if i else 0)
+            if width + size > 10 and i > 0:
+                break
+            width += size
+            shown.append(str(item))
+        more = f" ...+{len(value) - len(shown)} more" if len(shown) < len(value) else ""
+        return "[" + " ".join(shown) + more + "]"
+    if value is None:
+        return "[]"
+    return str(value)
+
+
+def _model_rows(resp: ShowResponse) -> list[list[str]]:
+    info = resp.model_info
+    arch = str(info.get("general.architecture") or resp.details.family)
+    rows = [["architecture", arch], ["parameters", resp.details.parameter_size]]
+    for label, key in (("context length", "context_length"), ("embedding length", "embedding_length")):
+        value = info.get(f"{arch}.{key}")
+        if value is not None:
+            rows.append([label, str(value)])
+    rows.append(["quantization", resp.details.quantization_level])
+    return [r for r in rows if r[1]]
 
 
 def format_show(resp: ShowResponse, flags: Mapping[str, bool]) -> str:
     """The text for the flags given (``--template`` prints the template, no flag prints the summary)."""
-    if flags.get("modelfile"):
-        return resp.modelfile
-    if flags.get("template"):
-        return resp.template or ""
-    if flags.get("parameters"):
-        return resp.parameters or ""
-    if flags.get("system"):
-        return resp.system or ""
-    if flags.get("show_license"):
-        return resp.license or ""
-    info = resp.model_info
-    arch = str(info.get("general.architecture", resp.details.family))
-    model_rows = [
-        ["architecture", arch],
-        ["parameters", resp.details.parameter_size],
-        ["context length", str(info.get(f"{arch}.context_length", ""))],
-        ["embedding length", str(info.get(f"{arch}.embedding_length", ""))],
-        ["quantization", resp.details.quantization_level],
-    ]
-    lines = _section("Model", [r for r in model_rows if r[1]])
+    for flag, text in (
+        ("modelfile", resp.modelfile),
+        ("template", resp.template),
+        ("parameters", resp.parameters),
+        ("system", resp.system),
+        ("show_license", resp.license),
+    ):
+        if flags.get(flag):
+            return text or ""
+    lines = _section("Model", _model_rows(resp))
     lines += _section("Capabilities", [[c] for c in resp.capabilities])
     params = [line.split(None, 1) for line in (resp.parameters or "").splitlines() if line.strip()]
     lines += _section("Parameters", params)
-    if resp.system:
-        lines += _section("System", [[line] for line in resp.system.strip().splitlines()[:2]])
-    if resp.license:
-        lines += _section("License", [[line.strip()] for line in resp.license.strip().splitlines() if line.strip()][:2])
     if flags.get("verbose"):
-        meta = [[k, _short(v)] for k, v in sorted(info.items())]
+        meta = [[k, metadata_value(v)] for k, v in sorted(resp.model_info.items())]
         lines += _section("Metadata", meta)
         if resp.tensors:
             lines += _section("Tensors", [[t["name"], t["type"], str(t["shape"])] for t in resp.tensors])
-    return "\n".join(["", *lines]).rstrip() + "\n"
-
-
-def _short(value: object) -> str:
-    text = str(value) if value is not None else "[...]"
-    return text if len(text) <= 60 else text[:57] + "..."
+    if resp.system:
+        lines += _section("System", head(resp.system, 2))
+    if resp.license:
+        lines += _section("License", head(resp.license, 2))
+    return "\n".join(lines).rstrip("\n") + "\n"

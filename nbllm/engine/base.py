@@ -1,7 +1,7 @@
 """The engine seam: what a loaded model can do, and the values that cross the seam.
 
 Everything above the engine (scheduler, service, server, notebook) talks to these types only;
-``engine/llama.py`` implements them on llama.cpp and ``engine/fake.py`` without any model.
+``engine/llama/`` implements them on llama.cpp and ``engine/fake.py`` without any model.
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ def tool_call_grammar(
     name_key: str = "name",
     args_key: str = "arguments",
     lazy: bool,
+    many: bool = True,
 ) -> ToolGrammar:
     """One or more calls, each ``prefix {"name": ..., "arguments": {...}} suffix``.
 
@@ -95,7 +96,8 @@ def tool_call_grammar(
     one = f"{_literal(opening)} [ \\n]* call" if opening else "call"
     if closing:
         one += f" [ \\n]* {_literal(closing)}"
-    grammar = f"root ::= tool-call ([ \\n]* tool-call)*\ntool-call ::= {one}\n{rules}"
+    repeat = " ([ \\n]* tool-call)*" if many else ""
+    grammar = f"root ::= tool-call{repeat}\ntool-call ::= {one}\n{rules}"
     if not lazy:
         return ToolGrammar(grammar=grammar, triggers=())
     trigger = rf"[\s\S]*?({re.escape(opening)}[\s\S]*)" if opening else r"\s*(\{[\s\S]*)"

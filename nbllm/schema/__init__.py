@@ -15,6 +15,7 @@ from nbllm.schema.common import (
     format_timestamp,
     now_timestamp,
 )
+from nbllm.schema.embed import EmbeddingsRequest, EmbeddingsResponse, EmbedRequest, EmbedResponse
 from nbllm.schema.generate import GenerateRequest, GenerateResponse, Logprob, TokenLogprob
 from nbllm.schema.models import (
     CopyRequest,
@@ -31,6 +32,7 @@ from nbllm.schema.models import (
     StatusResponse,
     VersionResponse,
 )
+from nbllm.schema.registry import PushRequest
 
 __all__ = [
     "ChatRequest",
@@ -38,6 +40,10 @@ __all__ = [
     "CopyRequest",
     "CreateRequest",
     "DeleteRequest",
+    "EmbedRequest",
+    "EmbedResponse",
+    "EmbeddingsRequest",
+    "EmbeddingsResponse",
     "ErrorResponse",
     "GenerateRequest",
     "GenerateResponse",
@@ -51,6 +57,7 @@ __all__ = [
     "ProcessResponse",
     "ProgressResponse",
     "PullRequest",
+    "PushRequest",
     "ShowRequest",
     "ShowResponse",
     "StatusResponse",

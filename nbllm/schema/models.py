@@ -218,6 +218,12 @@ class CreateRequest(RequestModel):
     """Quantization type (``q4_K_M``, ``q8_0``, ...)."""
     quantization: str | None = None
     """Deprecated alias of ``quantize``."""
+    renderer: str | None = None
+    """Name of a built-in prompt renderer (stored for Ollama; nbllm renders with the template)."""
+    parser: str | None = None
+    """Name of a built-in output parser (stored for Ollama; nbllm does not use it)."""
+    requires: str | None = None
+    """Minimum Ollama version the model needs (semver)."""
     stream: bool = True
     """Stream progress (default) or return only the final status."""
 

@@ -12,10 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from nbllm.errors import NbllmError
+from nbllm.errors import InvalidRequest, NbllmError
 from nbllm.runtime import Runtime
-from nbllm.server import routes_generate, routes_models
-from nbllm.server.errors import handle_nbllm_error
+from nbllm.server import routes_blobs, routes_generate, routes_models, routes_openai, routes_registry
+from nbllm.server.errors import handle_nbllm_error, openai_error_response
 
 __all__ = ["create_app", "describe_validation_error"]
 
@@ -40,7 +40,10 @@ def describe_validation_error(errors: list[dict[str, Any]]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"error": describe_validation_error(list(exc.errors()))}, status_code=400)
+    message = describe_validation_error(list(exc.errors()))
+    if request.url.path.startswith("/v1/"):
+        return openai_error_response(InvalidRequest(message))
+    return JSONResponse({"error": message}, status_code=400)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -99,4 +102,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False) -> FastAPI:
     app.add_middleware(JSONBodies)
     app.include_router(routes_models.router)
     app.include_router(routes_generate.router)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_registry.router)
+    app.include_router(routes_blobs.router)
     return app

@@ -23,7 +23,15 @@ from nbllm.errors import (
     TemplateError,
 )
 
-__all__ = ["STATUS", "error_line", "error_response", "handle_nbllm_error", "status_for"]
+__all__ = [
+    "STATUS",
+    "error_line",
+    "error_response",
+    "handle_nbllm_error",
+    "openai_error_body",
+    "openai_error_response",
+    "status_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +85,20 @@ def error_line(exc: BaseException) -> str:
 async def handle_nbllm_error(request: Request, exc: Exception) -> Response:
     """Starlette exception handler for NbllmError (and anything else that escapes a route)."""
     return error_response(exc)
+
+
+_OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+
+
+def openai_error_body(exc: BaseException) -> dict[str, object]:
+    """OpenAI's error object for an exception (``/v1`` routes)."""
+    status = status_for(exc)
+    kind = _OPENAI_TYPES.get(status, "api_error")
+    return {"error": {"message": message_for(exc), "type": kind, "param": None, "code": None}}
+
+
+def openai_error_response(exc: BaseException) -> Response:
+    """An OpenAI-shaped error with the mapped status."""
+    if status_for(exc) >= 500:
+        log.error("request failed: %s", message_for(exc), exc_info=not isinstance(exc, NbllmError))
+    return JSONResponse(openai_error_body(exc), status_code=status_for(exc))

@@ -7,7 +7,16 @@ from starlette.responses import Response
 
 from nbllm import service
 from nbllm.runtime import Runtime
-from nbllm.schema import ChatRequest, ChatResponse, GenerateRequest, GenerateResponse
+from nbllm.schema import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    GenerateResponse,
+)
 from nbllm.server.streaming import ndjson_response, single_response
 
 __all__ = ["router"]
@@ -36,3 +45,17 @@ async def chat(req: ChatRequest, request: Request) -> Response:
     if req.stream:
         return await ndjson_response(lambda cancel: service.chat(rt, req, cancel=cancel))
     return await single_response(lambda: service.collect_chat(service.chat(rt, req)))
+
+
+@router.post("/api/embed", response_model=EmbedResponse, summary="Embed inputs")
+async def embed(req: EmbedRequest, request: Request) -> Response:
+    """L2-normalised embeddings of one or more inputs."""
+    rt = _rt(request)
+    return await single_response(lambda: service.embed(rt, req))
+
+
+@router.post("/api/embeddings", response_model=EmbeddingsResponse, summary="Embed a prompt (legacy)")
+async def embeddings(req: EmbeddingsRequest, request: Request) -> Response:
+    """The raw embedding of one prompt (superseded by /api/embed)."""
+    rt = _rt(request)
+    return await single_response(lambda: service.embeddings(rt, req))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from nbllm.service.create import create_model
+from nbllm.service.embed import embed, embeddings
 from nbllm.service.inference import chat, collect_chat, collect_generate, generate
 from nbllm.service.models import copy_model, delete_model, list_models, processor_label, ps, pull, show
+from nbllm.service.registry import push
 
 __all__ = [
     "chat",
@@ -13,10 +15,13 @@ __all__ = [
     "copy_model",
     "create_model",
     "delete_model",
+    "embed",
+    "embeddings",
     "generate",
     "list_models",
     "processor_label",
     "ps",
     "pull",
+    "push",
     "show",
 ]

@@ -96,6 +96,9 @@ def chat_constraints(
         name_key=syntax.name_key,
         args_key=syntax.args_key,
         lazy=not forced,
+        # a forced call is exactly one call: once it is complete the grammar only allows the end of
+        # generation (a repeatable grammar let the model start a second call it could not finish)
+        many=not forced,
     )
     return Constraints(grammar=tg.grammar, triggers=tg.triggers, syntax=syntax, tool_names=names)
 

@@ -1,21 +1,42 @@
-"""Use case: ``/api/create``: a new model from an existing one (new system prompt, template,
-parameters, messages, license), with Ollama's progress statuses.
+"""Use case: ``/api/create`` in Ollama's JSON form, with its progress statuses.
+
+A model is made from an existing model (``from``), from uploaded files (``files``: a GGUF or a
+safetensors directory, converted), or from a blob digest; then a LoRA adapter (``adapters``),
+quantization (``quantize``) and the small layers (template, system prompt, parameters, messages,
+license) are applied. Every check that can fail without doing work runs before the first status,
+so a bad request is an HTTP error, not a stream that ends in one. The manifest is written last,
+after every blob it names is in place.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound
+from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound, TemplateError
 from nbllm.options import parse_api_options
 from nbllm.runtime import Runtime
 from nbllm.schema import CreateRequest, ProgressResponse
-from nbllm.store import ModelName
+from nbllm.service.layers import (
+    Built,
+    Workspace,
+    adapter_layers,
+    check_files,
+    file_kind,
+    model_layers,
+    quantize_layer,
+)
+from nbllm.store import LocalModel, ModelName
+from nbllm.store.digest import digest_bytes
+from nbllm.store.gguf import human_parameters
 from nbllm.store.manifests import (
+    MEDIA_ADAPTER,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
+    MEDIA_MODEL,
     MEDIA_PARAMS,
     MEDIA_PROMPT,
     MEDIA_SYSTEM,
@@ -25,64 +46,149 @@ from nbllm.store.manifests import (
 
 __all__ = ["create_model"]
 
-_REPLACED = {MEDIA_TEMPLATE, MEDIA_PROMPT, MEDIA_SYSTEM, MEDIA_PARAMS, MEDIA_MESSAGES}
+_DIGEST = re.compile(r"@?sha256[:-]([0-9a-f]{64})")
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 
 
-def create_model(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
-    """Create ``req.model`` from ``req.from_``; the weights' blobs are shared, small layers rewritten."""
+@dataclass(frozen=True)
+class _Plan:
+    """A validated request."""
+
+    name: ModelName
+    base: LocalModel | None
+    files: dict[str, str]
+    quantize: str | None
+    converted_sources: set[str]
+    """Uploaded blobs that are converted, not kept: removed once the model is written."""
+
+
+def _validate(rt: Runtime, req: CreateRequest) -> _Plan:
     if not req.model:
         raise InvalidRequest("model is required")
     try:
         name = ModelName.parse(req.model)
     except InvalidModelName:
         raise InvalidModelName(f"invalid model name '{req.model}'") from None
-    if not req.from_ and not req.files:
+    files = dict(req.files or {})
+    base = None
+    if req.from_ and (digest := _DIGEST.fullmatch(req.from_.strip())):
+        files = {f"sha256-{digest.group(1)}": f"sha256:{digest.group(1)}"}  # FROM a blob: a file of its own
+    elif req.from_:
+        try:
+            base = rt.store.find(req.from_)
+        except InvalidModelName:
+            raise InvalidModelName(f"invalid model name '{req.from_}'") from None
+        if base is None:
+            raise ModelNotFound(req.from_)
+    elif not files:
         raise InvalidRequest("neither 'from' or 'files' was specified")
-    if req.files:
-        raise InvalidRequest("creating from uploaded files is not supported by this server yet")
-    assert req.from_ is not None
-    base = rt.store.find(req.from_)
-    if base is None:
-        raise ModelNotFound(req.from_)
-    new_layers = _new_layers(base.params, req)  # validates before anything is written or reported
-    layers: list[Layer] = []
-    for layer in base.manifest.layers:
-        if layer.mediaType in _REPLACED and _overridden(layer.mediaType, req):
-            continue
-        if layer.mediaType == MEDIA_LICENSE and req.license is not None:
-            continue
-        yield ProgressResponse(status=f"using existing layer {layer.digest}")
-        layers.append(layer)
-    for media_type, text in new_layers:
-        layer = rt.store.add_text_layer(media_type, text)
-        yield ProgressResponse(status=f"creating new layer {layer.digest}")
-        layers.append(layer)
-    yield ProgressResponse(status="writing manifest")
-    config = {**base.config, "parent_model": base.name.display}
-    config.pop("rootfs", None)
-    rt.store.write_model(name, layers, config)
+    check_files(rt.store, files if base is None else {})
+    check_files(rt.store, req.adapters)
+    quantize = None
+    if req.quantize:
+        from nbllm.engine.quantize import parse_quantization
+
+        quantize = parse_quantization(req.quantize)
+    _validate_small_layers(req)
+    if quantize and base is not None:  # quantizing a stored model: its type is known now
+        if base.model_path is None:
+            raise InvalidRequest(f"model '{req.from_}' has no weights to quantize")
+        if rt.store.gguf(base).file_type not in ("F16", "BF16", "F32", quantize):
+            raise InvalidRequest("quantization is only supported for F16, BF16 and F32 models")
+    converted = set()
+    for given in (files if base is None else {}, req.adapters or {}):
+        if given and file_kind(rt.store, given) == "safetensors":
+            converted |= set(given.values())
+    return _Plan(name=name, base=base, files=files, quantize=quantize, converted_sources=converted)
+
+
+def _validate_small_layers(req: CreateRequest) -> None:
+    if req.template is not None:
+        from nbllm.prompt.gotemplate import GoTemplate
+
+        try:
+            GoTemplate(req.template)
+        except TemplateError as exc:
+            raise InvalidRequest(f"template error: {exc.message}") from None
+    if req.parameters is not None:
+        parse_api_options(req.parameters)  # wrong types are a 400 before anything is written
+    if req.requires is not None and _SEMVER.fullmatch(req.requires.removeprefix("v")) is None:
+        raise InvalidRequest("requires must be a valid semver (e.g. 0.14.0)")
+
+
+def create_model(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
+    """Create ``req.model``; yields Ollama's statuses and ends with ``success``."""
+    plan = _validate(rt, req)
+    previous = rt.store.manifests.read(plan.name)
+    ws = Workspace(rt.store)
+    try:
+        if plan.base is not None:
+            info = rt.store.gguf(plan.base) if plan.base.model_path is not None else None
+            built = [
+                Built.stored(rt.store, layer, info if layer.mediaType == MEDIA_MODEL else None)
+                for layer in plan.base.manifest.layers
+                if not _replaced(layer, req)
+            ]
+        else:
+            built = yield from model_layers(ws, plan.files)
+        model = next((b for b in built if b.media_type == MEDIA_MODEL), None)
+        if req.adapters:
+            adapters = yield from adapter_layers(ws, req.adapters, model.info if model else None)
+            built = [b for b in built if b.media_type != MEDIA_ADAPTER] + adapters
+        if plan.quantize:
+            if model is None or model.info is None:
+                raise InvalidRequest("there are no GGUF weights to quantize")
+            quantized = yield from quantize_layer(ws, model, plan.quantize)
+            built = [quantized if b is model else b for b in built]
+        built = [ws.commit(b) for b in built]
+        built += [_text_layer(rt, media_type, text) for media_type, text in _text_layers(plan.base, req)]
+        for b in built:
+            yield ProgressResponse(status=b.status)
+        yield ProgressResponse(status="writing manifest")
+        model = next((b for b in built if b.media_type == MEDIA_MODEL), None)
+        rt.store.write_model(plan.name, [b.layer for b in built if b.layer], _config(plan, req, model))
+    finally:
+        ws.close()
+    _drop_unused(rt, (previous.manifest.digests() if previous else set()) | plan.converted_sources)
     yield ProgressResponse(status="success")
 
 
-def _overridden(media_type: str, req: CreateRequest) -> bool:
+def _drop_unused(rt: Runtime, digests: set[str]) -> None:
+    """Remove blobs no manifest needs any more: the replaced model's old layers, converted uploads."""
+    if rt.settings.noprune:
+        return
+    for digest in digests - rt.store.referenced():
+        rt.store.blobs.delete(digest)
+
+
+def _text_layer(rt: Runtime, media_type: str, text: str) -> Built:
+    existed = rt.store.blobs.has(digest_bytes(text.encode()))
+    layer = rt.store.add_text_layer(media_type, text)
+    status = f"{'using existing' if existed else 'creating new'} layer {layer.digest}"
+    return Built(media_type, rt.store.blobs.path(layer.digest), None, layer, status)
+
+
+def _replaced(layer: Layer, req: CreateRequest) -> bool:
+    """Whether the request brings its own version of a base model's small layer."""
     return {
         MEDIA_TEMPLATE: req.template is not None,
         MEDIA_PROMPT: req.template is not None,
         MEDIA_SYSTEM: req.system is not None,
         MEDIA_PARAMS: req.parameters is not None,
         MEDIA_MESSAGES: req.messages is not None,
-    }[media_type]
+        MEDIA_LICENSE: req.license is not None,
+    }.get(layer.mediaType, False)
 
 
-def _new_layers(base_params: dict[str, Any], req: CreateRequest) -> list[tuple[str, str]]:
+def _text_layers(base: LocalModel | None, req: CreateRequest) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if req.template is not None:
         out.append((MEDIA_TEMPLATE, req.template))
     if req.system is not None:
         out.append((MEDIA_SYSTEM, req.system))
     if req.parameters is not None:
-        parse_api_options(req.parameters)  # wrong types are a 400 before anything is written
-        merged = {**base_params, **{k: v for k, v in req.parameters.items() if v is not None}}
+        inherited = base.params if base is not None else {}
+        merged = {**inherited, **{k: v for k, v in req.parameters.items() if v is not None}}
         out.append((MEDIA_PARAMS, json.dumps(merged)))
     if req.messages is not None:
         out.append((MEDIA_MESSAGES, json.dumps([m.model_dump(exclude_none=True) for m in req.messages])))
@@ -90,3 +196,26 @@ def _new_layers(base_params: dict[str, Any], req: CreateRequest) -> list[tuple[s
         texts = [req.license] if isinstance(req.license, str) else req.license
         out.extend((MEDIA_LICENSE, text) for text in texts)
     return out
+
+
+def _config(plan: _Plan, req: CreateRequest, model: Built | None) -> dict[str, Any]:
+    """The config blob: what ``list`` and ``show`` report in ``details``."""
+    config: dict[str, Any] = dict(plan.base.config) if plan.base is not None else {}
+    config.pop("rootfs", None)
+    if plan.base is not None:
+        config["parent_model"] = plan.base.name.display
+    if model is not None and model.info is not None:
+        arch = model.info.architecture
+        families = [f for f in config.get("model_families") or [] if f != arch]
+        config.update(
+            model_format="gguf",
+            model_family=arch,
+            model_families=[arch, *families],
+            model_type=human_parameters(model.info.parameter_count),
+            file_type=model.info.file_type,
+        )
+    for key in ("renderer", "parser", "requires"):
+        value = getattr(req, key)
+        if value:
+            config[key] = value.removeprefix("v") if key == "requires" else value
+    return config

@@ -120,8 +120,12 @@ def ps(rt: Runtime) -> ProcessResponse:
 
 
 def pull(rt: Runtime, req: PullRequest) -> Iterator[ProgressResponse]:
-    """``/api/pull``: Ollama's progress statuses while the model is fetched into the store."""
-    from nbllm.store.pull import PackageIndexClient, pull_model  # network code only when pulling
+    """``/api/pull``: Ollama's progress statuses while the model is fetched into the store.
+
+    Built-in library names come from the package index; other names from Hugging Face or an
+    Ollama-protocol registry (``service.registry``).
+    """
+    from nbllm.store.catalog import find_entry
 
     if not req.model:
         raise InvalidRequest("model is required")
@@ -129,6 +133,13 @@ def pull(rt: Runtime, req: PullRequest) -> Iterator[ProgressResponse]:
         name = ModelName.parse(req.model)
     except InvalidModelName:
         raise InvalidModelName(f"invalid model name '{req.model}'") from None
+    if find_entry(name) is None:
+        from nbllm.service.registry import pull_remote
+
+        yield from pull_remote(rt, name, insecure=req.insecure)
+        return
+    from nbllm.store.pull import PackageIndexClient, pull_model  # network code only when pulling
+
     with PackageIndexClient(rt.index_config()) as index:
         yield from pull_model(rt.store, name, index, prune=not rt.settings.noprune)
 

@@ -10,7 +10,7 @@ import pytest
 
 from nbllm.engine import FinalStats, LoadSpec, SamplingParams, TokenChunk
 from nbllm.engine.llama import LlamaEngine
-from nbllm.errors import Cancelled, ContextLengthExceeded, ModelLoadError
+from nbllm.errors import Cancelled, ContextLengthExceeded, EngineError, ModelLoadError
 from nbllm.runtime import Runtime
 
 GREEDY = SamplingParams(temperature=0, num_predict=24)
@@ -117,3 +117,17 @@ def test_corrupt_file_is_a_clear_load_error(tmp_path: Path) -> None:
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
     with pytest.raises(ModelLoadError, match="unable to load model"):
         LlamaEngine(LoadSpec(path=bad, num_ctx=128))
+
+
+def test_penalties_and_sampling_options_work(engine: LlamaEngine) -> None:
+    params = SamplingParams(temperature=0.7, top_k=20, top_p=0.8, min_p=0.05, typical_p=0.9, seed=7, num_predict=30,
+                            repeat_penalty=1.3, presence_penalty=0.5, frequency_penalty=0.5, repeat_last_n=32)
+    first, stats, chunks = run(engine, "List some animals.", params)
+    assert stats.eval_count == chunks > 0
+    assert run(engine, "List some animals.", params)[0] == first  # a fixed seed repeats itself
+
+
+def test_a_bad_grammar_fails_only_its_request(engine: LlamaEngine) -> None:
+    with pytest.raises(EngineError, match="grammar"):
+        run(engine, "Hi", SamplingParams(temperature=0, num_predict=4, grammar="root ::= ("))
+    assert run(engine, "Hi")[1].eval_count > 0  # the decode thread is still serving

@@ -1,0 +1,309 @@
+"""The decode loop: continuous batching of every active request into one ``llama_decode`` per step.
+
+One thread per loaded model. Each step packs one token for every generating sequence, then as much
+pending prompt as the batch holds, decodes once, and samples each sequence that produced logits with
+its own native sampler chain. Requests join and leave between steps. A slot keeps its KV cache after
+its request ends, so the next request sharing a prefix (a chat's earlier turns) evaluates only what
+is new.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp as L
+
+from nbllm.engine.base import FinalStats, GenerationEvent, SamplingParams, TokenChunk
+from nbllm.engine.llama.native import NativeModel
+from nbllm.engine.llama.sampling import free_sampler, make_sampler, sample
+from nbllm.engine.logprobs import token_logprob
+from nbllm.engine.text import StreamText
+from nbllm.errors import Cancelled, EngineError
+
+__all__ = ["DecodeLoop", "Request"]
+
+log = logging.getLogger("nbllm.engine.llama")
+
+
+@dataclass(eq=False)
+class Request:
+    """A generation request travelling to the decode thread and its events travelling back."""
+
+    prompt: list[int]
+    params: SamplingParams
+    cancel: threading.Event
+    out: queue.SimpleQueue[GenerationEvent | BaseException] = field(default_factory=queue.SimpleQueue)
+
+    def events(self) -> Iterator[GenerationEvent]:
+        """The request's events until its FinalStats; leaving early cancels it."""
+        try:
+            while True:
+                event = self.out.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, FinalStats):
+                    return
+        finally:
+            self.cancel.set()
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    cache: list[int] = field(default_factory=list)
+    """Tokens whose keys and values are in this slot's KV cache, in position order."""
+    req: Request | None = None
+    pending: list[int] = field(default_factory=list)
+    sampler: Any = None
+    text: StreamText | None = None
+    last_token: int | None = None
+    batch_index: int = -1
+    n_generated: int = 0
+    n_prompt: int = 0
+    n_cached: int = 0
+    t_start: float = 0.0
+    t_first: float = 0.0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class DecodeLoop:
+    """Owns a context's sequences and the thread that decodes them."""
+
+    def __init__(self, model: NativeModel, ctx: Any, *, parallel: int, name: str) -> None:
+        self._model = model
+        self._ctx = ctx
+        self._mem = L.llama_get_memory(ctx)
+        self.n_ctx = int(L.llama_n_ctx_seq(ctx))
+        self._n_batch = int(L.llama_n_batch(ctx))
+        self._batch = L.llama_batch_init(max(self._n_batch, parallel), 0, 1)
+        self._slots = [_Slot(seq_id=i) for i in range(parallel)]
+        self._queue: deque[Request] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._buf = ctypes.create_string_buffer(256)  # token text, decode thread only
+        self._thread = threading.Thread(target=self._run, name=f"nbllm-decode-{name[:24]}", daemon=True)
+        self._thread.start()
+
+    def submit(self, req: Request) -> None:
+        """Queue a request (FIFO)."""
+        with self._cv:
+            if self._closed:
+                raise EngineError("the model was unloaded")
+            self._queue.append(req)
+            self._cv.notify()
+
+    def load_state(self) -> tuple[int, int]:
+        """(active, queued) requests."""
+        with self._cv:
+            return sum(1 for s in self._slots if s.req is not None), len(self._queue)
+
+    def close(self) -> bool:
+        """Stop the thread, failing what is left; False if it would not stop."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=30)
+        if self._thread.is_alive():  # pragma: no cover - a decode step never takes this long
+            return False
+        L.llama_batch_free(self._batch)
+        return True
+
+    # ── the loop ────────────────────────────────────────────────────────────────────────────
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not self._queue and not self._busy():
+                    self._cv.wait()
+                if self._closed:
+                    self._fail_all(EngineError("the model was unloaded"))
+                    return
+                self._admit()
+            try:
+                self._drop_cancelled()
+                self._step()
+            except Exception as exc:  # keep serving: fail the requests in flight, reset the cache
+                log.exception("decode step failed")
+                with self._cv:
+                    self._fail_all(exc if isinstance(exc, EngineError) else EngineError(f"llama.cpp: {exc}"))
+                L.llama_memory_clear(self._mem, True)  # noqa: FBT003 - C API
+                for slot in self._slots:
+                    slot.cache.clear()
+
+    def _busy(self) -> bool:
+        return any(s.req is not None for s in self._slots)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for slot in self._slots:
+            req = slot.req
+            if req is not None:
+                self._release(slot)
+                req.out.put(exc)
+        while self._queue:
+            self._queue.popleft().out.put(exc)
+
+    def _admit(self) -> None:
+        """Give queued requests free slots, FIFO, each to the slot sharing its longest prefix."""
+        while self._queue:
+            free = [s for s in self._slots if s.req is None]
+            if not free:
+                return
+            req = self._queue.popleft()
+            if req.cancel.is_set():
+                continue
+            slot = max(free, key=lambda s: _common_prefix(s.cache, req.prompt))
+            reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
+            if reuse < len(slot.cache) and not L.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
+                L.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)  # partial removal unsupported
+                reuse = 0
+            del slot.cache[reuse:]
+            slot.req = req
+            slot.pending = req.prompt[reuse:]
+            slot.n_cached = reuse
+            slot.n_prompt = slot.n_generated = 0
+            slot.last_token = None
+            slot.t_first = 0.0
+            slot.text = StreamText(req.params.stop)
+            slot.t_start = time.perf_counter()
+            try:
+                slot.sampler = make_sampler(self._model.vocab, req.params, req.prompt)
+            except Exception as exc:  # a bad sampler fails its own request, never the decode thread
+                log.exception("could not build the sampler")
+                self._release(slot)
+                req.out.put(exc if isinstance(exc, EngineError) else EngineError(f"sampler: {exc}"))
+
+    def _drop_cancelled(self) -> None:
+        for slot in self._slots:
+            req = slot.req
+            if req is not None and req.cancel.is_set():
+                self._release(slot)
+                req.out.put(Cancelled("request cancelled"))
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.sampler is not None:
+            free_sampler(slot.sampler)
+        slot.sampler = None
+        slot.req = None
+        slot.pending = []
+        slot.last_token = None
+        slot.batch_index = -1
+
+    def _add(self, i: int, token: int, pos: int, seq: int, *, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+
+    def _step(self) -> None:
+        n = 0
+        budget = self._n_batch
+        active = [s for s in self._slots if s.req is not None]
+        for slot in active:  # one token per generating sequence
+            slot.batch_index = -1
+            if slot.pending or slot.last_token is None:
+                continue
+            if len(slot.cache) >= self.n_ctx and not self._make_room(slot):
+                continue
+            self._add(n, slot.last_token, len(slot.cache), slot.seq_id, logits=True)
+            slot.cache.append(slot.last_token)
+            slot.last_token = None
+            slot.batch_index = n
+            n += 1
+            budget -= 1
+        for slot in active:  # then as much pending prompt as fits
+            if not slot.pending or budget <= 0 or slot.req is None:
+                continue
+            take = slot.pending[:budget]
+            for token in take:
+                self._add(n, token, len(slot.cache), slot.seq_id, logits=False)
+                slot.cache.append(token)
+                n += 1
+            slot.pending = slot.pending[len(take) :]
+            slot.n_prompt += len(take)
+            budget -= len(take)
+            if not slot.pending:
+                self._batch.logits[n - 1] = True
+                slot.batch_index = n - 1
+        if n == 0:
+            return
+        self._batch.n_tokens = n
+        rc = L.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed with status {rc}")
+        now = time.perf_counter()
+        for slot in active:
+            if slot.batch_index >= 0 and slot.req is not None:
+                self._sample(slot, now)
+
+    def _make_room(self, slot: _Slot) -> bool:
+        """The slot's context is full: shift it (drop old tokens after num_keep) or finish with 'length'."""
+        params = slot.req.params if slot.req else SamplingParams()
+        if not params.shift or not L.llama_memory_can_shift(self._mem):
+            self._finish(slot, "length")
+            return False
+        keep = max(0, min(params.num_keep, len(slot.cache) - 2))
+        discard = (len(slot.cache) - keep) // 2
+        L.llama_memory_seq_rm(self._mem, slot.seq_id, keep, keep + discard)
+        L.llama_memory_seq_add(self._mem, slot.seq_id, keep + discard, len(slot.cache), -discard)
+        del slot.cache[keep : keep + discard]
+        return True
+
+    def _sample(self, slot: _Slot, now: float) -> None:
+        req = slot.req
+        assert req is not None and slot.text is not None
+        token = sample(slot.sampler, self._ctx, slot.batch_index)
+        if slot.n_generated == 0:
+            slot.t_first = now
+        if self._model.is_eog(token):
+            self._finish(slot, "stop")
+            return
+        slot.n_generated += 1
+        slot.last_token = token
+        logprob = None
+        if req.params.logprobs:
+            logits = L.llama_get_logits_ith(self._ctx, slot.batch_index)
+            logprob = token_logprob(logits, self._model.n_vocab, token, req.params.top_logprobs, self._model.piece)
+        text = slot.text.feed(self._model.piece(token, buf=self._buf))
+        req.out.put(TokenChunk(text=text, token=token, logprob=logprob))
+        if slot.text.stopped:
+            self._finish(slot, "stop")
+        elif 0 < req.params.num_predict <= slot.n_generated:
+            self._finish(slot, "length")
+
+    def _finish(self, slot: _Slot, reason: str) -> None:
+        req = slot.req
+        assert req is not None and slot.text is not None
+        end = time.perf_counter()
+        first = slot.t_first or end
+        tokens = [*slot.cache, *([slot.last_token] if slot.last_token is not None else [])]
+        text = slot.text.flush()
+        self._release(slot)  # before the caller hears of the end, so the slot is already free
+        req.out.put(
+            FinalStats(
+                done_reason=reason,
+                prompt_eval_count=slot.n_prompt,
+                prompt_eval_duration=int((first - slot.t_start) * 1e9),
+                eval_count=slot.n_generated,
+                eval_duration=int((end - first) * 1e9),
+                text=text,
+                tokens=tuple(tokens),
+                cached_tokens=slot.n_cached,
+            )
+        )

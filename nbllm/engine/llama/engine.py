@@ -1,0 +1,119 @@
+"""LlamaEngine: a GGUF model in llama.cpp, behind the Engine protocol."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+
+import llama_cpp as L
+
+from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, SamplingParams
+from nbllm.engine.llama.batching import DecodeLoop, Request
+from nbllm.engine.llama.embedding import Embedder
+from nbllm.engine.llama.native import NativeModel, create_context, default_threads, free_context
+from nbllm.errors import ContextLengthExceeded, EngineError
+
+__all__ = ["LlamaEngine", "load_llama"]
+
+log = logging.getLogger("nbllm.engine.llama")
+
+
+def load_llama(spec: LoadSpec) -> LlamaEngine:
+    """The EngineFactory for real models."""
+    return LlamaEngine(spec)
+
+
+class LlamaEngine:
+    """Generation through a continuous-batching decode loop; embeddings through a pooled context."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self._model = NativeModel(spec)
+        threads = spec.num_thread or default_threads()
+        self._ctx = None
+        self._loop: DecodeLoop | None = None
+        try:
+            if not spec.embedding:  # embedding-only models get no generation context
+                self._ctx = create_context(
+                    self._model,
+                    n_ctx=spec.num_ctx * spec.parallel,
+                    n_batch=spec.num_batch,
+                    n_seq_max=spec.parallel,
+                    threads=threads,
+                )
+                self._loop = DecodeLoop(self._model, self._ctx, parallel=spec.parallel, name=spec.path.name)
+        except BaseException:
+            if self._ctx is not None:
+                free_context(self._ctx)
+            self._model.free()
+            raise
+        self._embedder = Embedder(self._model, n_ctx=spec.num_ctx, threads=threads, native_pooling=spec.embedding)
+        self._closed = False
+        self.info = self._describe()
+
+    def _describe(self) -> EngineInfo:
+        d = self._model.dims()
+        n_ctx = self._loop.n_ctx if self._loop is not None else self.spec.num_ctx
+        kv = self._model.kv_bytes(n_ctx * self.spec.parallel, self.spec.kv_cache_type) if self._loop else 0
+        total = d["weights"] + kv
+        gpu_layers = 0
+        if L.llama_supports_gpu_offload() and self.spec.num_gpu != 0:
+            gpu_layers = d["n_layer"] if self.spec.num_gpu < 0 else min(self.spec.num_gpu, d["n_layer"])
+        return EngineInfo(
+            n_ctx=n_ctx,
+            parallel=self.spec.parallel,
+            n_ctx_train=d["n_ctx_train"],
+            n_embd=d["n_embd"],
+            n_vocab=self._model.n_vocab,
+            weights_bytes=d["weights"],
+            total_bytes=total,
+            vram_bytes=total * gpu_layers // d["n_layer"] if d["n_layer"] else 0,
+            gpu_layers=gpu_layers,
+            n_layers=d["n_layer"],
+            bos_text=self._model.bos_text(),
+        )
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Text to token ids (``parse_special`` turns ``<|im_start|>`` and the like into their ids)."""
+        return self._model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Token ids to text (special tokens shown)."""
+        return self._model.detokenize(tokens)
+
+    def generate(
+        self, prompt: Sequence[int], params: SamplingParams, *, cancel: threading.Event | None = None
+    ) -> Iterator[GenerationEvent]:
+        """Queue a request and stream its tokens; leaving the iterator early cancels it."""
+        if self._loop is None:
+            raise EngineError("this is an embedding model; it cannot generate text")
+        tokens = list(prompt)
+        if not tokens:
+            raise EngineError("empty prompt")
+        if len(tokens) >= self._loop.n_ctx:
+            raise ContextLengthExceeded(len(tokens), self._loop.n_ctx)
+        req = Request(tokens, params, cancel or threading.Event())
+        self._loop.submit(req)
+        return req.events()
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One pooled (not normalised) embedding per tokenized input."""
+        return self._embedder.embed(inputs)
+
+    def load_state(self) -> tuple[int, int]:
+        """(active, queued) requests."""
+        return self._loop.load_state() if self._loop is not None else (0, 0)
+
+    def close(self) -> None:
+        """Stop the decode loop, fail what is left, free llama.cpp's memory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop is not None and not self._loop.close():
+            log.error("decode thread did not stop; leaking the model")
+            return
+        self._embedder.close()
+        if self._ctx is not None:
+            free_context(self._ctx)
+        self._model.free()

@@ -1,0 +1,196 @@
+"""llama.cpp itself: backend start-up, its log routed to ``logging``, models, contexts, tokens."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import llama_cpp as L
+
+from nbllm.engine.base import LoadSpec
+from nbllm.errors import ModelLoadError
+
+__all__ = ["NativeModel", "backend", "create_context", "default_threads"]
+
+log = logging.getLogger("nbllm.engine.llama")
+
+_KV_TYPES = {"f16": 1, "f32": 0, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "iq4_nl": 20}
+_KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32}
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+
+
+def _log(level: int, text: bytes | None, _user_data: ctypes.c_void_p) -> None:
+    if text:
+        message = text.decode("utf-8", errors="replace").rstrip()
+        if message:
+            log.log(_LOG_LEVELS.get(level, logging.DEBUG), "llama.cpp: %s", message)
+
+
+@functools.cache
+def backend() -> Any:
+    """Initialise llama.cpp once and route its C log through ``logging`` (never stderr)."""
+    callback = L.llama_log_callback(_log)  # the cache keeps this alive for the process lifetime
+    L.llama_log_set(callback, ctypes.c_void_p(0))
+    L.llama_backend_init()
+    return callback
+
+
+def default_threads() -> int:
+    """One thread per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class NativeModel:
+    """A loaded ``llama_model``: weights, vocabulary, LoRA adapters, token <-> text."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        backend()
+        if not spec.path.is_file():
+            raise ModelLoadError(f"model file {spec.path} does not exist")
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (-1 if L.llama_supports_gpu_offload() else 0)
+        mp.main_gpu = spec.main_gpu
+        if spec.use_mmap is not None:
+            mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if spec.use_mmap else L.LLAMA_LOAD_MODE_NONE
+        self.ptr = L.llama_model_load_from_file(str(spec.path).encode(), mp)
+        if not self.ptr:
+            raise ModelLoadError(
+                f"unable to load model {spec.path.name}: llama.cpp could not read it "
+                "(the file may be corrupt, truncated, or of an unsupported architecture)"
+            )
+        self.spec = spec
+        self.vocab = L.llama_model_get_vocab(self.ptr)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self.adapters: list[Any] = []
+        for path in spec.adapters:
+            adapter = L.llama_adapter_lora_init(self.ptr, str(path).encode())
+            if not adapter:
+                self.free()
+                raise ModelLoadError(f"unable to load adapter {path.name}: not a LoRA GGUF for this model")
+            self.adapters.append(adapter)
+
+    def apply_adapters(self, ctx: Any) -> None:
+        """Put the LoRA adapters on a context at scale 1.0."""
+        if not self.adapters:
+            return
+        array = (L.llama_adapter_lora_p_ctypes * len(self.adapters))(*self.adapters)
+        scales = (ctypes.c_float * len(self.adapters))(*([1.0] * len(self.adapters)))
+        if L.llama_set_adapters_lora(ctx, array, len(self.adapters), scales) != 0:
+            raise ModelLoadError("llama.cpp refused the LoRA adapters")
+
+    def free(self) -> None:
+        """Release the adapters and the weights."""
+        for adapter in self.adapters:
+            L.llama_adapter_lora_free(adapter)
+        self.adapters = []
+        if self.ptr:
+            L.llama_model_free(self.ptr)
+            self.ptr = None
+
+    # ── facts ───────────────────────────────────────────────────────────────────────────────
+    def dims(self) -> dict[str, int]:
+        """Layer, head and width counts."""
+        n_head = max(1, int(L.llama_model_n_head(self.ptr)))
+        return {
+            "n_layer": int(L.llama_model_n_layer(self.ptr)),
+            "n_head": n_head,
+            "n_head_kv": int(L.llama_model_n_head_kv(self.ptr)) or n_head,
+            "n_embd": int(L.llama_model_n_embd(self.ptr)),
+            "n_ctx_train": int(L.llama_model_n_ctx_train(self.ptr)),
+            "weights": int(L.llama_model_size(self.ptr)),
+        }
+
+    def kv_bytes(self, n_ctx: int, kv_type: str) -> int:
+        """Bytes of the K and V caches for ``n_ctx`` positions (all layers)."""
+        d = self.dims()
+        head_dim = d["n_embd"] // d["n_head"]
+        return int(2 * d["n_layer"] * n_ctx * d["n_head_kv"] * head_dim * _KV_BYTES.get(kv_type, 2.0))
+
+    def bos_text(self) -> str | None:
+        """Text of the BOS token when tokenizing adds one."""
+        bos = L.llama_vocab_bos(self.vocab)
+        if bos < 0 or not L.llama_vocab_get_add_bos(self.vocab):
+            return None
+        return self.piece(bos, special=True).decode("utf-8", errors="replace") or None
+
+    # ── tokens ──────────────────────────────────────────────────────────────────────────────
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        """Text to token ids."""
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buf = (L.llama_token * size)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, parse_special)
+        if n < 0:
+            size = -n
+            buf = (L.llama_token * size)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int, *, special: bool = False, buf: Any = None) -> bytes:
+        """Bytes of one token (pass a buffer owned by the calling thread to avoid allocating)."""
+        if buf is None:
+            buf = ctypes.create_string_buffer(256)
+        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        raw: bytes = buf.raw[:n]
+        return raw
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Token ids to text (special tokens shown)."""
+        buf = ctypes.create_string_buffer(256)
+        return b"".join(self.piece(t, special=True, buf=buf) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        """Whether the token ends generation."""
+        return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+
+def create_context(
+    model: NativeModel,
+    *,
+    n_ctx: int,
+    n_batch: int,
+    n_seq_max: int,
+    threads: int,
+    embeddings: bool = False,
+    pooling: int | None = None,
+) -> Any:
+    """A ``llama_context`` over ``model`` (the KV cache holds ``n_ctx`` positions in all)."""
+    spec = model.spec
+    cp = L.llama_context_default_params()
+    cp.n_ctx = n_ctx
+    cp.n_batch = cp.n_ubatch = n_batch
+    cp.n_seq_max = n_seq_max
+    cp.n_threads = cp.n_threads_batch = threads
+    cp.flash_attn_type = {None: -1, True: 1, False: 0}[spec.flash_attention]
+    cp.type_k = cp.type_v = _KV_TYPES.get(spec.kv_cache_type, 1)
+    cp.embeddings = embeddings
+    if pooling is not None:
+        cp.pooling_type = pooling
+    cp.no_perf = True
+    ctx = L.llama_init_from_model(model.ptr, cp)
+    if not ctx:
+        raise ModelLoadError(
+            f"unable to create a context of {n_ctx} tokens for {spec.path.name}: not enough memory; "
+            "lower num_ctx or OLLAMA_NUM_PARALLEL"
+        )
+    try:
+        model.apply_adapters(ctx)
+    except ModelLoadError:
+        L.llama_free(ctx)
+        raise
+    return ctx
+
+
+def free_context(ctx: Any) -> None:
+    """Release a context."""
+    L.llama_free(ctx)

@@ -1,0 +1,74 @@
+"""Native sampler chains, in llama.cpp's default order, with optional (lazy) grammars."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import llama_cpp as L
+
+from nbllm.engine.base import SamplingParams
+from nbllm.errors import EngineError
+
+__all__ = ["free_sampler", "make_sampler", "sample"]
+
+
+def _grammar(vocab: Any, grammar: str, triggers: tuple[str, ...]) -> Any:
+    if not triggers:
+        return L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+    no_tokens = (L.llama_token * 1)()
+    return L.llama_sampler_init_grammar_lazy_patterns(
+        vocab, grammar.encode(), b"root", patterns, len(triggers), no_tokens, 0
+    )
+
+
+def make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
+    """A sampler chain: grammar, penalties, top-k, typical, top-p, min-p, temperature, then a draw."""
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    add = functools.partial(L.llama_sampler_chain_add, chain)
+    if p.grammar:
+        grammar = _grammar(vocab, p.grammar, p.grammar_triggers)
+        if not grammar:
+            L.llama_sampler_free(chain)
+            raise EngineError("invalid grammar")
+        add(grammar)
+    penalties = p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
+    if penalties and p.repeat_last_n != 0:
+        last_n = p.repeat_last_n if p.repeat_last_n > 0 else len(prompt) + 4096
+        n_vocab = L.llama_vocab_n_tokens(vocab)
+        add(L.llama_sampler_init_penalties(n_vocab, last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
+    if p.temperature <= 0:
+        add(L.llama_sampler_init_greedy())
+    else:
+        if p.top_k > 0:
+            add(L.llama_sampler_init_top_k(p.top_k))
+        if 0 < p.typical_p < 1:
+            add(L.llama_sampler_init_typical(p.typical_p, 1))
+        if 0 < p.top_p < 1:
+            add(L.llama_sampler_init_top_p(p.top_p, 1))
+        if p.min_p > 0:
+            add(L.llama_sampler_init_min_p(p.min_p, 1))
+        add(L.llama_sampler_init_temp(p.temperature))
+        seed = p.seed if p.seed >= 0 else int.from_bytes(os.urandom(4), "little")
+        add(L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    if penalties and not p.grammar:
+        # Penalties look back over the prompt too, as llama-server does.
+        with contextlib.suppress(Exception):
+            for token in prompt[-(p.repeat_last_n if p.repeat_last_n > 0 else len(prompt)) :]:
+                L.llama_sampler_accept(chain, token)
+    return chain
+
+
+def sample(chain: Any, ctx: Any, index: int) -> int:
+    """Sample (and accept) the next token from the logits at batch position ``index``."""
+    return int(L.llama_sampler_sample(chain, ctx, index))
+
+
+def free_sampler(chain: Any) -> None:
+    """Release a chain."""
+    L.llama_sampler_free(chain)

@@ -1,0 +1,78 @@
+"""``%bench MODEL MODEL ... --prompt TEXT -n RUNS``: the same prompt N times per model, then a plot.
+
+Runs are sequential (each model measured alone), each a fresh one-message chat, so the first run
+of a model shows its load time and later runs its warm speed. Every run joins ``%timings``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nbllm.notebook.answer import Answer
+from nbllm.notebook.chat import CellContext, as_nbllm_error, chat_source, stream_answer
+from nbllm.notebook.display import LiveDisplay, markdown_table, show
+from nbllm.notebook.magic_args import BenchArgs
+from nbllm.notebook.plots import model_stats
+from nbllm.notebook.timing import TimingRecord, timing_frame
+from nbllm.schema import ChatRequest, Message
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["run_bench"]
+
+
+def _progress(done: int, total: int, model: str, last: TimingRecord | None) -> dict[str, str]:
+    text = f"bench: run {done}/{total} · {model}" + (f" · last: {last.summary()}" if last else "")
+    return {"text/plain": text, "text/markdown": f"<sub>{text}</sub>"}
+
+
+def summary_markdown(frame: pd.DataFrame) -> str:
+    """Mean ± sd of generation speed, and mean stage times, per model."""
+    stats = model_stats(frame)
+    rows = [
+        [
+            str(model),
+            str(int(row["runs"])),
+            f"{row['eval_tok_s']:.1f} ± {row['eval_tok_s_std']:.1f}",
+            f"{row['prompt_tok_s']:.1f}",
+            f"{row['ttft_s']:.2f}",
+            f"{row['load_s']:.2f}",
+            f"{row['prompt_eval_s']:.2f}",
+            f"{row['eval_s']:.2f}",
+        ]
+        for model, row in stats.iterrows()
+    ]
+    headers = ["model", "runs", "tok/s", "prompt tok/s", "first token (s)", "load (s)", "prompt eval (s)", "gen (s)"]
+    return markdown_table(headers, rows)
+
+
+def run_bench(ctx: CellContext, args: BenchArgs) -> pd.DataFrame:
+    """Run the benchmark, show the summary table and the plot; return the runs as a timing DataFrame."""
+    records: list[TimingRecord] = []
+    total = len(args.models) * args.runs
+    progress = LiveDisplay(interval=0.0)
+    progress.show(_progress(0, total, args.models[0], None), raw=True)
+    for model in args.models:
+        for _ in range(args.runs):
+            req = ChatRequest(
+                model=model, messages=[Message(role="user", content=args.prompt)], options=dict(args.options)
+            )
+            answer = Answer(model=model, started_at=0.0)
+            interrupted = stream_answer(ctx, answer, chat_source(ctx.client, req), lambda: None)
+            record = answer.timing(kind="bench", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
+            ctx.session.timings.add(record)
+            if interrupted:
+                progress.finish(_progress(len(records), total, model, None))
+                raise KeyboardInterrupt
+            if answer.error is not None:
+                progress.finish({"text/plain": ""})
+                raise as_nbllm_error(answer.error)
+            records.append(record)
+            progress.update(_progress(len(records), total, model, record), force=True)
+    frame = timing_frame(records)
+    table = summary_markdown(frame)
+    meta = {"nbllm": {"kind": "bench", "prompt": args.prompt, "options": dict(args.options), "runs": args.runs}}
+    progress.finish({"text/markdown": table, "text/plain": table}, meta)
+    show(frame.plot(title=f"{args.runs} run(s) per model: {args.prompt[:60]}"))
+    return frame

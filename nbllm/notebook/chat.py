@@ -1,0 +1,323 @@
+"""``%%chat`` and ``%%generate``: stream one answer into the cell, run the tool loop, keep the thread.
+
+The request is read by a worker (:class:`StreamPump`); the cell thread renders what arrives at
+most every ``interval`` seconds and ends with a static Markdown bundle carrying the model, options
+and timings in its metadata. A kernel interrupt stops the request at once and keeps the partial
+answer on screen; the interrupted exchange is not added to the conversation (as ``ollama run``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbllm.client import BaseClient
+from nbllm.errors import Cancelled, InvalidRequest, NbllmError
+from nbllm.notebook.answer import Answer, ChatResult, render_body
+from nbllm.notebook.display import LiveDisplay, show
+from nbllm.notebook.magic_args import ChatArgs
+from nbllm.notebook.session import NotebookSession
+from nbllm.notebook.streaming import StreamPump
+from nbllm.notebook.timing import TimingRecord
+from nbllm.notebook.tools import ToolBox, ToolCallRecord
+from nbllm.schema import ChatRequest, ChatResponse, GenerateRequest, GenerateResponse, Message
+
+__all__ = [
+    "CellContext",
+    "Interrupted",
+    "as_nbllm_error",
+    "prepare_thread",
+    "resolve_format",
+    "resolve_tools",
+    "run_chat",
+    "run_generate",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """The kernel interrupted a generation; ``result`` is what was shown (a list for side-by-side models)."""
+
+    def __init__(self, result: ChatResult | list[ChatResult]) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
+@dataclass
+class CellContext:
+    """What a cell magic run needs from the magics: backend, session, namespace and display settings."""
+
+    client: BaseClient
+    session: NotebookSession
+    namespace: dict[str, Any]
+    interval: float = 0.1
+    show_stats: bool = True
+    max_tool_rounds: int = 8
+    cell: int | None = None
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_format(value: str | None, namespace: dict[str, Any]) -> str | dict[str, Any] | None:
+    """``json``, or a JSON schema held by a variable (a dict, or a pydantic model class)."""
+    if value is None or value == "json":
+        return value
+    if value not in namespace:
+        raise InvalidRequest(f"--format must be 'json' or the name of a variable holding a JSON schema, not {value!r}")
+    obj = namespace[value]
+    schema = obj.model_json_schema() if hasattr(obj, "model_json_schema") else obj
+    if not isinstance(schema, dict):
+        raise InvalidRequest(
+            f"variable {value!r} holds {type(obj).__name__}, not a JSON schema (dict or pydantic model)"
+        )
+    return schema
+
+
+def resolve_tools(names: Iterable[str], namespace: dict[str, Any]) -> ToolBox | None:
+    """The notebook functions named in ``--tools``."""
+    names = list(names)
+    if not names:
+        return None
+    missing = [n for n in names if not callable(namespace.get(n))]
+    if missing:
+        raise InvalidRequest(f"--tools: no function named {', '.join(missing)} in the notebook")
+    return ToolBox.of(namespace[n] for n in names)
+
+
+def _metadata(ctx: CellContext, args: ChatArgs, model: str, kind: str, records: list[TimingRecord]) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "model": model,
+        "kind": kind,
+        "host": ctx.client.host,
+        "options": dict(args.options),
+        "timings": [r.metadata() for r in records],
+        "interrupted": any(r.interrupted for r in records),
+        **ctx.extra_metadata,
+    }
+    if kind == "chat":
+        meta["thread"] = args.thread
+    return {"nbllm": meta}
+
+
+def _footer(model: str, records: list[TimingRecord]) -> str:
+    if not records:
+        return f"{model}"
+    last = records[-1]
+    return f"{model} · {last.summary()}" + (f" · {len(records)} rounds" if len(records) > 1 else "")
+
+
+def _bundle(ctx: CellContext, body: str, footer: str) -> dict[str, str]:
+    markdown = body or "*(empty answer)*"
+    if ctx.show_stats:
+        markdown += f"\n\n<sub>{footer}</sub>"
+    return {"text/markdown": markdown, "text/plain": f"{body}\n\n[{footer}]" if body else f"[{footer}]"}
+
+
+def chat_source(client: BaseClient, req: ChatRequest) -> Callable[[], Iterator[ChatResponse]]:
+    """A stream factory for :class:`StreamPump` (the request is sent from the worker thread)."""
+    return lambda: client.chat(req)
+
+
+def generate_source(client: BaseClient, req: GenerateRequest) -> Callable[[], Iterator[GenerateResponse]]:
+    """A stream factory for :class:`StreamPump`."""
+    return lambda: client.generate(req)
+
+
+def stream_answer(
+    ctx: CellContext, answer: Answer, make: Callable[[], Iterable[Any]], redraw: Callable[[], None]
+) -> bool:
+    """Stream one response into ``answer``; True when the kernel interrupted it."""
+    pump: StreamPump[Any] = StreamPump([make]).start()
+    answer.started_at = pump.started_at[0] or answer.started_at
+    try:
+        for event in pump.events(tick=min(0.05, ctx.interval)):
+            if event is None:
+                redraw()
+                continue
+            answer.started_at = pump.started_at[0]
+            if event.error is not None:
+                answer.error = event.error
+            elif event.item is not None:
+                answer.feed(event.item, event.at)
+                redraw()
+    except KeyboardInterrupt:
+        pump.stop()
+        return True
+    return False
+
+
+def _finish(
+    ctx: CellContext, display: LiveDisplay, body: str, last: Answer, footer: str, metadata: dict[str, Any]
+) -> dict[str, str]:
+    """Show the final bundle; a failed request raises after keeping what had streamed."""
+    err = last.error
+    if err is None or isinstance(err, Cancelled):
+        bundle = _bundle(ctx, body, footer)
+        display.finish(bundle, metadata)
+        return bundle
+    message = err.message if isinstance(err, NbllmError) else f"{type(err).__name__}: {err}"
+    if body:
+        display.finish(_bundle(ctx, f"{body}\n\n**error:** {message}", footer), metadata)
+    else:
+        display.finish({"text/plain": ""})
+    raise as_nbllm_error(err)
+
+
+def as_nbllm_error(err: BaseException) -> NbllmError:
+    """An error from a stream as an NbllmError (shown as one line by the magics)."""
+    if isinstance(err, NbllmError):
+        return err
+    wrapped = NbllmError(f"{type(err).__name__}: {err}")
+    wrapped.__cause__ = err
+    return wrapped
+
+
+def prepare_thread(session: NotebookSession, args: ChatArgs) -> list[Message]:
+    """The conversation a cell continues (empty with ``--new``), with ``-s SYSTEM`` as its first message."""
+    history = [] if args.new else list(session.threads.get(args.thread, []))
+    if args.system is not None:
+        history = [m for m in history if m.role != "system"]
+        history.insert(0, Message(role="system", content=args.system))
+    return history
+
+
+def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatResult:
+    """One ``%%chat`` cell with one model: stream, run tool calls until the final answer, keep the thread."""
+    toolbox = resolve_tools(args.tools, ctx.namespace)
+    fmt = resolve_format(args.format, ctx.namespace)
+    history = prepare_thread(ctx.session, args)
+    messages = [*history, Message(role="user", content=prompt)]
+    display = LiveDisplay(interval=ctx.interval, live=args.stream)
+    display.show({"text/plain": f"{model}: …", "text/markdown": f"<sub>{model} …</sub>"}, raw=True)
+    inspector = _inspector(toolbox) if toolbox is not None else None
+    answers: list[Answer] = []
+    calls: list[list[ToolCallRecord]] = []
+    records: list[TimingRecord] = []
+
+    def redraw() -> None:
+        display.update(lambda: _bundle(ctx, render_body(answers, calls, partial=True), answers[-1].live_status()))
+
+    interrupted = False
+    for round_no in range(ctx.max_tool_rounds + 1):
+        req = _chat_request(args, model, messages, toolbox, fmt, first=round_no == 0)
+        answer = Answer(model=model, started_at=0.0)
+        answers.append(answer)
+        calls.append([])
+        interrupted = stream_answer(ctx, answer, chat_source(ctx.client, req), redraw)
+        record = answer.timing(kind="chat", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
+        records.append(record)
+        ctx.session.timings.add(record)
+        if interrupted or answer.error is not None:
+            break
+        messages.append(answer.message())
+        if not answer.tool_calls or toolbox is None:
+            break
+        calls[-1] = _execute_calls(ctx, toolbox, answer, inspector, messages)
+        redraw()
+    body = render_body(answers, calls, as_json=fmt is not None, partial=interrupted)
+    if answers[-1].tool_calls and not interrupted and answers[-1].error is None:
+        body += f"\n\n*(stopped after {ctx.max_tool_rounds} rounds of tool calls)*"
+    bundle = _finish(
+        ctx, display, body, answers[-1], _footer(model, records), _metadata(ctx, args, model, "chat", records)
+    )
+    result = ChatResult(
+        model=model,
+        text=answers[-1].text,
+        thinking=answers[-1].thought,
+        tool_calls=[c for round_calls in calls for c in round_calls],
+        timings=records,
+        interrupted=interrupted,
+        markdown=bundle["text/markdown"],
+        inspector=inspector,
+    )
+    if interrupted:
+        raise Interrupted(result)
+    ctx.session.threads[args.thread] = messages
+    return result
+
+
+def _chat_request(
+    args: ChatArgs, model: str, messages: list[Message], toolbox: ToolBox | None, fmt: Any, *, first: bool
+) -> ChatRequest:
+    """One round's request; ``--tool-choice`` applies to the first round only (then the model answers)."""
+    return ChatRequest(
+        model=model,
+        messages=list(messages),
+        tools=toolbox.tools() if toolbox is not None else None,
+        tool_choice=_choice(args.tool_choice) if first else None,
+        format=fmt,
+        options=dict(args.options) or None,
+        think=True if args.think else None,
+        keep_alive=args.keep_alive,
+    )
+
+
+def _execute_calls(
+    ctx: CellContext, toolbox: ToolBox, answer: Answer, inspector: Any, messages: list[Message]
+) -> list[ToolCallRecord]:
+    """Run the answer's tool calls on the cell thread (their output lands in this cell); add the results."""
+    done = []
+    for call in answer.tool_calls:
+        record = toolbox.call(call.function.name, call.function.arguments, call_id=call.id)
+        done.append(record)
+        ctx.session.tool_calls.append(record)
+        if inspector is not None:
+            inspector.add(record)
+        messages.append(Message(role="tool", content=record.content, tool_name=record.name, tool_call_id=call.id))
+    return done
+
+
+def _choice(value: str | None) -> str | dict[str, Any] | None:
+    if value is None or value in ("auto", "none", "required"):
+        return value
+    return {"type": "function", "function": {"name": value}}
+
+
+def _inspector(toolbox: ToolBox) -> Any:
+    from nbllm.notebook.widgets.inspector import ToolCallInspector
+
+    inspector = ToolCallInspector(toolbox)
+    show(inspector)
+    return inspector
+
+
+def run_generate(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatResult:
+    """One ``%%generate`` cell with one model."""
+    fmt = resolve_format(args.format, ctx.namespace)
+    req = GenerateRequest(
+        model=model,
+        prompt=prompt,
+        system=args.system,
+        raw=args.raw,
+        format=fmt,
+        options=dict(args.options) or None,
+        think=True if args.think else None,
+        keep_alive=args.keep_alive,
+    )
+    display = LiveDisplay(interval=ctx.interval, live=args.stream)
+    display.show({"text/plain": f"{model}: …", "text/markdown": f"<sub>{model} …</sub>"}, raw=True)
+    answer = Answer(model=model, started_at=0.0)
+
+    def redraw() -> None:
+        display.update(lambda: _bundle(ctx, render_body([answer], [], partial=True), answer.live_status()))
+
+    interrupted = stream_answer(ctx, answer, generate_source(ctx.client, req), redraw)
+    record = answer.timing(kind="generate", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
+    ctx.session.timings.add(record)
+    body = render_body([answer], [], as_json=fmt is not None, partial=interrupted)
+    bundle = _finish(
+        ctx, display, body, answer, _footer(model, [record]), _metadata(ctx, args, model, "generate", [record])
+    )
+    result = ChatResult(
+        model=model,
+        text=answer.text,
+        thinking=answer.thought,
+        timings=[record],
+        interrupted=interrupted,
+        markdown=bundle["text/markdown"],
+    )
+    if interrupted:
+        raise Interrupted(result)
+    return result

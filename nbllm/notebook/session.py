@@ -1,0 +1,151 @@
+"""The notebook's state: the runtime and server it owns, its clients, conversations and timings.
+
+One ``NotebookSession`` belongs to the loaded extension (the magics instance holds it); nothing is
+kept at module level. Which backend a magic talks to is decided by :meth:`NotebookSession.client`:
+
+1. ``--host URL`` (or ``%config NbllmMagics.host``): that server, Ollama or nbllm; ``local`` means
+   this process;
+2. else the in-kernel server started with ``%serve``;
+3. else the server at ``OLLAMA_HOST`` if one answers there;
+4. else, unless ``OLLAMA_HOST`` was set explicitly, this process (a ``LocalClient`` over the
+   session's runtime and model store), as the CLI does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nbllm.client import BaseClient, Client, LocalClient
+from nbllm.config import Settings
+from nbllm.errors import NbllmError, ServerUnreachable
+from nbllm.notebook.timing import TimingLog
+from nbllm.notebook.tools import ToolCallRecord
+from nbllm.schema import Message
+
+if TYPE_CHECKING:
+    from nbllm.runtime import Runtime
+    from nbllm.server import BackgroundServer
+
+__all__ = ["LOCAL", "NotebookSession", "default_client"]
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+"""The ``--host`` value that means "in this process"."""
+
+
+def default_client(settings: Settings, http: Callable[[str], Client], local: Callable[[], BaseClient]) -> BaseClient:
+    """The server at ``settings.host`` if one answers, else ``local()`` unless that host was set explicitly."""
+    client = http(settings.host.url)
+    if client.heartbeat():
+        return client
+    if "host" in settings.model_fields_set:
+        raise ServerUnreachable(
+            f"no server answers at OLLAMA_HOST={settings.host.url}; start one (`%serve`, `nbllm serve`) "
+            "or pass --host local to run in this kernel"
+        )
+    return local()
+
+
+class NotebookSession:
+    """Runtime, in-kernel server, clients, conversation threads, tool calls and timing log of a notebook."""
+
+    def __init__(self, *, settings: Settings | None = None, runtime: Runtime | None = None) -> None:
+        self._settings = settings or (runtime.settings if runtime is not None else None)
+        self._runtime = runtime
+        self._owns_runtime = runtime is None
+        self.server: BackgroundServer | None = None
+        self.threads: dict[str, list[Message]] = {}
+        self.timings = TimingLog()
+        self.tool_calls: list[ToolCallRecord] = []
+        self.watchers: list[Any] = []
+        self._clients: dict[str, Client] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def settings(self) -> Settings:
+        """Settings from the kernel's environment, read once."""
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime for in-process work and ``%serve`` (built on first use)."""
+        with self._lock:
+            if self._runtime is None:
+                from nbllm.runtime import Runtime
+
+                self._runtime = Runtime.from_settings(self.settings)
+            return self._runtime
+
+    def client(self, host: str | None = None) -> BaseClient:
+        """The backend for a magic call (see the module docstring for the order)."""
+        if host == LOCAL:
+            return LocalClient(self.runtime)
+        if host:
+            return self._http(host)
+        if self.server is not None and self.server.running:
+            return self._http(self.server.url)
+        return default_client(self.settings, self._http, lambda: LocalClient(self.runtime))
+
+    def _http(self, host: str) -> Client:
+        with self._lock:
+            client = self._clients.get(host)
+            if client is None:
+                try:
+                    client = Client(host)
+                except ValueError as exc:
+                    raise NbllmError(f"invalid host {host!r}: {exc}") from None
+                self._clients[host] = client
+            return client
+
+    def serve(self, host: str | None = None, port: int | None = None) -> BackgroundServer:
+        """Start the in-kernel server (idempotent while one runs on the same address)."""
+        from nbllm.server import BackgroundServer
+
+        with self._lock:
+            bind = host or self.settings.host.bind_host
+            want = self.settings.host.port if port is None else port
+            if self.server is not None and self.server.running:
+                if (host is None or bind == self.server.host) and (port is None or want in (0, self.server.port)):
+                    return self.server
+                raise NbllmError(f"already serving at {self.server.url}; run `%serve stop` first")
+            server = BackgroundServer(self.runtime, host=bind, port=want)
+            try:
+                server.start()
+            except NbllmError as exc:
+                hint = " (is Ollama or another server using it? try --port 0)" if want else ""
+                raise NbllmError(f"{exc.message}{hint}") from None
+            self.server = server
+            return server
+
+    def stop_server(self) -> str | None:
+        """Stop the in-kernel server; its URL, or None when none ran."""
+        with self._lock:
+            server, self.server = self.server, None
+            if server is None:
+                return None
+            url = server.url
+            client = self._clients.pop(url, None)
+            if client is not None:
+                client.close()
+            server.stop()
+            return url
+
+    def close(self) -> None:
+        """Stop watchers and the server, close clients, unload models of a runtime this session built."""
+        for watcher in list(self.watchers):
+            watcher.stop()
+        self.watchers.clear()
+        self.stop_server()
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+            if self._runtime is not None and self._owns_runtime:
+                self._runtime.close()
+                self._runtime = None

@@ -1,0 +1,199 @@
+"""Timing stats of every response of a notebook session, as a pandas DataFrame.
+
+The server's numbers (load, prompt evaluation, generation, in nanoseconds) come from the final
+chunk of each response; the time to first token is measured here, on the client side, from
+sending the request to the first chunk that carries text.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from nbllm.schema import Metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbllm.notebook.plots import ComparisonPlot
+
+__all__ = ["COLUMNS", "TimingLog", "TimingRecord", "timing_frame"]
+
+COLUMNS = [
+    "model",
+    "prompt_tokens",
+    "prompt_tok_s",
+    "eval_tokens",
+    "eval_tok_s",
+    "load_s",
+    "ttft_s",
+    "total_s",
+    "prompt_eval_s",
+    "eval_s",
+    "wall_s",
+    "kind",
+    "host",
+    "cell",
+    "done_reason",
+    "interrupted",
+    "time",
+]
+
+
+def _seconds(ns: int | None) -> float:
+    return ns / 1e9 if ns else math.nan
+
+
+def _rate(count: int | None, ns: int | None) -> float:
+    return count / (ns / 1e9) if count and ns else math.nan
+
+
+@dataclass(frozen=True)
+class TimingRecord:
+    """The stats of one response (NaN where the server did not report a value)."""
+
+    model: str
+    prompt_tokens: float
+    prompt_tok_s: float
+    eval_tokens: float
+    eval_tok_s: float
+    load_s: float
+    ttft_s: float
+    total_s: float
+    prompt_eval_s: float
+    eval_s: float
+    wall_s: float
+    kind: str = "chat"
+    host: str = ""
+    cell: int | None = None
+    done_reason: str | None = None
+    interrupted: bool = False
+    time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @classmethod
+    def from_metrics(
+        cls, model: str, final: Metrics | None, *, ttft_s: float | None, wall_s: float, **extra: Any
+    ) -> TimingRecord:
+        """A record from a response's final chunk (None when the stream ended early)."""
+        m = final or Metrics()
+        return cls(
+            model=model,
+            prompt_tokens=float(m.prompt_eval_count) if m.prompt_eval_count is not None else math.nan,
+            prompt_tok_s=_rate(m.prompt_eval_count, m.prompt_eval_duration),
+            eval_tokens=float(m.eval_count) if m.eval_count is not None else math.nan,
+            eval_tok_s=_rate(m.eval_count, m.eval_duration),
+            load_s=_seconds(m.load_duration),
+            ttft_s=ttft_s if ttft_s is not None else math.nan,
+            total_s=_seconds(m.total_duration),
+            prompt_eval_s=_seconds(m.prompt_eval_duration),
+            eval_s=_seconds(m.eval_duration),
+            wall_s=wall_s,
+            done_reason=getattr(final, "done_reason", None),
+            **extra,
+        )
+
+    def summary(self) -> str:
+        """``48 tokens · 95.1 tok/s · first token 0.12 s · total 0.61 s``."""
+        parts = []
+        if not math.isnan(self.eval_tokens):
+            parts.append(f"{int(self.eval_tokens)} tokens")
+        if not math.isnan(self.eval_tok_s):
+            parts.append(f"{self.eval_tok_s:.1f} tok/s")
+        if not math.isnan(self.ttft_s):
+            parts.append(f"first token {self.ttft_s:.2f} s")
+        parts.append(f"total {self.total_s if not math.isnan(self.total_s) else self.wall_s:.2f} s")
+        if self.interrupted:
+            parts.append("interrupted")
+        return " · ".join(parts)
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-safe values for output metadata (NaN becomes null)."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            out[key] = value
+        return out
+
+
+class TimingLog:
+    """Every response's stats in this session (appended from the cell thread, read from anywhere)."""
+
+    def __init__(self) -> None:
+        self._records: list[TimingRecord] = []
+        self._lock = threading.Lock()
+
+    def add(self, record: TimingRecord) -> None:
+        """Keep a record."""
+        with self._lock:
+            self._records.append(record)
+
+    def records(self) -> list[TimingRecord]:
+        """A snapshot of the records."""
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        """Forget every record."""
+        with self._lock:
+            self._records.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def frame(self) -> pd.DataFrame:
+        """The records as a :func:`timing_frame`."""
+        return timing_frame(self.records())
+
+
+def timing_frame(records: Iterable[TimingRecord]) -> pd.DataFrame:
+    """A DataFrame of timing records whose ``.plot()`` draws the per-model comparison."""
+    import pandas as pd
+
+    frame_cls = _frame_class()
+    data = [asdict(r) for r in records]
+    return frame_cls(pd.DataFrame(data, columns=COLUMNS))
+
+
+@functools.cache
+def _frame_class() -> type[pd.DataFrame]:
+    """The DataFrame subclass, defined on first use so that pandas is imported only when needed."""
+    import pandas as pd
+
+    class TimingFrame(pd.DataFrame):
+        """Timing stats; ``.plot()`` compares models, ``.plot.<kind>()`` is pandas' own plotting."""
+
+        @property
+        def _constructor(self) -> Callable[..., TimingFrame]:
+            return TimingFrame
+
+        @property
+        def plot(self) -> _PlotAccessor:
+            return _PlotAccessor(self)
+
+    return TimingFrame
+
+
+class _PlotAccessor:
+    """Calling it draws nbllm's comparison; attributes are pandas' plot accessor (``.bar``, ``.scatter``)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    def __call__(self, *, title: str | None = None) -> ComparisonPlot:
+        from nbllm.notebook.plots import comparison_plot
+
+        return comparison_plot(self._frame, title=title)
+
+    def __getattr__(self, name: str) -> Any:
+        import pandas as pd
+
+        return getattr(pd.DataFrame(self._frame).plot, name)

@@ -1,0 +1,117 @@
+"""OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+Streams are server-sent events (``data: {...}``, then ``data: [DONE]``); errors are OpenAI's error
+objects. The translation lives in ``service.openai``; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from nbllm import service
+from nbllm.runtime import Runtime
+from nbllm.schema.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
+from nbllm.server.errors import openai_error_body, openai_error_response
+from nbllm.service import openai
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1")
+_DONE = object()
+
+
+def _rt(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def _extra_options(request: Request) -> dict[str, Any] | None:
+    """nbllm extension: Ollama ``options`` in the body (``extra_body`` in OpenAI's client)."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return None
+    options = body.get("options") if isinstance(body, dict) else None
+    return options if isinstance(options, dict) else None
+
+
+async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any]]], *, stream: bool) -> Response:
+    cancel = threading.Event()
+    try:
+        it = await run_in_threadpool(make, cancel)
+        first = await run_in_threadpool(next, it, _DONE)
+    except Exception as exc:
+        return openai_error_response(exc)
+    if not stream:
+        return JSONResponse(first)
+
+    async def events() -> AsyncIterator[str]:
+        item = first
+        try:
+            while item is not _DONE:
+                yield f"data: {json.dumps(item)}\n\n"
+                item = await run_in_threadpool(next, it, _DONE)
+            yield "data: [DONE]\n\n"
+        except Exception as exc:
+            yield f"data: {json.dumps(openai_error_body(exc))}\n\n"
+        finally:
+            cancel.set()
+            close = getattr(it, "close", None)
+            if close is not None:
+                await run_in_threadpool(close)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@router.post("/chat/completions", summary="OpenAI chat completions")
+async def chat_completions(req: OpenAIChatRequest, request: Request) -> Response:
+    """Chat, in OpenAI's shapes."""
+    rt, extra = _rt(request), await _extra_options(request)
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    def make(cancel: threading.Event) -> Iterator[dict[str, Any]]:
+        chunks = service.chat(rt, openai.chat_request(req, extra), cancel=cancel)
+        return openai.chat_completion(chunks, req.model, stream=req.stream, include_usage=usage)
+
+    return await _answer(make, stream=req.stream)
+
+
+@router.post("/completions", summary="OpenAI completions")
+async def completions(req: OpenAICompletionRequest, request: Request) -> Response:
+    """Text completion, in OpenAI's shapes."""
+    rt, extra = _rt(request), await _extra_options(request)
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    def make(cancel: threading.Event) -> Iterator[dict[str, Any]]:
+        chunks = service.generate(rt, openai.completion_request(req, extra), cancel=cancel)
+        return openai.completion(chunks, req.model, stream=req.stream, include_usage=usage)
+
+    return await _answer(make, stream=req.stream)
+
+
+@router.post("/embeddings", summary="OpenAI embeddings")
+async def embeddings(req: OpenAIEmbeddingRequest, request: Request) -> Response:
+    """Embeddings, in OpenAI's shapes."""
+    rt, extra = _rt(request), await _extra_options(request)
+    return await _answer(lambda cancel: iter([openai.embeddings(rt, req, extra)]), stream=False)
+
+
+@router.get("/models", summary="OpenAI model list")
+async def models(request: Request) -> Response:
+    """Local models, in OpenAI's shapes."""
+    rt = _rt(request)
+    return await _answer(lambda cancel: iter([openai.models(rt)]), stream=False)
+
+
+@router.get("/models/{name:path}", summary="OpenAI model")
+async def model(name: str, request: Request) -> Response:
+    """One local model, in OpenAI's shapes."""
+    rt = _rt(request)
+    return await _answer(lambda cancel: iter([openai.model(rt, name)]), stream=False)

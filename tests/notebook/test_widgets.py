@@ -1,0 +1,124 @@
+"""Widgets and timing views without a frontend: state checked directly (ipywidgets' comms are dummies here)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from nbllm.client import LocalClient
+from nbllm.config import Settings
+from nbllm.notebook.plots import comparison_plot
+from nbllm.notebook.timing import COLUMNS, TimingLog, TimingRecord, timing_frame
+from nbllm.notebook.widgets import PsView, PullProgress, StreamColumns
+from nbllm.runtime import Runtime
+from nbllm.schema import Metrics, ProgressResponse
+from tests.support.index_server import IndexServer
+
+
+def test_pull_progress_follows_a_real_pull(tmp_path: Path, package_index: IndexServer) -> None:
+    settings = Settings(home=tmp_path / "home", models=tmp_path / "models", package_index=(package_index.url,))
+    with Runtime.from_settings(settings) as rt:
+        progress = PullProgress("smollm2:135m")
+        events = list(LocalClient(rt).pull("smollm2:135m"))
+        for event in events:
+            progress.feed(event)
+    layers = {e.digest: e.total for e in events if e.total is not None}
+    assert set(progress.layers) == set(layers)
+    for digest, total in layers.items():
+        layer = progress.layers[digest]
+        assert layer.bar.max == total and layer.bar.value == total and layer.bar.bar_style == "success"
+        assert layer.label.value.startswith("100% of ")
+    assert len(progress.children) == 1 + len(layers)
+    assert progress.done and progress.status.value == "success: smollm2:135m"
+    lines = progress.text().splitlines()
+    assert lines[0] == "pulling manifest" and lines[-1] == "success"
+    assert any(line.endswith("98 MB") and "100%" in line for line in lines)
+
+
+def test_pull_progress_shows_partial_bytes() -> None:
+    progress = PullProgress("m")
+    progress.feed(ProgressResponse(status="pulling abc", digest="sha256:abc", total=1000, completed=0))
+    progress.feed(ProgressResponse(status="pulling abc", digest="sha256:abc", total=1000, completed=250))
+    layer = progress.layers["sha256:abc"]
+    assert (layer.bar.value, layer.bar.max) == (250, 1000)
+    assert layer.label.value.startswith("25% of 1 KB · ") and layer.label.value.endswith("/s")
+    assert not progress.done
+
+
+def test_stream_columns_update_by_assigning_traits() -> None:
+    columns = StreamColumns(["a:1", "b<2>"])
+    columns.set_markdown(1, "**hi**")
+    columns.set_status(1, "3 tokens")
+    assert columns.outputs[1].outputs[0]["data"]["text/markdown"] == "**hi**"
+    assert columns.outputs[0].outputs == ()
+    assert columns.headers[1].value == "<b>b&lt;2&gt;</b><br><small>3 tokens</small>"
+
+
+def test_ps_view_refreshes_until_stopped() -> None:
+    calls: list[float] = []
+
+    def fetch() -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            raise ConnectionError("server went away")
+        return f"<table>{len(calls)}</table>"
+
+    view = PsView(fetch, interval=0.05).start()
+    deadline = time.monotonic() + 5
+    while view.refreshes < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    view.stop()
+    assert not view.running and view.refreshes >= 5
+    assert view.table.value.startswith("<table>")
+    assert view.footer.value.startswith("stopped at")
+    count = view.refreshes
+    time.sleep(0.15)
+    assert view.refreshes == count
+    view.close()
+
+
+def _record(model: str, eval_tokens: int, eval_s: float, *, load_s: float = 0.5) -> TimingRecord:
+    metrics = Metrics(
+        total_duration=int((load_s + 0.2 + eval_s) * 1e9),
+        load_duration=int(load_s * 1e9),
+        prompt_eval_count=20,
+        prompt_eval_duration=int(0.2e9),
+        eval_count=eval_tokens,
+        eval_duration=int(eval_s * 1e9),
+    )
+    return TimingRecord.from_metrics(model, metrics, ttft_s=0.3, wall_s=load_s + 0.2 + eval_s + 0.01)
+
+
+def test_timing_record_from_the_final_chunk() -> None:
+    record = _record("m", 50, 0.5)
+    assert (record.eval_tok_s, record.prompt_tok_s, record.prompt_tokens) == (100.0, 100.0, 20.0)
+    assert (record.load_s, record.eval_s, record.ttft_s) == (0.5, 0.5, 0.3)
+    assert record.total_s == pytest.approx(1.2)
+    cut = TimingRecord.from_metrics("m", None, ttft_s=None, wall_s=1.0, interrupted=True)
+    assert math.isnan(cut.eval_tok_s) and math.isnan(cut.ttft_s)
+    assert cut.metadata()["eval_tok_s"] is None and cut.metadata()["interrupted"] is True
+    assert "interrupted" in cut.summary()
+
+
+def test_timing_frame_and_comparison_plot() -> None:
+    log = TimingLog()
+    for record in (_record("a", 50, 0.5), _record("a", 60, 0.5, load_s=0.0), _record("b", 20, 1.0)):
+        log.add(record)
+    frame = log.frame()
+    assert list(frame.columns) == COLUMNS and len(frame) == 3
+    assert type(frame[frame["model"] == "a"]).__name__ == "TimingFrame"  # slicing keeps .plot()
+    plot = frame.plot(title="demo")
+    stats = plot.stats
+    assert stats.loc["a", "runs"] == 2 and stats.loc["a", "eval_tok_s"] == pytest.approx(110.0)
+    assert stats.loc["a", "eval_tok_s_std"] == pytest.approx(math.sqrt(200))
+    assert stats.loc["b", "eval_tok_s_std"] == 0.0
+    speed, stages = plot.figure.axes
+    assert [t.get_text() for t in speed.get_yticklabels()] == ["a", "b"]
+    assert len(stages.patches) == 3 * 2  # load, prompt eval and generation bars for two models
+    assert [t.get_text() for t in stages.get_legend().get_texts()] == ["load", "prompt eval", "generation"]
+    assert plot._repr_mimebundle_()["text/plain"] == "<nbllm timing comparison: a, b>"
+    with pytest.raises(ValueError, match="no timings to plot"):
+        comparison_plot(timing_frame([]))
