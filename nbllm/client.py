@@ -177,8 +177,13 @@ class Client(BaseClient):
     ) -> None:
         from nbllm.config import parse_host
 
-        self.host = parse_host(host).url if host else (settings or Settings.from_env()).host.url
-        self._http = httpx.Client(base_url=self.host, timeout=httpx.Timeout(timeout, connect=10.0), trust_env=False)
+        settings = settings or Settings.from_env()
+        self.host = parse_host(host).url if host else settings.host.url
+        key = settings.api_key  # NBLLM_API_KEY: the server's key, sent as a bearer token
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        self._http = httpx.Client(
+            base_url=self.host, timeout=httpx.Timeout(timeout, connect=10.0), trust_env=False, headers=headers
+        )
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from nbllm.duration import parse_keep_alive
@@ -248,6 +248,22 @@ class Settings(BaseSettings):
         validation_alias="NBLLM_PACKAGE_INDEX",
         description="Package index URLs for built-in models (default: pip's configured indexes).",
     )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="NBLLM_API_KEY",
+        description="Require 'Authorization: Bearer <key>' on every route but / (unset = no key, as Ollama).",
+    )
+    max_request_size: int = Field(
+        default=64 << 20,
+        ge=0,
+        validation_alias="NBLLM_MAX_REQUEST_SIZE",
+        description="Largest JSON request body in bytes (0 = no limit); blob uploads are not limited.",
+    )
+    metrics: bool = Field(
+        default=True,
+        validation_alias="NBLLM_METRICS",
+        description="Serve Prometheus metrics at /metrics.",
+    )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -277,7 +293,7 @@ class Settings(BaseSettings):
             return math.inf if parsed is None else parsed
         return value
 
-    @field_validator("noprune", "sched_spread", "nohistory", "flash_attention", mode="before")
+    @field_validator("noprune", "sched_spread", "nohistory", "flash_attention", "metrics", mode="before")
     @classmethod
     def _bool(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -296,6 +312,13 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().strip("\"'") or None  # an empty NBLLM_API_KEY means no key
         return value
 
     @field_validator("models", "tmpdir", mode="before")

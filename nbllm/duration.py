@@ -69,6 +69,10 @@ def parse_go_duration(text: str) -> float:
     return sign * total
 
 
+_MAX_SECONDS = (2**63 - 1) / 1e9
+"""Go's largest ``time.Duration`` (about 292 years)."""
+
+
 def parse_keep_alive(value: str | float | int | None, *, numbers_as_strings: bool = False) -> float | None:
     """Parse a keep-alive value into seconds (``None`` if absent, ``FOREVER`` if negative).
 
@@ -85,6 +89,12 @@ def parse_keep_alive(value: str | float | int | None, *, numbers_as_strings: boo
     3600.0
     >>> parse_keep_alive(None) is None
     True
+    >>> parse_keep_alive(1e308)  # past Go's largest duration
+    inf
+    >>> parse_keep_alive("99999999999h")
+    Traceback (most recent call last):
+    ...
+    ValueError: time: invalid duration "99999999999h"
     """
     if value is None:
         return None
@@ -92,6 +102,8 @@ def parse_keep_alive(value: str | float | int | None, *, numbers_as_strings: boo
         raise ValueError(f"invalid keep_alive {value!r}: use a duration such as 5m or a number of seconds")
     if isinstance(value, (int, float)):
         seconds = float(value)
+        if seconds > _MAX_SECONDS:  # past Go's largest Duration Ollama's conversion wraps negative: forever
+            return FOREVER
     else:
         text = value.strip().strip("\"'")
         try:
@@ -101,6 +113,8 @@ def parse_keep_alive(value: str | float | int | None, *, numbers_as_strings: boo
                 seconds = float(int(text))
             else:
                 raise
+        if abs(seconds) > _MAX_SECONDS:  # Go's ParseDuration refuses what overflows a Duration
+            raise ValueError(f'time: invalid duration "{text}"')
     if math.isnan(seconds):
         raise ValueError("invalid keep_alive: NaN")
     return FOREVER if seconds < 0 else seconds

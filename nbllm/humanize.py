@@ -5,10 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from nbllm.duration import format_duration
 
-__all__ = ["format_duration", "human_bytes", "human_duration", "human_time", "table", "timing_summary"]
+if TYPE_CHECKING:  # a type only: importing the schema (pydantic) here would slow `nbllm --help`
+    from nbllm.schema import ShowResponse
+
+__all__ = [
+    "format_duration",
+    "human_bytes",
+    "human_duration",
+    "human_time",
+    "show_summary_rows",
+    "table",
+    "timing_summary",
+]
 
 
 def human_bytes(size: int) -> str:
@@ -112,3 +124,16 @@ def timing_summary(
         lines.append(f"eval duration:        {format_duration(eval_duration / 1e9)}")
         lines.append(f"eval rate:            {(eval_count or 0) / (eval_duration / 1e9):.2f} tokens/s")
     return "\n".join(lines)
+
+
+def show_summary_rows(resp: ShowResponse) -> list[list[str]]:
+    """The "Model" block of ``ollama show``: architecture, parameters, context and embedding length, quantization."""
+    info = resp.model_info
+    arch = str(info.get("general.architecture") or resp.details.family)
+    rows = [["architecture", arch], ["parameters", resp.details.parameter_size]]
+    for label, key in (("context length", "context_length"), ("embedding length", "embedding_length")):
+        value = info.get(f"{arch}.{key}")
+        if value is not None:
+            rows.append([label, str(value)])
+    rows.append(["quantization", resp.details.quantization_level])
+    return [r for r in rows if r[1]]

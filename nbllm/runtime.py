@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nbllm.config import Settings
 from nbllm.engine import Engine, EngineFactory, LoadSpec
@@ -13,9 +13,31 @@ from nbllm.scheduler import Scheduler
 from nbllm.store import ModelStore
 from nbllm.store.pypi import IndexConfig, pip_index_config
 
-__all__ = ["Runtime"]
+__all__ = ["GenerationRecord", "Observer", "Runtime"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """One finished generation, as monitoring sees it (reported once per request, never per token)."""
+
+    model: str
+    prompt_tokens: int
+    """Prompt tokens evaluated (a reused cached prefix not counted)."""
+    cached_tokens: int
+    generated_tokens: int
+    time_to_first_token: float
+    """Seconds from the request's arrival to its first generated token (queueing and loading included)."""
+    decode_seconds: float
+    done_reason: str
+
+
+class Observer(Protocol):
+    """Something that watches what the runtime does (the server's /metrics)."""
+
+    def generation_finished(self, record: GenerationRecord) -> None:
+        """Called once when a generation ends normally."""
 
 
 def _llama_factory(spec: LoadSpec) -> Engine:
@@ -33,6 +55,8 @@ class Runtime:
     scheduler: Scheduler
     engine_factory: EngineFactory
     _index: IndexConfig | None = field(default=None, repr=False)
+    observers: list[Observer] = field(default_factory=list, repr=False)
+    """Watchers of finished generations; an edge adds itself while it serves."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine_factory: EngineFactory | None = None) -> Runtime:
@@ -65,6 +89,14 @@ class Runtime:
             removed = self.store.prune()
             if removed:
                 log.info("removed %d unused blob(s)", len(removed))
+
+    def observe(self, record: GenerationRecord) -> None:
+        """Tell every observer of a finished generation; an observer's failure never fails the request."""
+        for observer in list(self.observers):
+            try:
+                observer.generation_finished(record)
+            except Exception:  # monitoring must not break serving
+                log.exception("observer %r failed", observer)
 
     def close(self) -> None:
         """Unload every model."""

@@ -9,6 +9,10 @@
   runner is unloaded first (shortest session first); if none is idle, the request waits.
 - A load-time option that differs from the loaded runner's (num_ctx, num_batch, num_gpu, ...)
   reloads the model once its requests are done.
+- A model whose estimated memory (weights + KV cache) does not fit in free memory makes idle models
+  unload first; if it cannot fit even alone, the request fails with a clear error.
+- Loads, reloads and evictions are decided one request at a time, first come first served; a
+  request whose model is already loaded as asked goes straight through.
 - More than ``OLLAMA_MAX_QUEUE`` requests waiting → ServerBusy (HTTP 503).
 """
 
@@ -18,6 +22,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from nbllm.engine import Engine, EngineFactory, LoadSpec
 from nbllm.errors import ModelLoadError, NbllmError, ServerBusy
 from nbllm.store import LocalModel
+from nbllm.system import available_memory
 
 __all__ = ["Runner", "RunnerView", "Scheduler"]
 
@@ -79,6 +85,7 @@ class Scheduler:
         max_loaded: int,
         max_queue: int,
         clock: Callable[[], float] = time.monotonic,
+        free_memory: Callable[[], int] = available_memory,
     ) -> None:
         self._factory = factory
         self._default_keep_alive = default_keep_alive
@@ -88,6 +95,9 @@ class Scheduler:
         self._runners: dict[str, Runner] = {}
         self._loading: set[str] = set()
         self._waiting = 0
+        self._free_memory = free_memory
+        self._tickets: deque[int] = deque()
+        self._next_ticket = 0
         self._cv = threading.Condition()
         self._closed = False
         self._reaper = threading.Thread(target=self._reap, name="nbllm-scheduler-reaper", daemon=True)
@@ -109,17 +119,25 @@ class Scheduler:
             if self._waiting >= self._max_queue:
                 raise ServerBusy("server busy, please try again.  maximum pending requests exceeded")
             self._waiting += 1
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._tickets.append(ticket)
             try:
-                runner = self._wait_for_runner(key, name, model, spec, keep_alive)
+                runner = self._wait_for_runner(key, name, model, spec, keep_alive, ticket)
             finally:
                 self._waiting -= 1
+                self._tickets.remove(ticket)
                 self._cv.notify_all()
         return runner
 
     def _wait_for_runner(
-        self, key: str, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None
+        self, key: str, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None, ticket: int
     ) -> Runner:
-        """Called with the lock held; returns a runner with a reference taken."""
+        """Called with the lock held; returns a runner with a reference taken.
+
+        A request whose model is loaded as asked goes straight through. Everything else (loads,
+        reloads, evictions) happens one request at a time, first come first served.
+        """
         while True:
             if self._closed:
                 raise ModelLoadError("server is shutting down")
@@ -128,6 +146,9 @@ class Scheduler:
                 self._take(runner, keep_alive)
                 runner.name, runner.model = name, model  # ps shows the name it was last used under
                 return runner
+            if self._tickets[0] != ticket:  # FIFO: earlier requests decide first
+                self._cv.wait()
+                continue
             if runner is not None:  # different load-time options, or being unloaded: reload when idle
                 if runner.refs == 0:
                     self._unload_locked(runner)
@@ -138,14 +159,21 @@ class Scheduler:
             if key in self._loading:
                 self._cv.wait()
                 continue
-            if len(self._runners) + len(self._loading) >= self._max_loaded:
+            full = len(self._runners) + len(self._loading) >= self._max_loaded
+            if full or not self._fits(spec):
                 victim = self._pick_victim()
+                if victim is None and not self._runners and not full:
+                    raise ModelLoadError(_too_big(spec.memory_estimate, self._free_memory()))
                 if victim is None:
                     self._cv.wait()
                     continue
                 self._unload_locked(victim)
                 continue
             return self._load_locked(key, name, model, spec, keep_alive)
+
+    def _fits(self, spec: LoadSpec) -> bool:
+        """Whether the model's estimated memory fits in what is free now (loaded models already count)."""
+        return spec.memory_estimate <= self._free_memory()
 
     def _load_locked(self, key: str, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None) -> Runner:
         self._loading.add(key)
@@ -286,6 +314,11 @@ class Scheduler:
                 self._unload_locked(runner)
             self._cv.notify_all()
         self._reaper.join(timeout=5)
+
+
+def _too_big(need: int, free: int) -> str:
+    gib = 1 << 30
+    return f"model requires more system memory ({need / gib:.1f} GiB) than is available ({free / gib:.1f} GiB)"
 
 
 def _runner_key(model: LocalModel) -> str:

@@ -102,8 +102,14 @@ def real_runtime(tmp_path_factory: pytest.TempPathFactory, package_index: IndexS
     assert smol.model_path is not None
     # The same weights, template and system prompt, sampling greedily with a bounded answer: for tests
     # that drive `run` (which, as in Ollama, takes no sampling options) and need a predictable end.
-    install_model(rt.store, GREEDY_MODEL, smol.model_path, template=smol.template, system=smol.system,
-                  params={**smol.params, "temperature": 0, "num_predict": 48})
+    install_model(
+        rt.store,
+        GREEDY_MODEL,
+        smol.model_path,
+        template=smol.template,
+        system=smol.system,
+        params={**smol.params, "temperature": 0, "num_predict": 48},
+    )
     yield rt
     rt.close()
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nbllm.engine import LoadSpec
 from nbllm.engine.fake import FakeEngineFactory
-from nbllm.errors import ServerBusy
+from nbllm.errors import ModelLoadError, ServerBusy
 from nbllm.scheduler import Scheduler
 from nbllm.store import LocalModel, ModelStore
 from tests.support.models import install_model
@@ -148,3 +149,57 @@ def test_close_unloads_everything(models: list[LocalModel], fake_factory: FakeEn
             pass
     s.close()
     assert all(e.closed for e in fake_factory.loads)
+
+
+def _memory(limit: int, scheduler_ref: list[Scheduler]) -> Callable[[], int]:
+    """Free memory = limit minus what loaded runners are estimated to take (as the OS would report)."""
+    return lambda: limit - sum(r.spec.memory_estimate for r in scheduler_ref[0]._runners.values())
+
+
+def test_a_model_that_does_not_fit_evicts_idle_ones(models: list[LocalModel], fake_factory: FakeEngineFactory) -> None:
+    ref: list[Scheduler] = []
+    s = Scheduler(fake_factory, default_keep_alive=300, max_loaded=3, max_queue=512, free_memory=_memory(1000, ref))
+    ref.append(s)
+    with s.acquire("m0", models[0], spec(models[0], memory_estimate=600), None):
+        pass
+    with s.acquire("m1", models[1], spec(models[1], memory_estimate=300), None):
+        pass
+    assert {v.name for v in s.ps()} == {"m0", "m1"}  # both fit
+    with s.acquire("m2", models[2], spec(models[2], memory_estimate=700), None):
+        pass
+    assert {v.name for v in s.ps()} == {"m1", "m2"}  # m0 (idle, first by name) made room; m1 still fits
+    s.close()
+
+
+def test_a_model_too_big_even_alone_is_refused(models: list[LocalModel], fake_factory: FakeEngineFactory) -> None:
+    s = Scheduler(fake_factory, default_keep_alive=300, max_loaded=3, max_queue=512, free_memory=lambda: 1 << 30)
+    too_big = r"requires more system memory \(8.0 GiB\) than is available \(1.0 GiB\)"
+    with (
+        pytest.raises(ModelLoadError, match=too_big),
+        s.acquire("m0", models[0], spec(models[0], memory_estimate=8 << 30), None),
+    ):
+        pass
+    assert fake_factory.loads == []
+    s.close()
+
+
+def test_loads_are_first_come_first_served(models: list[LocalModel]) -> None:
+    slow = FakeEngineFactory(load_delay=0.2)
+    s = make(slow, max_loaded=1)
+    order: list[str] = []
+    done = threading.Barrier(4)
+
+    def use(i: int) -> None:
+        with s.acquire(f"m{i}", models[i], spec(models[i]), None):
+            order.append(f"m{i}")
+            time.sleep(0.05)
+        done.wait()
+
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=use, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.03)  # arrival order m0, m1, m2
+    done.wait(timeout=10)
+    assert order == ["m0", "m1", "m2"]
+    s.close()

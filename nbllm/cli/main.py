@@ -14,7 +14,7 @@ from nbllm.errors import NbllmError
 __all__ = ["NbllmGroup", "cli", "main"]
 
 # `ollama --help` lists its commands in this order (cobra's sorting is off); others follow.
-_ORDER = ("serve", "create", "show", "run", "stop", "pull", "push", "list", "ps", "cp", "rm", "help")
+_ORDER = ("serve", "create", "show", "run", "stop", "pull", "push", "list", "ps", "cp", "rm", "verify", "help")
 
 
 class NbllmGroup(click.Group):

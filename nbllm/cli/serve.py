@@ -34,6 +34,9 @@ SERVE_ENV = (
     "OLLAMA_CONTEXT_LENGTH",
     "NBLLM_HOME",
     "NBLLM_PACKAGE_INDEX",
+    "NBLLM_API_KEY",
+    "NBLLM_MAX_REQUEST_SIZE",
+    "NBLLM_METRICS",
 )
 
 
@@ -71,7 +74,7 @@ def serve() -> None:
     log.info("Listening on %s:%d (version %s)", settings.host.bind_host, sock.getsockname()[1], runtime.version)
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, lets requests finish (10 s at most), then
     # runs the app's lifespan shutdown, which unloads every model, and returns.
-    app = create_app(runtime, close_runtime=True)
+    app = create_app(runtime, close_runtime=True, listen_host=settings.host.bind_host)
     config = uvicorn.Config(app, log_config=None, access_log=settings.debug > 0, timeout_graceful_shutdown=10)
     _foreground_server(config).run(sockets=[sock])
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from nbllm.humanize import show_summary_rows
 from nbllm.schema import ShowResponse
 
 __all__ = ["format_show", "go_float", "head", "metadata_value"]
@@ -72,18 +73,6 @@ def metadata_value(value: Any) -> str:
     return str(value)
 
 
-def _model_rows(resp: ShowResponse) -> list[list[str]]:
-    info = resp.model_info
-    arch = str(info.get("general.architecture") or resp.details.family)
-    rows = [["architecture", arch], ["parameters", resp.details.parameter_size]]
-    for label, key in (("context length", "context_length"), ("embedding length", "embedding_length")):
-        value = info.get(f"{arch}.{key}")
-        if value is not None:
-            rows.append([label, str(value)])
-    rows.append(["quantization", resp.details.quantization_level])
-    return [r for r in rows if r[1]]
-
-
 def format_show(resp: ShowResponse, flags: Mapping[str, bool]) -> str:
     """The text for the flags given (``--template`` prints the template, no flag prints the summary)."""
     for flag, text in (
@@ -95,7 +84,7 @@ def format_show(resp: ShowResponse, flags: Mapping[str, bool]) -> str:
     ):
         if flags.get(flag):
             return text or ""
-    lines = _section("Model", _model_rows(resp))
+    lines = _section("Model", show_summary_rows(resp))
     lines += _section("Capabilities", [[c] for c in resp.capabilities])
     params = [line.split(None, 1) for line in (resp.parameters or "").splitlines() if line.strip()]
     lines += _section("Parameters", params)

@@ -31,6 +31,9 @@ ENV_DOCS: dict[str, str] = {
     "OLLAMA_NOHISTORY": "Do not preserve readline history",
     "NBLLM_HOME": "nbllm's data directory: history, default model store (default ~/.nbllm)",
     "NBLLM_PACKAGE_INDEX": "Package index URLs for built-in models (default: pip's configuration)",
+    "NBLLM_API_KEY": "Require this key as 'Authorization: Bearer <key>' on every route but / (default: none)",
+    "NBLLM_MAX_REQUEST_SIZE": "Largest JSON request body in bytes; blob uploads excepted (default 67108864)",
+    "NBLLM_METRICS": "Serve Prometheus metrics at /metrics (default true)",
 }
 
 _TYPE_NAMES = {"text": "string", "integer": "int", "float": "float", "choice": "string", "path": "string"}

@@ -47,6 +47,10 @@ class LoadSpec:
     kv_cache_type: str = "f16"
     adapters: tuple[Path, ...] = ()
     embedding: bool = False
+    memory_estimate: int = field(default=0, compare=False)
+    """Bytes the loaded model is expected to take (weights + KV cache), for the scheduler's fit check."""
+    load_timeout: float = field(default=float("inf"), compare=False)
+    """Give up a load whose progress stalls this many seconds (OLLAMA_LOAD_TIMEOUT)."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from nbllm.engine.base import EngineInfo, FinalStats, GenerationEvent, LoadSpec, SamplingParams, TokenChunk
 from nbllm.engine.text import StreamText
-from nbllm.errors import Cancelled, ContextLengthExceeded
+from nbllm.errors import Cancelled, ContextLengthExceeded, InvalidRequest
 
 __all__ = ["FakeEngine", "FakeEngineFactory"]
 
@@ -47,7 +47,11 @@ class FakeEngine:
         return [ord(c) for c in text]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        """Characters back."""
+        """Characters back (an id outside the vocabulary is a 400, as with llama.cpp)."""
+        n_vocab = self.info.n_vocab
+        bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise InvalidRequest(f"invalid token id {bad}: this model's vocabulary has ids 0 to {n_vocab - 1}")
         return "".join(chr(t) for t in tokens)
 
     def generate(

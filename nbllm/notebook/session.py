@@ -97,7 +97,7 @@ class NotebookSession:
             client = self._clients.get(host)
             if client is None:
                 try:
-                    client = Client(host)
+                    client = Client(host, settings=self.settings)  # sends NBLLM_API_KEY when it is set
                 except ValueError as exc:
                     raise NbllmError(f"invalid host {host!r}: {exc}") from None
                 self._clients[host] = client

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbllm.humanize import show_summary_rows
 from nbllm.notebook.display import markdown_table
 from nbllm.schema import ShowResponse
 
 __all__ = ["ShowView"]
-
-
-def _model_rows(resp: ShowResponse) -> list[list[str]]:
-    info = resp.model_info
-    arch = str(info.get("general.architecture") or resp.details.family)
-    rows = [["architecture", arch], ["parameters", resp.details.parameter_size]]
-    for label, key in (("context length", "context_length"), ("embedding length", "embedding_length")):
-        value = info.get(f"{arch}.{key}")
-        if value is not None:
-            rows.append([label, str(value)])
-    rows.append(["quantization", resp.details.quantization_level])
-    return [r for r in rows if r[1]]
 
 
 def _first_lines(text: str, n: int = 3) -> str:
@@ -40,7 +29,11 @@ class ShowView:
         """The titled tables of the summary."""
         resp = self.response
         params = [([*line.split(None, 1), ""])[:2] for line in (resp.parameters or "").splitlines() if line.strip()]
-        out = [("Model", _model_rows(resp)), ("Capabilities", [[c] for c in resp.capabilities]), ("Parameters", params)]
+        out = [
+            ("Model", show_summary_rows(resp)),
+            ("Capabilities", [[c] for c in resp.capabilities]),
+            ("Parameters", params),
+        ]
         if self.verbose:
             out.append(("Metadata", [[k, _short(v)] for k, v in sorted(resp.model_info.items())]))
         return [(title, rows) for title, rows in out if rows]

@@ -14,8 +14,10 @@ from starlette.responses import JSONResponse, Response
 
 from nbllm.errors import InvalidRequest, NbllmError
 from nbllm.runtime import Runtime
-from nbllm.server import routes_blobs, routes_generate, routes_models, routes_openai, routes_registry
+from nbllm.server import metrics, routes_blobs, routes_generate, routes_models, routes_openai, routes_registry
 from nbllm.server.errors import handle_nbllm_error, openai_error_response
+from nbllm.server.openapi import install_openapi
+from nbllm.server.security import SecurityMiddleware
 
 __all__ = ["create_app", "describe_validation_error"]
 
@@ -49,6 +51,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: "404 page not found", 405: "405 method not allowed"}.get(exc.status_code, str(exc.detail))
+    if request.url.path.startswith("/v1/"):  # OpenAI's error shape, as for every other /v1 error
+        kind = {400: "invalid_request_error", 404: "not_found_error"}.get(exc.status_code, "api_error")
+        error = {"message": message, "type": kind, "param": None, "code": None}
+        return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -70,19 +76,30 @@ class JSONBodies:
             and not scope["path"].startswith("/api/blobs/")
         ):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            # in place: the scope dict is this request's, and outer middleware reads the matched route from it
+            scope["headers"] = [*headers, (b"content-type", b"application/json")]
         await self.app(scope, receive, send)
 
 
-def create_app(runtime: Runtime, *, close_runtime: bool = False) -> FastAPI:
-    """The API server over ``runtime``. With ``close_runtime`` its shutdown unloads every model."""
+def create_app(runtime: Runtime, *, close_runtime: bool = False, listen_host: str | None = None) -> FastAPI:
+    """The API server over ``runtime``. With ``close_runtime`` its shutdown unloads every model.
+
+    ``listen_host`` is the address the server binds: on loopback, the Host-header guard is on (without
+    it, each connection's local address decides).
+    """
+    settings = runtime.settings
+    server_metrics = metrics.ServerMetrics(runtime) if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.startup()
+        if server_metrics is not None:
+            runtime.observers.append(server_metrics)
         try:
             yield
         finally:
+            if server_metrics is not None:
+                runtime.observers.remove(server_metrics)
             if close_runtime:
                 runtime.close()
 
@@ -99,10 +116,22 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False) -> FastAPI:
         },
     )
     app.state.runtime = runtime
+    app.state.metrics = server_metrics
     app.add_middleware(JSONBodies)
+    app.add_middleware(
+        SecurityMiddleware,
+        origins=settings.origins,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        max_body=settings.max_request_size,
+        listen_host=listen_host,
+    )
+    if server_metrics is not None:  # outermost: rejected requests are counted too
+        app.add_middleware(metrics.MetricsMiddleware, metrics=server_metrics, routes=app.router.routes)
+        app.include_router(metrics.router)
     app.include_router(routes_models.router)
     app.include_router(routes_generate.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_registry.router)
     app.include_router(routes_blobs.router)
+    install_openapi(app, api_key=settings.api_key is not None)
     return app

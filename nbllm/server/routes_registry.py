@@ -6,7 +6,7 @@ nbllm server and ``nbllm push 127.0.0.1:PORT/me/mymodel:tag --insecure`` stores 
 ``me/mymodel:tag``. Uploaded blobs are verified against their digest before they enter the store,
 and a manifest is accepted only when every blob it references is present with its stated size.
 Errors use the registry's ``{"errors": [{"code", "message", "detail"}]}`` shape. Like the rest of
-the API there is no authentication: bind to loopback (the default) unless every peer is trusted.
+the API it needs no key unless NBLLM_API_KEY is set: bind to loopback (the default) unless every peer is trusted.
 """
 
 from __future__ import annotations

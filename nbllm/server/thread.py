@@ -64,9 +64,8 @@ class BackgroundServer:
             sock.close()
             raise NbllmError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(self.runtime), log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5
-        )
+        app = create_app(self.runtime, listen_host=self.host)
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
         self._server = _Server(config)
         self._error = None
         self._thread = threading.Thread(target=self._serve, args=(sock,), name="nbllm-server", daemon=True)

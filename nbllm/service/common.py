@@ -26,6 +26,7 @@ __all__ = [
 
 DEFAULT_NUM_CTX = 4096
 """Ollama's default context length without a large GPU."""
+_KV_VALUE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32}
 AUTO_PARALLEL = 4
 """Slots per model when OLLAMA_NUM_PARALLEL is unset and memory allows (else 1)."""
 
@@ -84,7 +85,8 @@ def load_spec(rt: Runtime, model: LocalModel, info: GGUFInfo, options: Options) 
         path=model.model_path,
         num_ctx=num_ctx,
         parallel=parallel,
-        num_batch=options.num_batch,
+        # an absurd batch is never passed to llama.cpp (0 is an error there): <= 0 is the default, at most num_ctx
+        num_batch=min(options.num_batch if options.num_batch > 0 else Options.num_batch, num_ctx),
         num_gpu=0 if cpu_only else options.num_gpu,
         main_gpu=options.main_gpu,
         num_thread=options.num_thread,
@@ -93,6 +95,9 @@ def load_spec(rt: Runtime, model: LocalModel, info: GGUFInfo, options: Options) 
         kv_cache_type=settings.kv_cache_type,
         adapters=model.adapters,
         embedding=info.is_embedding_model,
+        memory_estimate=model.size
+        + kv_cache_bytes(info, num_ctx * parallel, _KV_VALUE_BYTES.get(settings.kv_cache_type, 2.0)),
+        load_timeout=settings.load_timeout if settings.load_timeout > 0 else float("inf"),
     )
 
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 from typing import Any
 
 from nbllm.engine import Engine, FinalStats, SamplingParams, TokenChunk
-from nbllm.errors import ContextLengthExceeded, InvalidRequest, UnsupportedCapability
+from nbllm.errors import ContextLengthExceeded, InvalidRequest, TemplateError, UnsupportedCapability
 from nbllm.options import Options
-from nbllm.runtime import Runtime
+from nbllm.runtime import GenerationRecord, Runtime
 from nbllm.schema import (
     ChatRequest,
     ChatResponse,
@@ -94,6 +94,7 @@ def generate(rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | Non
                     logprobs=_logprobs(event) if req.logprobs else None,
                 )
             else:
+                _observe(rt, model, event, started)
                 yield GenerateResponse(
                     model=req.model,
                     created_at=now_timestamp(),
@@ -159,6 +160,7 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
                     logprobs=_logprobs(event) if req.logprobs else None,
                 )
             else:
+                _observe(rt, model, event, started)
                 yield ChatResponse(
                     model=req.model,
                     created_at=now_timestamp(),
@@ -171,12 +173,17 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
 
 def _generate_text(template: ModelTemplate, model: LocalModel, req: GenerateRequest) -> str:
     """The templated prompt of a generate request (the model's MESSAGEs unless ``context`` continues)."""
-    return template.generate(
-        req.prompt,
-        system=req.system if req.system is not None else model.system,
-        suffix=req.suffix,
-        messages=[] if req.context else list(model.messages),
-    )
+    try:
+        return template.generate(
+            req.prompt,
+            system=req.system if req.system is not None else model.system,
+            suffix=req.suffix,
+            messages=[] if req.context else list(model.messages),
+        )
+    except TemplateError as exc:
+        if req.template:  # the request's own template failed: a 400, not the server's error
+            raise InvalidRequest(f"invalid template: {exc.message}") from None
+        raise
 
 
 def _rendered(cls: Any, name: str, text: str, images: int) -> Any:
@@ -268,6 +275,22 @@ def _sampling(
     if params.num_predict <= 0:
         params = replace(params, num_predict=10 * engine.info.n_ctx)
     return params
+
+
+def _observe(rt: Runtime, model: LocalModel, stats: FinalStats, started: int) -> None:
+    """Report a finished generation to the runtime's observers (monitoring), once per request."""
+    if rt.observers:
+        total = time.perf_counter_ns() - started
+        record = GenerationRecord(
+            model=model.name.display,
+            prompt_tokens=stats.prompt_eval_count,
+            cached_tokens=stats.cached_tokens,
+            generated_tokens=stats.eval_count,
+            time_to_first_token=max(0, total - stats.eval_duration) / 1e9,
+            decode_seconds=stats.eval_duration / 1e9,
+            done_reason=stats.done_reason,
+        )
+        rt.observe(record)
 
 
 def _metrics(stats: FinalStats, started: int, load_ns: int) -> dict[str, Any]:

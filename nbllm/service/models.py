@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound
+from nbllm.options import parse_api_options
 from nbllm.runtime import Runtime
 from nbllm.schema import (
     CopyRequest,
@@ -20,7 +21,7 @@ from nbllm.schema import (
     ShowResponse,
     format_timestamp,
 )
-from nbllm.service.common import details_of, model_options
+from nbllm.service.common import details_of
 from nbllm.service.prompts import capabilities
 from nbllm.store import ModelName
 from nbllm.store.modelfile import format_parameters, render_modelfile
@@ -58,8 +59,8 @@ def show(rt: Runtime, req: ShowRequest) -> ShowResponse:
     info = rt.store.gguf(model, verbose=req.verbose) if model.model_path else None
     params = dict(model.params)
     if req.options:
-        params.update({k: v for k, v in req.options.items() if v is not None})
-        model_options(model, req.options)  # validates the overrides
+        # known options only, validated (a wrong type is a 400; an unknown key is ignored, as at inference)
+        params.update(parse_api_options(req.options))
     system = req.system if req.system is not None else model.system
     template = model.template if model.template is not None else (info.chat_template if info else None)
     return ShowResponse(

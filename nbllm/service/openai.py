@@ -14,7 +14,9 @@ import secrets
 import struct
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from nbllm.errors import InvalidRequest, ModelNotFound
 from nbllm.runtime import Runtime
@@ -42,6 +44,8 @@ __all__ = [
     "models",
 ]
 
+R = TypeVar("R", bound=BaseModel)
+
 
 def _id(prefix: str) -> str:
     return f"{prefix}-{secrets.randbelow(10**9)}"
@@ -52,6 +56,8 @@ def _options(req: OpenAIChatRequest | OpenAICompletionRequest, extra: Mapping[st
     options["temperature"] = 1.0 if req.temperature is None else req.temperature
     options["top_p"] = 1.0 if req.top_p is None else req.top_p
     limit = getattr(req, "max_completion_tokens", None) or req.max_tokens
+    if limit is not None and limit < 1:  # OpenAI refuses these too (as num_predict, Ollama would never stop)
+        raise InvalidRequest(f"invalid 'max_tokens': expected a value >= 1, got {limit}")
     for key, value in (
         ("num_predict", limit),
         ("seed", req.seed),
@@ -132,11 +138,22 @@ def _response_format(fmt: Mapping[str, Any] | None) -> str | dict[str, Any] | No
     raise InvalidRequest(f"invalid response_format type {fmt.get('type')!r}")
 
 
+def _translated(cls: type[R], data: dict[str, Any]) -> R:
+    """The Ollama request for translated OpenAI fields; a value Ollama's schema refuses is a 400."""
+    try:
+        return cls.model_validate(data, strict=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"invalid value for field {where!r}: {first['msg']}") from None
+
+
 def chat_request(req: OpenAIChatRequest, extra_options: Mapping[str, Any] | None = None) -> ChatRequest:
     """The Ollama chat request for an OpenAI one."""
     if not req.messages:
         raise InvalidRequest("[] is too short - 'messages'")
-    return ChatRequest.model_validate(
+    return _translated(
+        ChatRequest,
         {
             "model": req.model,
             "messages": [m.model_dump(exclude_none=True) for m in _messages(req.messages)],
@@ -148,7 +165,6 @@ def chat_request(req: OpenAIChatRequest, extra_options: Mapping[str, Any] | None
             "top_logprobs": req.top_logprobs,
             "stream": True,
         },
-        strict=False,
     )
 
 
@@ -217,7 +233,8 @@ def completion_request(req: OpenAICompletionRequest, extra_options: Mapping[str,
     """The Ollama generate request for an OpenAI completion."""
     if not isinstance(req.prompt, str):
         raise InvalidRequest("invalid type for 'prompt' field: only a string is supported")
-    return GenerateRequest.model_validate(
+    return _translated(
+        GenerateRequest,
         {
             "model": req.model,
             "prompt": req.prompt,
@@ -227,7 +244,6 @@ def completion_request(req: OpenAICompletionRequest, extra_options: Mapping[str,
             "top_logprobs": req.logprobs or None,
             "stream": True,
         },
-        strict=False,
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nbllm.errors import InvalidRequest, TemplateError
 from nbllm.prompt.gotemplate import GoTemplate
 from nbllm.prompt.jinja import JinjaChatTemplate
 from nbllm.prompt.ollama_template import render_generate, render_messages
@@ -71,8 +72,11 @@ class ModelTemplate:
 
 def model_template(model: LocalModel, info: GGUFInfo, override: str | None = None) -> ModelTemplate:
     """The template of a model (or the request's ``template`` override)."""
-    if override:
-        return ModelTemplate(go=_go(override), jinja=None)
+    if override:  # the request's own template: one that does not parse is the request's error (400)
+        try:
+            return ModelTemplate(go=_go(override), jinja=None)
+        except TemplateError as exc:
+            raise InvalidRequest(f"invalid template: {exc.message}") from None
     if model.template:
         return ModelTemplate(go=_go(model.template), jinja=None)
     source = info.chat_template

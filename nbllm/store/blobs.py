@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -14,9 +15,28 @@ from types import TracebackType
 from nbllm.errors import BlobNotFound, DigestMismatch, StoreError
 from nbllm.store.digest import digest_from_filename, filename_for, normalize_digest
 
-__all__ = ["BlobStore", "BlobWriter", "fsync_dir"]
+__all__ = ["BlobStore", "BlobWriter", "fsync_dir", "is_disk_full", "write_error"]
 
 log = logging.getLogger(__name__)
+
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """Whether a write failed for lack of space (a full disk, a quota, a file size limit)."""
+    return exc.errno in _DISK_FULL
+
+
+def write_error(exc: OSError, what: str) -> StoreError:
+    """A StoreError that says which write failed and, for a full disk, what to do."""
+    reason = exc.strerror or str(exc)
+    if is_disk_full(exc):
+        return StoreError(
+            f"not enough disk space to write {what} ({reason}); free some space, or point OLLAMA_MODELS "
+            "at a larger disk, and try again"
+        )
+    return StoreError(f"cannot write {what}: {reason}")
 
 
 def fsync_dir(path: Path) -> None:
@@ -42,22 +62,32 @@ class BlobWriter:
         self._expected = normalize_digest(expected) if expected else None
         self._hash = hashlib.sha256()
         self.size = 0
-        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".blob", dir=store.root)
+        try:
+            fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".blob", dir=store.root)
+        except OSError as exc:
+            raise write_error(exc, f"a blob in {store.root}") from exc
         self._fh = os.fdopen(fd, "wb")
         self._tmp = Path(name)
         self.digest: str | None = None
 
     def write(self, data: bytes) -> None:
         """Append bytes."""
-        self._fh.write(data)
+        try:
+            self._fh.write(data)
+        except OSError as exc:  # the `with` block removes the temporary file
+            raise write_error(exc, f"a blob in {self._store.root}") from exc
         self._hash.update(data)
         self.size += len(data)
 
     def commit(self) -> str:
         """Verify, flush and move the blob into place; return its digest."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        except OSError as exc:
+            self.abort()
+            raise write_error(exc, f"a blob in {self._store.root}") from exc
         digest = "sha256:" + self._hash.hexdigest()
         if self._expected is not None and digest != self._expected:
             self._tmp.unlink(missing_ok=True)

@@ -242,12 +242,7 @@ def pull_hf_model(
         raise PullError(f"{gguf.name} vanished from the store during the pull")
     yield ProgressResponse(status="writing manifest")
     stored = store.write_model(name, layers, _config(store, fetch.digest, repo_id, gguf.name))
-    if old is not None and prune:
-        unused = old.manifest.digests() - stored.manifest.digests() - store.referenced()
-        if unused:
-            yield ProgressResponse(status="removing unused layers")
-            for digest in unused:
-                store.blobs.delete(digest)
+    yield from store.prune_replaced(old.manifest if old else None, stored.manifest, prune=prune)
     yield ProgressResponse(status="success")
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from nbllm.errors import InvalidModelName, ModelNotFound, StoreError
+from nbllm.schema import ProgressResponse
 from nbllm.store.blobs import BlobStore
 from nbllm.store.digest import digest_bytes
 from nbllm.store.gguf import GGUFInfo, read_gguf
@@ -197,6 +199,16 @@ class ModelStore:
         for digest in unused:
             self.blobs.delete(digest)
 
+    def prune_replaced(self, old: Manifest | None, new: Manifest, *, prune: bool) -> Iterator[ProgressResponse]:
+        """After a pull replaced ``old`` with ``new``: drop the blobs nothing uses any more (Ollama's status)."""
+        if old is None or not prune:
+            return
+        unused = old.digests() - new.digests() - self.referenced()
+        if unused:
+            yield ProgressResponse(status="removing unused layers")
+            for digest in unused:
+                self.blobs.delete(digest)
+
     def referenced(self) -> set[str]:
         """Every digest some manifest references."""
         refs: set[str] = set()
@@ -207,7 +219,24 @@ class ModelStore:
     def prune(self) -> list[str]:
         """Remove unreferenced blobs and leftovers of interrupted writes (startup, unless OLLAMA_NOPRUNE)."""
         self.blobs.clean_temp()
+        self.manifests.clean_temp()
+        self._clean_work_dir()
         return self.blobs.gc(self.referenced())
+
+    def _clean_work_dir(self) -> None:
+        """Work files a crashed create or pull left in the store's own temporary directory.
+
+        Resumable downloads (``*.partial``) stay; a directory set with OLLAMA_TMPDIR is never emptied.
+        """
+        if self.tmp_dir != self.root / ".nbllm-tmp" or not self.tmp_dir.is_dir():
+            return
+        for entry in self.tmp_dir.iterdir():
+            if entry.name.endswith(".partial"):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     def validate_name(self, name: str) -> ModelName:
         """Parse a destination name, with Ollama's wording for a bad one."""

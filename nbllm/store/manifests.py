@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nbllm.errors import StoreError
-from nbllm.store.blobs import fsync_dir
+from nbllm.store.blobs import fsync_dir, write_error
 from nbllm.store.names import ModelName
 
 __all__ = [
@@ -149,15 +149,20 @@ class ManifestStore:
         target = existing if existing is not None else self._path(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         data = manifest.to_bytes()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        except OSError as exc:
+            raise write_error(exc, f"the manifest of {name}") from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise write_error(exc, f"the manifest of {name}") from exc
             raise
         fsync_dir(target.parent)
         return hashlib.sha256(data).hexdigest()
@@ -174,6 +179,16 @@ class ManifestStore:
                 parent.rmdir()
             parent = parent.parent
         return True
+
+    def clean_temp(self) -> None:
+        """Remove temporary files of manifest writes that never finished (a crash), and the directories
+        they leave empty; call at startup."""
+        for entry in self.root.glob("*/*/*/.tmp-*"):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+            for parent in (entry.parent, entry.parent.parent, entry.parent.parent.parent):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only succeeds when empty
 
     def all(self) -> Iterator[StoredManifest]:
         """Every readable manifest in the store (unreadable ones are skipped)."""

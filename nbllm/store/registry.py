@@ -238,20 +238,8 @@ def pull_model(
         raise StoreError(f"blobs vanished from the store during the pull: {missing}")
     yield ProgressResponse(status="writing manifest")
     store.manifests.write(name, manifest)
-    yield from _prune_replaced(store, old.manifest if old else None, manifest, prune=prune)
+    yield from store.prune_replaced(old.manifest if old else None, manifest, prune=prune)
     yield ProgressResponse(status="success")
-
-
-def _prune_replaced(
-    store: ModelStore, old: Manifest | None, new: Manifest, *, prune: bool
-) -> Iterator[ProgressResponse]:
-    if old is None or not prune:
-        return
-    unused = old.digests() - new.digests() - store.referenced()
-    if unused:
-        yield ProgressResponse(status="removing unused layers")
-        for digest in unused:
-            store.blobs.delete(digest)
 
 
 def push_model(store: ModelStore, name: ModelName, registry: RegistryClient) -> Iterator[ProgressResponse]:

@@ -26,7 +26,7 @@ import httpx
 
 from nbllm.errors import Cancelled, DigestMismatch, PullError
 from nbllm.schema import ProgressResponse
-from nbllm.store.blobs import fsync_dir
+from nbllm.store.blobs import fsync_dir, is_disk_full, write_error
 from nbllm.store.digest import filename_for
 from nbllm.store.local import ModelStore
 
@@ -216,6 +216,11 @@ def _download(store: ModelStore, registry: Sender, fetch: BlobFetch, stop: threa
         os.chmod(partial.path, 0o644)
         os.replace(partial.path, store.blobs.path(fetch.digest))
         fsync_dir(store.blobs.root)
+    except OSError as exc:
+        partial.close()
+        if is_disk_full(exc):  # it cannot finish here: give the space back
+            partial.path.unlink(missing_ok=True)
+        raise write_error(exc, f"the blob {fetch.digest[7:19]}") from exc
     finally:
         partial.close()
 

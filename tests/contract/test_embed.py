@@ -47,8 +47,9 @@ def test_dimensions_truncate_and_renormalise(client: ollama.Client) -> None:
 def test_truncate_false_refuses_a_long_input(live_server: BackgroundServer) -> None:
     long = "word " * 5000
     with httpx.Client(base_url=live_server.url, timeout=120) as http:
-        bad = http.post("/api/embed", json={"model": MODEL, "input": long, "truncate": False,
-                                            "options": {"num_ctx": 512}})
+        bad = http.post(
+            "/api/embed", json={"model": MODEL, "input": long, "truncate": False, "options": {"num_ctx": 512}}
+        )
         assert bad.status_code == 400 and bad.json()["error"] == "the input length exceeds the context length"
         ok = http.post("/api/embed", json={"model": MODEL, "input": long, "options": {"num_ctx": 512}})
         assert ok.status_code == 200 and ok.json()["prompt_eval_count"] == 512

@@ -120,8 +120,19 @@ def test_corrupt_file_is_a_clear_load_error(tmp_path: Path) -> None:
 
 
 def test_penalties_and_sampling_options_work(engine: LlamaEngine) -> None:
-    params = SamplingParams(temperature=0.7, top_k=20, top_p=0.8, min_p=0.05, typical_p=0.9, seed=7, num_predict=30,
-                            repeat_penalty=1.3, presence_penalty=0.5, frequency_penalty=0.5, repeat_last_n=32)
+    params = SamplingParams(
+        temperature=0.7,
+        top_k=20,
+        top_p=0.8,
+        min_p=0.05,
+        typical_p=0.9,
+        seed=7,
+        num_predict=30,
+        repeat_penalty=1.3,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        repeat_last_n=32,
+    )
     first, stats, chunks = run(engine, "List some animals.", params)
     assert stats.eval_count == chunks > 0
     assert run(engine, "List some animals.", params)[0] == first  # a fixed seed repeats itself
@@ -131,3 +142,10 @@ def test_a_bad_grammar_fails_only_its_request(engine: LlamaEngine) -> None:
     with pytest.raises(EngineError, match="grammar"):
         run(engine, "Hi", SamplingParams(temperature=0, num_predict=4, grammar="root ::= ("))
     assert run(engine, "Hi")[1].eval_count > 0  # the decode thread is still serving
+
+
+def test_a_stalled_load_times_out(real_runtime: Runtime) -> None:
+    path = real_runtime.store.get("smollm2:135m").model_path
+    assert path is not None
+    with pytest.raises(ModelLoadError, match="timed out waiting for the model to load"):
+        LlamaEngine(LoadSpec(path=path, num_ctx=256, load_timeout=0.0))

@@ -157,8 +157,7 @@ CASES = [
     ("len counts bytes of strings", '{{ len .s }} {{ len "héllo" }} {{ len .l }} {{ len .m }}', "3 6 3 2"),
     (
         "index",
-        '{{ index .l 1 }} {{ index .m "b" }} {{ index .m "zz" }} {{ index .s 1 }} '
-        '{{ index .nested.list 1 "k" }}',
+        '{{ index .l 1 }} {{ index .m "b" }} {{ index .m "zz" }} {{ index .s 1 }} {{ index .nested.list 1 "k" }}',
         "2 2 <no value> 116 v2",
     ),
     (

@@ -123,9 +123,7 @@ WEATHER_TOOL = tool_def(
 )
 WEATHER_QUESTION = [user("今天巴黎的天气怎么样？")]
 WEATHER_ARGS = {"format": "华氏", "location": "巴黎"}
-WEATHER_CALL = assistant(
-    "", tool_calls=[{"function": {"name": "get_current_weather", "arguments": WEATHER_ARGS}}]
-)
+WEATHER_CALL = assistant("", tool_calls=[{"function": {"name": "get_current_weather", "arguments": WEATHER_ARGS}}])
 WEATHER_RESULT = {"role": "tool", "content": "22", "tool_name": "get_current_weather"}
 
 
@@ -193,8 +191,7 @@ WEATHER_TOOL_JSON = (
     '"description":"获取天气的地点，例如：旧金山，加利福尼亚"}}}}}'
 )
 LLAMA_TOOLS_HEAD = (
-    LLAMA_HEAD
-    + "When you receive a tool call response, use the output to format an answer to the orginal user "
+    LLAMA_HEAD + "When you receive a tool call response, use the output to format an answer to the orginal user "
     "question.\n\nYou are a helpful assistant with tool calling capabilities.<|eot_id|>"
 )
 
@@ -276,8 +273,7 @@ def test_execute_with_messages_continues_last_assistant(template: str) -> None:
     # TestExecuteWithMessages "mistral assistant": a trailing assistant message is left open
     rendered = execute(parse_template(template), messages=[*FRIEND, assistant("My name is Ollama and I")])
     assert (
-        rendered
-        == "[INST] Hello friend![/INST] Hello human![INST] What is your name?[/INST] My name is Ollama and I"
+        rendered == "[INST] Hello friend![/INST] Hello human![INST] What is your name?[/INST] My name is Ollama and I"
     )
 
 
@@ -309,10 +305,7 @@ def test_execute_with_suffix() -> None:
     )
     assert execute(tmpl, messages=[user("hello")]) == "hello"
     assert execute(tmpl, prompt="def add(", suffix="return x") == "<PRE> def add( <SUF>return x <MID>"
-    assert (
-        render_generate(tmpl, prompt="def add(", suffix="    return c")
-        == "<PRE> def add( <SUF>    return c <MID>"
-    )
+    assert render_generate(tmpl, prompt="def add(", suffix="    return c") == "<PRE> def add( <SUF>    return c <MID>"
     assert render_generate(tmpl, prompt="def add(") == "def add("
 
 
@@ -386,15 +379,11 @@ def test_tool_call_arguments_print_as_json_and_range() -> None:
 
 def test_tool_properties_print_as_json_and_range() -> None:
     # TestTemplatePropertiesJSON and TestTemplatePropertiesRange
-    tool = tool_def(
-        "get_weather", type="object", properties={"location": {"type": "string", "description": "City"}}
-    )
+    tool = tool_def("get_weather", type="object", properties={"location": {"type": "string", "description": "City"}})
     tools = "{{- range .Messages }}{{- end }}{{- range .Tools }}{}{{- end }}"
     printed = parse_template(tools.replace("{}", "{{ .Function.Parameters.Properties }}"))
     assert execute(printed, tools=[tool]) == '{"location":{"type":"string","description":"City"}}'
-    ranged = (
-        "{{- range $name, $prop := .Function.Parameters.Properties }}{{ $name }}:{{ $prop.Type }};{{- end }}"
-    )
+    ranged = "{{- range $name, $prop := .Function.Parameters.Properties }}{{ $name }}:{{ $prop.Type }};{{- end }}"
     assert execute(parse_template(tools.replace("{}", ranged)), tools=[tool]) == "location:string;"
 
 
@@ -480,9 +469,7 @@ def test_chat_route_prompts() -> None:
     hello = [user("Hello!")]
     assert render_messages(tmpl, hello) == "user: Hello!\n"
     # the model's SYSTEM goes first unless the request starts with a system message of its own
-    assert (
-        render_messages(tmpl, hello, model_system=MODEL_SYSTEM) == f"system: {MODEL_SYSTEM}\nuser: Hello!\n"
-    )
+    assert render_messages(tmpl, hello, model_system=MODEL_SYSTEM) == f"system: {MODEL_SYSTEM}\nuser: Hello!\n"
     assert render_messages(tmpl, [system(MAGIC), *hello], model_system=MODEL_SYSTEM) == (
         f"system: {MAGIC}\nuser: Hello!\n"
     )
@@ -517,20 +504,12 @@ def test_generate_route_prompts() -> None:
         "{{- if .Response }}Assistant: {{ .Response }} {{ end }}\n"
     )
     assert render_generate(tmpl, prompt="Hello!") == "User: Hello! "
-    assert (
-        render_generate(tmpl, prompt="Hello!", model_system=MODEL_SYSTEM)
-        == f"System: {MODEL_SYSTEM} User: Hello! "
-    )
+    assert render_generate(tmpl, prompt="Hello!", model_system=MODEL_SYSTEM) == f"System: {MODEL_SYSTEM} User: Hello! "
     with_system = render_generate(tmpl, prompt="Hello!", system=MAGIC, model_system=MODEL_SYSTEM)
     assert with_system == f"System: {MAGIC} User: Hello! "
     debug = parse_template("{{ .Prompt }}")
-    assert (
-        render_generate(debug, prompt="User question", system="You are a helpful assistant")
-        == "User question"
-    )
-    assert (
-        render_generate(debug, prompt="Describe this", images=[b"fake-image-data"]) == "[img-0]Describe this"
-    )
+    assert render_generate(debug, prompt="User question", system="You are a helpful assistant") == "User question"
+    assert render_generate(debug, prompt="Describe this", images=[b"fake-image-data"]) == "[img-0]Describe this"
 
 
 def test_tool_function_prints_as_a_go_struct() -> None:

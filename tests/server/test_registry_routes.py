@@ -105,9 +105,7 @@ def test_monolithic_upload_and_mount(app_client: TestClient, fake_runtime: Runti
     assert mount.status_code == 201 and mount.headers["docker-content-digest"] == existing
 
 
-def test_a_manifest_is_accepted_only_when_its_blobs_are_present(
-    app_client: TestClient, fake_runtime: Runtime
-) -> None:
+def test_a_manifest_is_accepted_only_when_its_blobs_are_present(app_client: TestClient, fake_runtime: Runtime) -> None:
     manifest = _manifest(app_client)
     missing = json.loads(json.dumps(manifest))
     missing["layers"][0]["digest"] = "sha256:" + "1" * 64

@@ -93,9 +93,7 @@ def test_pull_moves_the_model_whole_with_ollamas_statuses(
     assert not list(dest.blobs.root.glob("*-partial"))
 
 
-def test_layers_download_in_parallel_and_present_layers_are_skipped(
-    proxy: RegistryProxy, dest: ModelStore
-) -> None:
+def test_layers_download_in_parallel_and_present_layers_are_skipped(proxy: RegistryProxy, dest: ModelStore) -> None:
     proxy.rate = 16 << 20  # the big layer takes ~0.25 s: the small ones arrive meanwhile
     pull(dest, _name(proxy))
     assert proxy.max_in_flight >= 2
@@ -161,8 +159,9 @@ def test_a_corrupt_partial_is_discarded_and_downloaded_again(
 def test_pull_errors_read_as_ollamas(proxy: RegistryProxy, dest: ModelStore) -> None:
     with pytest.raises(PullError, match=r"^pull model manifest: file does not exist$"):
         pull(dest, _name(proxy, "me/nothing:v1"))
-    with RegistryClient(insecure=False) as registry, pytest.raises(
-        PullError, match=r'^pull model manifest: Get "https://127\.0\.0\.1:\d+/v2/me/tiny/manifests/v1"'
+    with (
+        RegistryClient(insecure=False) as registry,
+        pytest.raises(PullError, match=r'^pull model manifest: Get "https://127\.0\.0\.1:\d+/v2/me/tiny/manifests/v1"'),
     ):
         list(pull_model(dest, _name(proxy), registry))
     assert dest.models() == []
@@ -227,9 +226,10 @@ def test_push_uploads_in_parts_and_skips_what_the_registry_has(
         received = target.runtime.store.get("me/pushed:v2")
         assert received.manifest.to_bytes() == manifest.manifest.to_bytes()
         for layer in layers:
-            assert target.runtime.store.blobs.path(layer.digest).read_bytes() == store.blobs.path(
-                layer.digest
-            ).read_bytes()
+            assert (
+                target.runtime.store.blobs.path(layer.digest).read_bytes()
+                == store.blobs.path(layer.digest).read_bytes()
+            )
         uploads = len([r for r in proxy.requests if r[0] == "POST"])
         again = push(store, name)
         assert len([r for r in proxy.requests if r[0] == "POST"]) == uploads  # every blob: HEAD says present

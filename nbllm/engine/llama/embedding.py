@@ -9,7 +9,7 @@ from typing import Any
 import llama_cpp as L
 
 from nbllm.engine.llama.native import NativeModel, create_context, free_context
-from nbllm.errors import ContextLengthExceeded, EngineError
+from nbllm.errors import ContextLengthExceeded, EngineError, InvalidRequest
 
 __all__ = ["Embedder"]
 
@@ -43,7 +43,7 @@ class Embedder:
 
     def _one(self, tokens: list[int]) -> list[float]:
         if not tokens:
-            raise EngineError("cannot embed an empty input")
+            raise InvalidRequest("cannot embed an empty input")  # the request's own value: a 400
         if len(tokens) > self._n_ctx:
             raise ContextLengthExceeded(len(tokens), self._n_ctx)
         L.llama_memory_clear(L.llama_get_memory(self._ctx), True)  # noqa: FBT003 - C API

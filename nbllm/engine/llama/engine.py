@@ -12,7 +12,7 @@ from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, SamplingPar
 from nbllm.engine.llama.batching import DecodeLoop, Request
 from nbllm.engine.llama.embedding import Embedder
 from nbllm.engine.llama.native import NativeModel, create_context, default_threads, free_context
-from nbllm.errors import ContextLengthExceeded, EngineError
+from nbllm.errors import ContextLengthExceeded, EngineError, InvalidRequest
 
 __all__ = ["LlamaEngine", "load_llama"]
 
@@ -30,7 +30,8 @@ class LlamaEngine:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
         self._model = NativeModel(spec)
-        threads = spec.num_thread or default_threads()
+        # more threads than the CPUs we may use only slows llama.cpp down (and thousands crash it)
+        threads = min(spec.num_thread, default_threads()) if spec.num_thread > 0 else default_threads()
         self._ctx = None
         self._loop: DecodeLoop | None = None
         try:
@@ -79,7 +80,11 @@ class LlamaEngine:
         return self._model.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        """Token ids to text (special tokens shown)."""
+        """Token ids to text (special tokens shown); an id outside the vocabulary is a 400, not a crash."""
+        n_vocab = self._model.n_vocab
+        bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+        if bad is not None:  # llama.cpp aborts the process on an unknown id (std::out_of_range)
+            raise InvalidRequest(f"invalid token id {bad}: this model's vocabulary has ids 0 to {n_vocab - 1}")
         return self._model.detokenize(tokens)
 
     def generate(

@@ -6,6 +6,7 @@ import ctypes
 import functools
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,25 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _LoadWatchdog:
+    """llama.cpp's load progress callback: returning False aborts a load that has stalled too long."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.progress = 0.0
+        self.stalled = False
+        self._last = time.monotonic()
+
+    def __call__(self, progress: float, _user_data: ctypes.c_void_p) -> bool:
+        now = time.monotonic()
+        if progress > self.progress:
+            self.progress, self._last = progress, now
+        elif now - self._last > self.timeout:
+            self.stalled = True
+            return False
+        return True
+
+
 class NativeModel:
     """A loaded ``llama_model``: weights, vocabulary, LoRA adapters, token <-> text."""
 
@@ -59,7 +79,15 @@ class NativeModel:
         mp.main_gpu = spec.main_gpu
         if spec.use_mmap is not None:
             mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if spec.use_mmap else L.LLAMA_LOAD_MODE_NONE
+        watchdog = _LoadWatchdog(spec.load_timeout)
+        callback = L.llama_progress_callback(watchdog)  # referenced until the load returns
+        mp.progress_callback = callback
         self.ptr = L.llama_model_load_from_file(str(spec.path).encode(), mp)
+        if not self.ptr and watchdog.stalled:
+            raise ModelLoadError(
+                f"timed out waiting for the model to load - progress {watchdog.progress:.2f} "
+                f"(no progress for {spec.load_timeout:g}s; raise OLLAMA_LOAD_TIMEOUT)"
+            )
         if not self.ptr:
             raise ModelLoadError(
                 f"unable to load model {spec.path.name}: llama.cpp could not read it "

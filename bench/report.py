@@ -1,0 +1,210 @@
+"""The benchmark report: a Markdown table of medians (min–max) with ratios to the ceiling and peers, plus plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.workloads import median
+
+NBLLM = "nbllm (np=4)"
+
+
+def _span(values: list[float], fmt: str = "{:.1f}") -> str:
+    if not values:
+        return "–"
+    med = fmt.format(median(values))
+    return med if len(values) == 1 else f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if a and b else "–"
+
+
+def _decode_section(name: str, m: dict[str, Any]) -> list[str]:
+    raw = median(m.get("raw", {}).get("decode_rates", []))
+    lines = [
+        f"### {name}: single-stream decode (tokens/s, {m['config']['tokens']} tokens, greedy)",
+        "",
+        "| engine | tokens/s | vs raw ceiling |",
+        "|---|---|---|",
+    ]
+    lines.append(
+        f"| llama-cpp-python in-process (ceiling) | {_span(m.get('raw', {}).get('decode_rates', []))} | 1.00× |"
+    )
+    for server, data in m.get("decode", {}).items():
+        lines.append(f"| {server} | {_span(data['rates'])} | {_ratio(median(data['rates']), raw)} |")
+    bench = m.get("llama_bench", {})
+    if bench:
+        lines.append(
+            f"| llama-bench tg128 (engine ceiling) | {bench.get('decode_128', 0):.1f} | "
+            f"{_ratio(bench.get('decode_128', 0), raw)} |"
+        )
+    return [*lines, ""]
+
+
+def _ttft_section(name: str, m: dict[str, Any]) -> list[str]:
+    raw = m.get("raw", {})
+    prefill = [1000 * v for v in raw.get("prefill_s", [])]
+    lines = [
+        f"### {name}: time to first token, {raw.get('long_prompt_tokens', '~500')}-token prompt (ms)",
+        "",
+        "| engine | ms | overhead over raw prefill |",
+        "|---|---|---|",
+        f"| llama-cpp-python in-process prefill | {_span(prefill)} | – |",
+    ]
+    for server, data in m.get("ttft", {}).items():
+        values = [1000 * v for v in data["ttft"]]
+        over = median(values) - median(prefill) if prefill else 0
+        lines.append(f"| {server} | {_span(values)} | {over:+.1f} ms |")
+    return [*lines, ""]
+
+
+def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
+    conc = m.get("concurrency", {})
+    clients = sorted({int(k) for data in conc.values() for k in data}, key=int)
+    lines = [
+        f"### {name}: concurrent streaming clients, aggregate tokens/s (p50 / p95 latency, s)",
+        "",
+        "| server | " + " | ".join(f"{k} client{'s' if k > 1 else ''}" for k in clients) + " |",
+        "|---|" + "---|" * len(clients),
+    ]
+    for server, data in conc.items():
+        cells = []
+        for k in clients:
+            d = data.get(str(k))
+            cells.append(f"{_span(d['aggregate'])} ({d['p50']:.1f} / {d['p95']:.1f})" if d else "–")
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    bench = m.get("llama_bench", {})
+    if any(k.startswith("batched_B") for k in bench):
+        cells = [f"{bench.get(f'batched_B{k}', 0):.1f}" if f"batched_B{k}" in bench else "–" for k in clients]
+        lines.append("| llama-batched-bench (engine ceiling) | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _targets(name: str, m: dict[str, Any]) -> list[str]:
+    rows = []
+    raw = median(m.get("raw", {}).get("decode_rates", []))
+    ours = median(m.get("decode", {}).get(NBLLM, {}).get("rates", []))
+    rows.append(
+        ("single-stream decode ≥ 0.98× in-process ceiling", _ratio(ours, raw), ours >= 0.98 * raw if raw else None)
+    )
+    prefill = median(m.get("raw", {}).get("prefill_s", []))
+    ttft = median(m.get("ttft", {}).get(NBLLM, {}).get("ttft", []))
+    if prefill and ttft:
+        over = 1000 * (ttft - prefill)
+        rows.append(("TTFT overhead ≤ 5 ms over raw prefill", f"{over:+.1f} ms", over <= 5))
+    conc = m.get("concurrency", {})
+    best = _best(conc, "nbllm")
+    peer4 = median(conc.get("llama-server (np=4)", {}).get("4", {}).get("aggregate", []))
+    if best.get(4) and peer4:
+        rows.append(("4 clients ≥ 1.0× llama-server -np 4", _ratio(best[4], peer4), best[4] >= peer4))
+    bench = m.get("llama_bench", {})
+    if best.get(8) and bench.get("batched_B8"):
+        rows.append(
+            (
+                "8 clients ≥ 0.85× batched-bench B=8",
+                _ratio(best[8], bench["batched_B8"]),
+                best[8] >= 0.85 * bench["batched_B8"],
+            )
+        )
+    if best.get(1) and bench.get("batched_B1"):
+        rows.append(
+            (
+                "1 client ≥ 0.9× batched-bench B=1",
+                _ratio(best[1], bench["batched_B1"]),
+                best[1] >= 0.9 * bench["batched_B1"],
+            )
+        )
+    peer1 = median(m.get("decode", {}).get("llama-server (np=4)", {}).get("rates", []))
+    if ours and peer1:
+        rows.append(("1 client decode ≥ 1.0× llama-server", _ratio(ours, peer1), ours >= peer1))
+    turn = m.get("multiturn")
+    if turn:
+        speedup = turn["cold_s"] / turn["cached_s"] if turn["cached_s"] else 0
+        rows.append(
+            (
+                "turn-5 prompt eval ≥ 5× faster with the prefix cache",
+                f"{speedup:.1f}× ({turn['cached_tokens']} vs {turn['cold_tokens']} tokens)",
+                speedup >= 5,
+            )
+        )
+    lines = [f"### {name}: targets", "", "| target | measured | met |", "|---|---|---|"]
+    for label, value, met in rows:
+        lines.append(f"| {label} | {value} | {'yes' if met else ('no' if met is not None else '–')} |")
+    return [*lines, ""]
+
+
+def _best(conc: dict[str, Any], prefix: str) -> dict[int, float]:
+    best: dict[int, float] = {}
+    for server, data in conc.items():
+        if server.startswith(prefix):
+            for k, d in data.items():
+                best[int(k)] = max(best.get(int(k), 0.0), median(d["aggregate"]))
+    return best
+
+
+def write(results: dict[str, Any], out_dir: Path, stamp: str) -> Path:
+    """Write ``<stamp>.md``, ``<stamp>.json`` and plots; return the Markdown path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"# nbllm benchmark — {stamp}",
+        "",
+        f"Machine: {results['machine']}",
+        "",
+        f"Settings: {json.dumps(results['config'])}",
+        "",
+        "Medians of the runs, min–max in parentheses. Every engine runs the same GGUF with the same context, "
+        "threads and greedy sampling, one server at a time.",
+        "",
+    ]
+    for name, m in results["models"].items():
+        lines += [f"## {name}", ""]
+        lines += _targets(name, m) + _decode_section(name, m) + _ttft_section(name, m) + _concurrency_section(name, m)
+        if m.get("memory"):
+            lines += [f"### {name}: peak RSS with the model loaded (MB)", "", "| server | MB |", "|---|---|"]
+            lines += [f"| {s} | {v / 1e6:.0f} |" for s, v in m["memory"].items()] + [""]
+    if results.get("cold_start"):
+        lines += ["## Cold start (s)", "", "| step | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in results["cold_start"].items()] + [""]
+    plots = _plots(results, out_dir, stamp)
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    path = out_dir / f"{stamp}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _plots(results: dict[str, Any], out_dir: Path, stamp: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, m in results["models"].items():
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+        labels = ["raw in-process", *m.get("decode", {}).keys()]
+        values = [m.get("raw", {}).get("decode_rates", [])] + [d["rates"] for d in m.get("decode", {}).values()]
+        ax1.bar(
+            range(len(labels)),
+            [median(v) for v in values],
+            yerr=[[median(v) - min(v, default=0) for v in values], [max(v, default=0) - median(v) for v in values]],
+        )
+        ax1.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+        ax1.set_ylabel("tokens/s")
+        ax1.set_title(f"{name}: single-stream decode")
+        for server, data in m.get("concurrency", {}).items():
+            ks = sorted(data, key=int)
+            ax2.plot([int(k) for k in ks], [median(data[k]["aggregate"]) for k in ks], marker="o", label=server)
+        ax2.set_xlabel("concurrent clients")
+        ax2.set_ylabel("aggregate tokens/s")
+        ax2.set_title(f"{name}: concurrency")
+        ax2.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{stamp}-{name.replace(':', '_')}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths

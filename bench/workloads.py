@@ -1,0 +1,209 @@
+"""The measurements: decode rate, time to first token, concurrency, multi-turn prefix cache, cold start."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import prompts
+from bench.clients import concurrent, stream
+from bench.env import Peer
+from bench.servers import Server
+
+
+def median(values: list[float]) -> float:
+    """Median (0 for nothing)."""
+    return statistics.median(values) if values else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def decode(server: Server, *, n: int, runs: int, ctx: int) -> dict[str, Any]:
+    """Single-stream decode of ``n`` tokens, greedy, through the server's streaming API."""
+    stream(server, prompts.STORY, 8, ctx=ctx)  # warm up (and load)
+    timings = [stream(server, prompts.STORY, n, ctx=ctx) for _ in range(runs)]
+    return {"rates": [t.rate for t in timings], "tokens": [t.tokens for t in timings]}
+
+
+def ttft(server: Server, *, runs: int, ctx: int) -> dict[str, Any]:
+    """Time to first token for a ~500-token prompt nobody has seen (a fresh prefix each run)."""
+    values = []
+    for i in range(runs):
+        text = f"[{server.name} {i} {time.time_ns()}] " + prompts.long_prompt()
+        values.append(stream(server, text, 4, ctx=ctx).ttft)
+    return {"ttft": values}
+
+
+def concurrency(server: Server, *, clients: list[int], n: int, runs: int, ctx: int) -> dict[str, Any]:
+    """Aggregate tokens/s and per-request latency with 1, 2, 4, 8 simultaneous streaming clients."""
+    out: dict[str, Any] = {}
+    for k in clients:
+        aggs, latencies = [], []
+        for r in range(runs):
+            texts = [prompts.story(100 * r + i + k * 1000) for i in range(k)]
+            wall, timings = concurrent(server, texts, n, ctx=ctx)
+            aggs.append(sum(t.tokens for t in timings) / wall)
+            latencies += [t.total for t in timings]
+        out[str(k)] = {"aggregate": aggs, "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95)}
+    return out
+
+
+def multiturn(server: Server, *, ctx: int) -> dict[str, Any]:
+    """nbllm chat: prompt-eval time of turn 5 with the prefix cache, and the same turn evaluated cold."""
+    history: list[dict[str, str]] = []
+    opts = {"temperature": 0, "num_predict": 32, "num_ctx": ctx}
+    turns = []
+    with httpx.Client(timeout=600) as http:
+        for text in prompts.CHAT_TURNS:
+            history.append({"role": "user", "content": text})
+            body = {"model": server.model, "messages": history, "stream": False, "options": opts}
+            data = http.post(server.url + "/api/chat", json=body).json()
+            turns.append(data)
+            history.append({"role": "assistant", "content": data["message"]["content"]})
+        cold_body = {
+            "model": server.model,
+            "messages": history[:-1],
+            "stream": False,
+            "options": {**opts, "num_batch": 511},
+        }  # another load-time option: a fresh, empty cache
+        cold = http.post(server.url + "/api/chat", json=cold_body).json()
+        http.post(server.url + "/api/generate", json={"model": server.model, "keep_alive": 0})
+    last = turns[-1]
+    return {
+        "cached_s": last["prompt_eval_duration"] / 1e9,
+        "cached_tokens": last["prompt_eval_count"],
+        "cold_s": cold["prompt_eval_duration"] / 1e9,
+        "cold_tokens": cold["prompt_eval_count"],
+    }
+
+
+def raw_ceiling(peer: Peer, model: Path, *, n: int, runs: int, ctx: int, threads: int) -> dict[str, Any]:
+    """llama-cpp-python's high-level API in-process, in the peer's interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        story, long = Path(tmp, "story.txt"), Path(tmp, "long.txt")
+        story.write_text(prompts.STORY)
+        long.write_text(prompts.long_prompt())
+        script = Path(__file__).with_name("raw.py")
+        out = subprocess.run(
+            [
+                str(peer.python),
+                str(script),
+                str(model),
+                str(ctx),
+                str(threads),
+                str(n),
+                str(runs),
+                str(story),
+                str(long),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=peer.env(),
+        )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def cold_start(server_ready: float, load_s: float) -> dict[str, float]:
+    """`import nbllm`, `nbllm --help`, server ready, model load (seconds, medians of 3)."""
+
+    def timed(args: list[str]) -> float:
+        values = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run(args, capture_output=True, check=True)
+            values.append(time.perf_counter() - t0)
+        return median(values)
+
+    return {
+        "import nbllm": timed([sys.executable, "-c", "import nbllm"]),
+        "nbllm --help": timed([sys.executable, "-m", "nbllm", "--help"]),
+        "server ready": server_ready,
+        "model load": load_s,
+    }
+
+
+def load_time(server: Server) -> float:
+    """Seconds nbllm reports to load the model (an empty generate)."""
+    with httpx.Client(timeout=600) as http:
+        http.post(server.url + "/api/generate", json={"model": server.model, "keep_alive": 0})
+        started = time.perf_counter()
+        resp = http.post(server.url + "/api/generate", json={"model": server.model, "stream": False})
+        resp.raise_for_status()
+    return time.perf_counter() - started
+
+
+def llama_bench(peer: Peer, model: Path, *, threads: int) -> dict[str, Any]:
+    """llama.cpp's llama-bench (prompt processing 512, generation 128) and llama-batched-bench (B = 1, 4, 8)."""
+    assert peer.bin_dir is not None
+    out: dict[str, Any] = {}
+    single = subprocess.run(
+        [
+            str(peer.bin_dir / "llama-bench"),
+            "-m",
+            str(model),
+            "-p",
+            "512",
+            "-n",
+            "128",
+            "-t",
+            str(threads),
+            "-o",
+            "json",
+            "-r",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=peer.env(),
+    )
+    for row in json.loads(single.stdout):
+        key = "prefill_512" if row.get("n_prompt") else "decode_128"
+        out[key] = float(row.get("avg_ts", 0))
+    batched = subprocess.run(
+        [
+            str(peer.bin_dir / "llama-batched-bench"),
+            "-m",
+            str(model),
+            "-c",
+            "8192",
+            "-b",
+            "512",
+            "-ub",
+            "512",
+            "-npp",
+            "128",
+            "-ntg",
+            "128",
+            "-npl",
+            "1,4,8",
+            "-t",
+            str(threads),
+            "--output-format",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=peer.env(),
+    )
+    for line in batched.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            out[f"batched_B{row['pl']}"] = float(row.get("speed_tg", 0))
+    return out

@@ -1,0 +1,119 @@
+"""Checking a store against itself: every manifest readable, every blob it names present, whole and intact.
+
+Blobs are content-addressed, so a blob is intact exactly when the sha256 of its bytes is the digest
+in its name. :func:`verify_store` re-hashes each referenced blob once (models share blobs), checks
+its size against the manifest, and reports what is wrong and which models it breaks. It changes
+nothing: repairing is removing the model (``nbllm rm``) and pulling or creating it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from nbllm.errors import ModelNotFound, StoreError
+from nbllm.store.local import ModelStore
+from nbllm.store.names import ModelName
+
+__all__ = ["BlobProblem", "VerifyReport", "verify_store"]
+
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BlobProblem:
+    """Something wrong with one blob or manifest, and the models it breaks."""
+
+    digest: str
+    """The blob's digest (``sha256:...``), or the manifest's path for an unreadable manifest."""
+    kind: str
+    """``missing``, ``size``, ``corrupt`` or ``manifest``."""
+    detail: str
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :func:`verify_store` looked at and found."""
+
+    models: tuple[str, ...]
+    """Models checked (display names)."""
+    blobs: int
+    """Distinct blobs checked."""
+    bytes_hashed: int
+    problems: tuple[BlobProblem, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """Whether everything checked is intact."""
+        return not self.problems
+
+    def broken_models(self) -> list[str]:
+        """Models with at least one problem, sorted."""
+        return sorted({m for p in self.problems for m in p.models})
+
+
+def _sha256(store: ModelStore, digest: str, progress: Callable[[int], None] | None) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with store.blobs.path(digest).open("rb") as fh:
+        while block := fh.read(_BLOCK):
+            h.update(block)
+            size += len(block)
+            if progress is not None:
+                progress(len(block))
+    return "sha256:" + h.hexdigest(), size
+
+
+def _manifests(store: ModelStore, names: Iterable[str] | None) -> tuple[dict[str, dict[str, int]], list[BlobProblem]]:
+    """``{model: {digest: size}}`` of the models asked for (all when None), and unreadable manifests."""
+    wanted: dict[str, dict[str, int]] = {}
+    problems: list[BlobProblem] = []
+    if names is None:
+        paths = [p for p in store.manifests.root.glob("*/*/*/*") if p.is_file() and not p.name.startswith(".")]
+        candidates = [ModelName(*p.relative_to(store.manifests.root).parts) for p in paths]
+    else:
+        candidates = [store.parse_name(n) for n in names]
+    for name in candidates:
+        try:
+            stored = store.manifests.read(name)
+        except StoreError as exc:
+            problems.append(BlobProblem(str(name), "manifest", exc.message, (name.display,)))
+            continue
+        if stored is None:
+            raise ModelNotFound(name.display)
+        layers = [stored.manifest.config, *stored.manifest.layers]
+        wanted[stored.name.display] = {layer.digest: layer.size for layer in layers}
+    return wanted, problems
+
+
+def verify_store(
+    store: ModelStore, names: Iterable[str] | None = None, *, progress: Callable[[int], None] | None = None
+) -> VerifyReport:
+    """Re-hash the blobs of the named models (every model when ``names`` is None).
+
+    ``progress(n)`` is called as bytes are hashed. An unknown name raises ModelNotFound; a malformed
+    one InvalidModelName.
+    """
+    wanted, problems = _manifests(store, names)
+    users: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
+    for model, layers in wanted.items():
+        for digest, size in layers.items():
+            users.setdefault(digest, []).append(model)
+            sizes.setdefault(digest, size)
+    hashed = 0
+    for digest in sorted(users):
+        models = tuple(sorted(users[digest]))
+        if not store.blobs.has(digest):
+            problems.append(BlobProblem(digest, "missing", "the blob is not in the store", models))
+            continue
+        actual, size = _sha256(store, digest, progress)
+        hashed += size
+        if size != sizes[digest]:
+            detail = f"the blob has {size} bytes; the manifest says {sizes[digest]}"
+            problems.append(BlobProblem(digest, "size", detail, models))
+        elif actual != digest:
+            problems.append(BlobProblem(digest, "corrupt", f"its content hashes to {actual}", models))
+    return VerifyReport(tuple(sorted(wanted)), len(users), hashed, tuple(problems))

@@ -1,0 +1,1 @@
+"""Tests of the walkthrough notebooks (``notebooks/``) and of the Binder setup (``binder/``)."""
