@@ -149,3 +149,17 @@ def test_a_stalled_load_times_out(real_runtime: Runtime) -> None:
     assert path is not None
     with pytest.raises(ModelLoadError, match="timed out waiting for the model to load"):
         LlamaEngine(LoadSpec(path=path, num_ctx=256, load_timeout=0.0))
+
+
+def test_default_threads_respects_a_cgroup_cpu_quota(tmp_path: Path) -> None:
+    """A quota of 1.5 CPUs gives at most 2 threads; 'max' (no quota) or no file leaves the core count."""
+    from nbllm.engine.llama.native import default_threads
+
+    cores = default_threads(tmp_path / "absent")
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    assert default_threads(quota) == min(cores, 2)
+    quota.write_text("50000 100000\n")
+    assert default_threads(quota) == 1
+    quota.write_text("max 100000\n")
+    assert default_threads(quota) == cores

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
@@ -40,12 +42,28 @@ def backend() -> Any:
     return callback
 
 
-def default_threads() -> int:
-    """One thread per core this process may run on."""
+def default_threads(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """One thread per core this process may run on, and no more than its cgroup's CPU quota allows.
+
+    A container limited by quota (Binder, Kubernetes) still sees every core of the host; llama.cpp's
+    threads spin-wait on each other, so more threads than CPUs granted is far slower, not a little.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    return min(cores, _quota_cpus(cpu_max) or cores)
+
+
+def _quota_cpus(cpu_max: Path) -> int | None:
+    """CPUs granted by a cgroup v2 ``cpu.max`` ("QUOTA PERIOD", or "max PERIOD" for none), rounded up."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 class _LoadWatchdog:
