@@ -11,7 +11,6 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -65,9 +64,8 @@ async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any]]], *
         finally:
             cancel.set()
             close = getattr(it, "close", None)
-            if close is not None:  # shielded: when the client left, this task is being cancelled
-                with anyio.CancelScope(shield=True):
-                    await run_in_threadpool(close)
+            if close is not None:
+                await run_in_threadpool(close)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 

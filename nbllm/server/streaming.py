@@ -11,7 +11,6 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
-import anyio
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
@@ -52,9 +51,8 @@ async def ndjson_response(make: Callable[[threading.Event], Iterator[T]]) -> Res
         finally:
             cancel.set()  # the client left, or we are done: free the engine slot either way
             close = getattr(it, "close", None)
-            if close is not None:  # shielded: when the client left, this task is being cancelled
-                with anyio.CancelScope(shield=True):
-                    await run_in_threadpool(close)  # releases the model (scheduler reference) now
+            if close is not None:
+                await run_in_threadpool(close)
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
