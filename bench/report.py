@@ -62,7 +62,7 @@ def _ttft_section(name: str, m: dict[str, Any]) -> list[str]:
 
 
 def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
-    conc = m.get("concurrency", {})
+    conc = {server: data for server, data in m.get("concurrency", {}).items() if data}  # None: step failed
     clients = sorted({int(k) for data in conc.values() for k in data}, key=int)
     lines = [
         f"### {name}: concurrent streaming clients, aggregate tokens/s (p50 / p95 latency, s)",
@@ -196,6 +196,8 @@ def _plots(results: dict[str, Any], out_dir: Path, stamp: str) -> list[Path]:
         ax1.set_ylabel("tokens/s")
         ax1.set_title(f"{name}: single-stream decode")
         for server, data in m.get("concurrency", {}).items():
+            if not data:  # the step failed
+                continue
             ks = sorted(data, key=int)
             ax2.plot([int(k) for k in ks], [median(data[k]["aggregate"]) for k in ks], marker="o", label=server)
         ax2.set_xlabel("concurrent clients")
