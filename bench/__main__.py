@@ -115,6 +115,16 @@ def _bench_model(
                 m["cold"] = {"ready": server.ready_s, "load": _step("nbllm load", workloads.load_time, server)}
                 m["multiturn"] = _step("nbllm multi-turn", workloads.multiturn, server, ctx=a.ctx)
             _measure(server, m, a, ks, single=first)
+    m["engine"] = _step(
+        "nbllm engine in-process",
+        workloads.engine_batched,
+        path,
+        sizes=clients,
+        n=a.tokens // 2,
+        runs=a.runs,
+        ctx=a.ctx,
+        threads=a.threads,
+    )
     if peers["python"] is not None:
         server = servers.llama_cpp_server(peers["python"], path, n_ctx=a.ctx, threads=a.threads, log=log)
         with servers.running(server):

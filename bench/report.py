@@ -50,15 +50,32 @@ def _ttft_section(name: str, m: dict[str, Any]) -> list[str]:
     lines = [
         f"### {name}: time to first token, {raw.get('long_prompt_tokens', '~500')}-token prompt (ms)",
         "",
-        "| engine | ms | overhead over raw prefill |",
-        "|---|---|---|",
-        f"| llama-cpp-python in-process prefill | {_span(prefill)} | – |",
+        "| engine | ms | overhead over raw prefill | overhead over its own prefill, same request |",
+        "|---|---|---|---|",
+        f"| llama-cpp-python in-process prefill | {_span(prefill)} | – | – |",
     ]
     for server, data in m.get("ttft", {}).items():
         values = [1000 * v for v in data["ttft"]]
         over = median(values) - median(prefill) if prefill else 0
-        lines.append(f"| {server} | {_span(values)} | {over:+.1f} ms |")
+        path = _path_overhead(data)
+        own = f"{path:+.1f} ms" if path is not None else "–"
+        lines.append(f"| {server} | {_span(values)} | {over:+.1f} ms | {own} |")
+    lines += [
+        "",
+        "The raw prefill runs in another process minutes apart, so its column carries this machine's drift "
+        "(±5–10%, i.e. ±100 ms here); the last column subtracts the prefill time each server reports for the "
+        "same request from the client's time to first token: HTTP, templating, tokenizing, scheduling and "
+        "delivery of the first token.",
+    ]
     return [*lines, ""]
+
+
+def _path_overhead(data: dict[str, Any]) -> float | None:
+    """Median over requests of (client TTFT − server-reported prefill), in ms; None if not reported."""
+    pairs = list(zip(data.get("ttft", []), data.get("server_prefill", []), strict=False))
+    if not pairs or len(pairs) != len(data.get("ttft", [])):
+        return None
+    return 1000 * median([t - p for t, p in pairs])
 
 
 def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
@@ -76,10 +93,23 @@ def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
             d = data.get(str(k))
             cells.append(f"{_span(d['aggregate'])} ({d['p50']:.1f} / {d['p95']:.1f})" if d else "–")
         lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    engine = m.get("engine", {})
+    for key, label in (("aggregate", "prefill included"), ("decode", "decode only")):
+        values = engine.get(key, {})
+        if values:
+            cells = [_span(values[str(k)]) if str(k) in values else "–" for k in clients]
+            lines.append(f"| nbllm engine in-process, parallel = B, {label} | " + " | ".join(cells) + " |")
     bench = m.get("llama_bench", {})
     if any(k.startswith("batched_B") for k in bench):
         cells = [f"{bench.get(f'batched_B{k}', 0):.1f}" if f"batched_B{k}" in bench else "–" for k in clients]
-        lines.append("| llama-batched-bench (engine ceiling) | " + " | ".join(cells) + " |")
+        lines.append("| llama-batched-bench S_TG (engine ceiling), decode only | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Servers are measured through HTTP with the streaming client on the same two cores, wall time from the "
+        "requests to the last token (prompt evaluation included). The in-process rows have no server and no "
+        "client; 'decode only' counts the tokens produced once every sequence has its first one, over the time "
+        "they took, which is what llama-batched-bench's S_TG reports: that pair is like for like.",
+    ]
     return [*lines, ""]
 
 
@@ -95,28 +125,27 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
     if prefill and ttft:
         over = 1000 * (ttft - prefill)
         rows.append(("TTFT overhead ≤ 5 ms over raw prefill", f"{over:+.1f} ms", over <= 5))
+    path = _path_overhead(m.get("ttft", {}).get(NBLLM, {}))
+    if path is not None:
+        rows.append(("TTFT overhead ≤ 5 ms over the engine's own prefill (same request)", f"{path:+.1f} ms", path <= 5))
     conc = m.get("concurrency", {})
     best = _best(conc, "nbllm")
     peer4 = median(conc.get("llama-server (np=4)", {}).get("4", {}).get("aggregate", []))
     if best.get(4) and peer4:
         rows.append(("4 clients ≥ 1.0× llama-server -np 4", _ratio(best[4], peer4), best[4] >= peer4))
     bench = m.get("llama_bench", {})
-    if best.get(8) and bench.get("batched_B8"):
-        rows.append(
-            (
-                "8 clients ≥ 0.85× batched-bench B=8",
-                _ratio(best[8], bench["batched_B8"]),
-                best[8] >= 0.85 * bench["batched_B8"],
-            )
-        )
-    if best.get(1) and bench.get("batched_B1"):
-        rows.append(
-            (
-                "1 client ≥ 0.9× batched-bench B=1",
-                _ratio(best[1], bench["batched_B1"]),
-                best[1] >= 0.9 * bench["batched_B1"],
-            )
-        )
+    engine = {int(k): median(v) for k, v in m.get("engine", {}).get("decode", {}).items()}
+    for k, share in ((8, 0.85), (1, 0.9)):
+        ceiling = bench.get(f"batched_B{k}")
+        if not ceiling:
+            continue
+        if engine.get(k):
+            label = f"engine in-process B={k}, decode only ≥ {share}× batched-bench B={k}"
+            rows.append((label, _ratio(engine[k], ceiling), engine[k] >= share * ceiling))
+        if best.get(k):
+            who = f"{k} client{'s' if k > 1 else ''}"
+            label = f"server, {who} over HTTP, prefill included ≥ {share}× batched-bench B={k}"
+            rows.append((label, _ratio(best[k], ceiling), best[k] >= share * ceiling))
     peer1 = median(m.get("decode", {}).get("llama-server (np=4)", {}).get("rates", []))
     if ours and peer1:
         rows.append(("1 client decode ≥ 1.0× llama-server", _ratio(ours, peer1), ours >= peer1))

@@ -109,7 +109,11 @@ def nbllm(store: Path, *, parallel: int, threads: int, log: Path) -> Server:
 
 
 def llama_cpp_server(peer: Peer, model: Path, *, n_ctx: int, threads: int, log: Path) -> Server:
-    """``python -m llama_cpp.server`` (one request at a time)."""
+    """``python -m llama_cpp.server`` (one request at a time).
+
+    Its default ``interrupt_requests=True`` aborts a running stream when another request arrives, which
+    turns the concurrency test into dropped connections; queueing them is its best setting for that test.
+    """
     port = free_port()
     cmd = [
         str(peer.python),
@@ -130,6 +134,8 @@ def llama_cpp_server(peer: Peer, model: Path, *, n_ctx: int, threads: int, log: 
         "--model_alias",
         "m",
         "--verbose",
+        "False",
+        "--interrupt_requests",
         "False",
     ]
     return _start("llama-cpp-python server", "openai", cmd, peer.env(), port, "/v1/models", log)

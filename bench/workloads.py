@@ -41,11 +41,14 @@ def decode(server: Server, *, n: int, runs: int, ctx: int) -> dict[str, Any]:
 
 def ttft(server: Server, *, runs: int, ctx: int) -> dict[str, Any]:
     """Time to first token for a ~500-token prompt nobody has seen (a fresh prefix each run)."""
-    values = []
+    values, own_prefill = [], []
     for i in range(runs):
         text = f"[{server.name} {i} {time.time_ns()}] " + prompts.long_prompt()
-        values.append(stream(server, text, 4, ctx=ctx).ttft)
-    return {"ttft": values}
+        timing = stream(server, text, 4, ctx=ctx)
+        values.append(timing.ttft)
+        if timing.server.get("prompt_eval_duration"):  # the server's own prefill time for this very request
+            own_prefill.append(timing.server["prompt_eval_duration"] / 1e9)
+    return {"ttft": values, "server_prefill": own_prefill}
 
 
 def concurrency(server: Server, *, clients: list[int], n: int, runs: int, ctx: int) -> dict[str, Any]:
@@ -115,6 +118,19 @@ def raw_ceiling(peer: Peer, model: Path, *, n: int, runs: int, ctx: int, threads
             check=True,
             env=peer.env(),
         )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def engine_batched(model: Path, *, sizes: list[int], n: int, runs: int, ctx: int, threads: int) -> dict[str, Any]:
+    """nbllm's engine in this interpreter, B simultaneous requests with parallel = B (bench/engine.py)."""
+    args = [str(model), str(ctx), str(threads), str(n), str(runs), ",".join(str(b) for b in sizes)]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.engine", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
