@@ -27,20 +27,21 @@ def _decode_section(name: str, m: dict[str, Any]) -> list[str]:
     lines = [
         f"### {name}: single-stream decode (tokens/s, {m['config']['tokens']} tokens, greedy)",
         "",
-        "| engine | tokens/s | vs raw ceiling |",
-        "|---|---|---|",
+        "| engine | tokens/s | vs raw ceiling | nbllm ÷ this |",
+        "|---|---|---|---|",
     ]
+    ours = median(m.get("decode", {}).get(NBLLM, {}).get("rates", []))
     lines.append(
-        f"| llama-cpp-python in-process (ceiling) | {_span(m.get('raw', {}).get('decode_rates', []))} | 1.00× |"
+        f"| llama-cpp-python in-process (ceiling) | {_span(m.get('raw', {}).get('decode_rates', []))} | 1.00× | "
+        f"{_ratio(ours, raw)} |"
     )
     for server, data in m.get("decode", {}).items():
-        lines.append(f"| {server} | {_span(data['rates'])} | {_ratio(median(data['rates']), raw)} |")
+        rate = median(data["rates"])
+        lines.append(f"| {server} | {_span(data['rates'])} | {_ratio(rate, raw)} | {_ratio(ours, rate)} |")
     bench = m.get("llama_bench", {})
     if bench:
-        lines.append(
-            f"| llama-bench tg128 (engine ceiling) | {bench.get('decode_128', 0):.1f} | "
-            f"{_ratio(bench.get('decode_128', 0), raw)} |"
-        )
+        tg = bench.get("decode_128", 0)
+        lines.append(f"| llama-bench tg128 (engine ceiling) | {tg:.1f} | {_ratio(tg, raw)} | {_ratio(ours, tg)} |")
     return [*lines, ""]
 
 
@@ -110,6 +111,19 @@ def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
         "client; 'decode only' counts the tokens produced once every sequence has its first one, over the time "
         "they took, which is what llama-batched-bench's S_TG reports: that pair is like for like.",
     ]
+    best = _best(conc, "nbllm")
+    peers = [server for server in conc if not server.startswith("nbllm")]
+    if best and peers:
+        lines += ["", "nbllm (its best parallel setting at each count) ÷ each peer:", ""]
+        header = " | ".join(f"{k} client{'s' if k > 1 else ''}" for k in clients)
+        lines += [f"| peer | {header} |", "|---|" + "---|" * len(clients)]
+        for server in peers:
+            cells = [
+                _ratio(best.get(k, 0.0), median(conc[server][str(k)]["aggregate"])) if str(k) in conc[server] else "–"
+                for k in clients
+            ]
+            lines.append(f"| {server} | " + " | ".join(cells) + " |")
+        lines.append("")
     return [*lines, ""]
 
 
