@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from nbllm.engine import FinalStats, LoadSpec, SamplingParams, TokenChunk
-from nbllm.engine.llama import LlamaEngine
+from nbllm.engine.llama import LlamaEngine, batching
+from nbllm.engine.llama.sampling import plain_greedy
 from nbllm.errors import Cancelled, ContextLengthExceeded, EngineError, ModelLoadError
 from nbllm.runtime import Runtime
 
@@ -163,3 +164,23 @@ def test_default_threads_respects_a_cgroup_cpu_quota(tmp_path: Path) -> None:
     assert default_threads(quota) == 1
     quota.write_text("max 100000\n")
     assert default_threads(quota) == cores
+
+
+@pytest.mark.parametrize("prompt", ["Name three rivers in Europe.", "Write a haiku about the sea."])
+def test_plain_greedy_takes_the_argmax_and_matches_llama_cpps_greedy_sampler(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch, prompt: str
+) -> None:
+    params = SamplingParams(temperature=0, num_predict=48)
+    assert plain_greedy(params)
+    fast_text, fast, _ = run(engine, prompt, params)
+    monkeypatch.setattr(batching, "plain_greedy", lambda p: False)  # every token through the native chain
+    chain_text, chained, _ = run(engine, prompt, params)
+    assert fast_text == chain_text and fast.tokens == chained.tokens and fast.eval_count == chained.eval_count > 0
+
+
+def test_only_plain_greedy_skips_the_sampler_chain() -> None:
+    assert plain_greedy(SamplingParams(temperature=0, repeat_penalty=1.3, repeat_last_n=0))  # penalties switched off
+    assert not plain_greedy(SamplingParams(temperature=0.7))
+    assert not plain_greedy(SamplingParams(temperature=0, repeat_penalty=1.3))
+    assert not plain_greedy(SamplingParams(temperature=0, presence_penalty=0.5))
+    assert not plain_greedy(SamplingParams(temperature=0, grammar='root ::= "yes" | "no"'))

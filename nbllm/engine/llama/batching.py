@@ -23,7 +23,7 @@ import llama_cpp as L
 
 from nbllm.engine.base import FinalStats, GenerationEvent, SamplingParams, TokenChunk
 from nbllm.engine.llama.native import NativeModel
-from nbllm.engine.llama.sampling import free_sampler, make_sampler, sample
+from nbllm.engine.llama.sampling import argmax, free_sampler, make_sampler, plain_greedy, sample
 from nbllm.engine.logprobs import token_logprob
 from nbllm.engine.text import StreamText
 from nbllm.errors import Cancelled, EngineError
@@ -64,6 +64,8 @@ class _Slot:
     req: Request | None = None
     pending: list[int] = field(default_factory=list)
     sampler: Any = None
+    greedy: bool = False
+    """Plain greedy: the token is the argmax of the logits, the chain is not consulted."""
     text: StreamText | None = None
     last_token: int | None = None
     batch_index: int = -1
@@ -180,6 +182,7 @@ class DecodeLoop:
             slot.t_first = 0.0
             slot.text = StreamText(req.params.stop)
             slot.t_start = time.perf_counter()
+            slot.greedy = plain_greedy(req.params)
             try:
                 slot.sampler = make_sampler(self._model.vocab, req.params, req.prompt)
             except Exception as exc:  # a bad sampler fails its own request, never the decode thread
@@ -268,7 +271,10 @@ class DecodeLoop:
     def _sample(self, slot: _Slot, now: float) -> None:
         req = slot.req
         assert req is not None and slot.text is not None
-        token = sample(slot.sampler, self._ctx, slot.batch_index)
+        if slot.greedy:
+            token = argmax(self._ctx, slot.batch_index, self._model.n_vocab)
+        else:
+            token = sample(slot.sampler, self._ctx, slot.batch_index)
         if slot.n_generated == 0:
             slot.t_first = now
         if self._model.is_eog(token):

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp as L
+import numpy as np
 
 from nbllm.engine.base import SamplingParams
 from nbllm.errors import EngineError
 
-__all__ = ["free_sampler", "make_sampler", "sample"]
+__all__ = ["argmax", "free_sampler", "make_sampler", "plain_greedy", "sample"]
 
 
 def _grammar(vocab: Any, grammar: str, triggers: tuple[str, ...]) -> Any:
@@ -27,6 +28,26 @@ def _grammar(vocab: Any, grammar: str, triggers: tuple[str, ...]) -> Any:
     )
 
 
+def _penalties(p: SamplingParams) -> bool:
+    changed = p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
+    return changed and p.repeat_last_n != 0
+
+
+def plain_greedy(p: SamplingParams) -> bool:
+    """Greedy with nothing that reshapes the logits (no grammar, no penalties): the argmax is the sampler."""
+    return p.temperature <= 0 and not p.grammar and not _penalties(p)
+
+
+def argmax(ctx: Any, index: int, n_vocab: int) -> int:
+    """The most likely next token at batch position ``index``, read in place from llama.cpp's logits.
+
+    What llama.cpp's greedy sampler picks (the first maximum), without the n_vocab-entry candidate array
+    ``llama_sampler_sample`` builds on every call (262k entries for Gemma 3: ~0.3 ms a token against ~0.03).
+    """
+    logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+    return int(logits.argmax())
+
+
 def make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
     """A sampler chain: grammar, penalties, top-k, typical, top-p, min-p, temperature, then a draw."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -37,8 +58,8 @@ def make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
             L.llama_sampler_free(chain)
             raise EngineError("invalid grammar")
         add(grammar)
-    penalties = p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
-    if penalties and p.repeat_last_n != 0:
+    penalties = _penalties(p)
+    if penalties:
         last_n = p.repeat_last_n if p.repeat_last_n > 0 else len(prompt) + 4096
         n_vocab = L.llama_vocab_n_tokens(vocab)
         add(L.llama_sampler_init_penalties(n_vocab, last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
