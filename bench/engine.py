@@ -41,11 +41,11 @@ def batched(engine: LlamaEngine, b: int, n: int, run: int) -> tuple[float, float
         t.start()
     for t in threads:
         t.join()
-    all_started = max(s[0] for s in stamps)
-    end = max(s[-1] for s in stamps)
+    all_started = max((s[0] for s in stamps if s), default=started)  # a sequence may end at once (EOG)
+    end = max((s[-1] for s in stamps if s), default=started)
     after = sum(1 for s in stamps for t in s if t > all_started)
     total = sum(len(s) for s in stamps)
-    return after / (end - all_started), total / (end - started)
+    return (after / (end - all_started) if end > all_started else 0.0), total / (end - started)
 
 
 def main() -> None:

@@ -163,62 +163,24 @@ def load_time(server: Server) -> float:
     return time.perf_counter() - started
 
 
+def _tool(peer: Peer, name: str, *args: str) -> str:
+    """Run one of llama.cpp's programs from the peer's build; its standard output."""
+    assert peer.bin_dir is not None
+    cmd = [str(peer.bin_dir / name), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, env=peer.env()).stdout
+
+
 def llama_bench(peer: Peer, model: Path, *, threads: int) -> dict[str, Any]:
     """llama.cpp's llama-bench (prompt processing 512, generation 128) and llama-batched-bench (B = 1, 4, 8)."""
-    assert peer.bin_dir is not None
     out: dict[str, Any] = {}
-    single = subprocess.run(
-        [
-            str(peer.bin_dir / "llama-bench"),
-            "-m",
-            str(model),
-            "-p",
-            "512",
-            "-n",
-            "128",
-            "-t",
-            str(threads),
-            "-o",
-            "json",
-            "-r",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=peer.env(),
-    )
-    for row in json.loads(single.stdout):
+    t = str(threads)
+    single = _tool(peer, "llama-bench", "-m", str(model), "-p", "512", "-n", "128", "-t", t, "-o", "json", "-r", "3")
+    for row in json.loads(single):
         key = "prefill_512" if row.get("n_prompt") else "decode_128"
         out[key] = float(row.get("avg_ts", 0))
-    batched = subprocess.run(
-        [
-            str(peer.bin_dir / "llama-batched-bench"),
-            "-m",
-            str(model),
-            "-c",
-            "8192",
-            "-b",
-            "512",
-            "-ub",
-            "512",
-            "-npp",
-            "128",
-            "-ntg",
-            "128",
-            "-npl",
-            "1,4,8",
-            "-t",
-            str(threads),
-            "--output-format",
-            "jsonl",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=peer.env(),
-    )
-    for line in batched.stdout.splitlines():
+    sizes = ("-c", "8192", "-b", "512", "-ub", "512", "-npp", "128", "-ntg", "128", "-npl", "1,4,8")
+    batched = _tool(peer, "llama-batched-bench", "-m", str(model), *sizes, "-t", t, "--output-format", "jsonl")
+    for line in batched.splitlines():
         if line.startswith("{"):
             row = json.loads(line)
             out[f"batched_B{row['pl']}"] = float(row.get("speed_tg", 0))

@@ -65,7 +65,7 @@ class _Slot:
     pending: list[int] = field(default_factory=list)
     sampler: Any = None
     greedy: bool = False
-    """Plain greedy: the token is the argmax of the logits, the chain is not consulted."""
+    """Plain greedy: the token is the argmax of the logits and there is no sampler chain."""
     text: StreamText | None = None
     last_token: int | None = None
     batch_index: int = -1
@@ -184,7 +184,8 @@ class DecodeLoop:
             slot.t_start = time.perf_counter()
             slot.greedy = plain_greedy(req.params)
             try:
-                slot.sampler = make_sampler(self._model.vocab, req.params, req.prompt)
+                # plain greedy needs no chain: _sample takes the argmax
+                slot.sampler = None if slot.greedy else make_sampler(self._model.vocab, req.params, req.prompt)
             except Exception as exc:  # a bad sampler fails its own request, never the decode thread
                 log.exception("could not build the sampler")
                 self._release(slot)
