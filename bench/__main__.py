@@ -105,6 +105,8 @@ def _bench_model(
             or {}
         )
     settings = [4] if a.quick else [4, 8]  # each server's best parallel setting is among these
+    cpp = peers["cpp"]
+    m["paired"] = {}
     for np_ in settings:
         first = np_ == settings[0]
         ks = clients if first else [k for k in clients if k >= np_]
@@ -115,6 +117,24 @@ def _bench_model(
                 m["cold"] = {"ready": server.ready_s, "load": _step("nbllm load", workloads.load_time, server)}
                 m["multiturn"] = _step("nbllm multi-turn", workloads.multiturn, server, ctx=a.ctx)
             _measure(server, m, a, ks, single=first)
+            if cpp is None:
+                continue
+            # llama-server at the same setting, then both side by side (nbllm idles meanwhile: no CPU)
+            peer = servers.llama_server(cpp, path, n_ctx=a.ctx, parallel=np_, threads=a.threads, log=log)
+            with servers.running(peer):
+                _measure(peer, m, a, ks, single=first)
+                pairs = [k for k in ks if k in ((1, 4) if first else (np_,))]
+                paired = _step(
+                    f"paired nbllm / {peer.name}",
+                    workloads.paired,
+                    server,
+                    peer,
+                    clients=pairs,
+                    n=a.tokens // 2,
+                    rounds=max(3, 2 * a.runs - 1),
+                    ctx=a.ctx,
+                )
+                m["paired"].update(paired or {})
     m["engine"] = _step(
         "nbllm engine in-process",
         workloads.engine_batched,
@@ -129,13 +149,7 @@ def _bench_model(
         server = servers.llama_cpp_server(peers["python"], path, n_ctx=a.ctx, threads=a.threads, log=log)
         with servers.running(server):
             _measure(server, m, a, clients, single=True)
-    cpp = peers["cpp"]
     if cpp is not None:
-        for np_ in settings:
-            first = np_ == settings[0]
-            server = servers.llama_server(cpp, path, n_ctx=a.ctx, parallel=np_, threads=a.threads, log=log)
-            with servers.running(server):
-                _measure(server, m, a, clients if first else [k for k in clients if k >= np_], single=first)
         m["llama_bench"] = (
             _step("llama-bench / batched-bench", workloads.llama_bench, cpp, path, threads=a.threads) or {}
         )

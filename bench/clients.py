@@ -26,6 +26,8 @@ class Timing:
     """Seconds from sending the request to the end of the stream."""
     server: dict[str, float]
     """What the server reported about itself (prompt/eval counts and durations), if anything."""
+    stamps: tuple[float, ...] = ()
+    """``time.perf_counter()`` at the arrival of each token."""
 
     @property
     def rate(self) -> float:
@@ -80,6 +82,7 @@ def stream(server: Server, prompt: str, n: int, *, ctx: int, http: httpx.Client 
     start = time.perf_counter()
     first = last = 0.0
     count = 0
+    stamps: list[float] = []
     stats: dict[str, float] = {}
     try:
         with client.stream("POST", server.url + path, json=body) as resp:
@@ -93,13 +96,35 @@ def stream(server: Server, prompt: str, n: int, *, ctx: int, http: httpx.Client 
                     first = first or now
                     last = now
                     count += got
+                    stamps += [now] * got
                 if final is not None:
                     stats = final
     finally:
         if own:
             client.close()
     end = time.perf_counter()
-    return Timing(ttft=(first or end) - start, tokens=count, decode_s=last - first, total=end - start, server=stats)
+    return Timing(
+        ttft=(first or end) - start,
+        tokens=count,
+        decode_s=last - first,
+        total=end - start,
+        server=stats,
+        stamps=tuple(stamps),
+    )
+
+
+def decode_only(timings: list[Timing]) -> float:
+    """Aggregate tokens/s once every stream has its first token, as llama-batched-bench's S_TG counts.
+
+    The tokens that arrive after the last stream's first token, over the time from then to the last token:
+    prompt evaluation is left out, so this is the like-for-like peer of S_TG (and of bench/engine.py).
+    """
+    firsts = [t.stamps[0] for t in timings if t.stamps]
+    if not firsts:
+        return 0.0
+    start, end = max(firsts), max(t.stamps[-1] for t in timings if t.stamps)
+    after = sum(1 for t in timings for s in t.stamps if s > start)
+    return after / (end - start) if end > start else 0.0
 
 
 def concurrent(server: Server, prompts: list[str], n: int, *, ctx: int) -> tuple[float, list[Timing]]:

@@ -94,6 +94,10 @@ def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
             d = data.get(str(k))
             cells.append(f"{_span(d['aggregate'])} ({d['p50']:.1f} / {d['p95']:.1f})" if d else "–")
         lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    for server, data in conc.items():
+        if any(data.get(str(k), {}).get("decode") for k in clients):
+            cells = [_span(data[str(k)]["decode"]) if data.get(str(k), {}).get("decode") else "–" for k in clients]
+            lines.append(f"| {server}, decode only | " + " | ".join(cells) + " |")
     engine = m.get("engine", {})
     for key, label in (("aggregate", "prefill included"), ("decode", "decode only")):
         values = engine.get(key, {})
@@ -107,9 +111,10 @@ def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Servers are measured through HTTP with the streaming client on the same two cores, wall time from the "
-        "requests to the last token (prompt evaluation included). The in-process rows have no server and no "
-        "client; 'decode only' counts the tokens produced once every sequence has its first one, over the time "
-        "they took, which is what llama-batched-bench's S_TG reports: that pair is like for like.",
+        "requests to the last token (prompt evaluation included). 'decode only' counts the tokens that arrive "
+        "once every stream has its first one, over the time they took, which is what llama-batched-bench's S_TG "
+        "reports (it is meaningful where the server decodes all the clients at once: parallel ≥ clients). The "
+        "in-process rows have no server and no client on the cores.",
     ]
     best = _best(conc, "nbllm")
     peers = [server for server in conc if not server.startswith("nbllm")]
@@ -124,6 +129,27 @@ def _concurrency_section(name: str, m: dict[str, Any]) -> list[str]:
             ]
             lines.append(f"| {server} | " + " | ".join(cells) + " |")
         lines.append("")
+    return [*lines, ""]
+
+
+def _paired_section(name: str, m: dict[str, Any]) -> list[str]:
+    paired = m.get("paired", {})
+    if not paired:
+        return []
+    lines = [
+        f"### {name}: nbllm and llama-server side by side, alternating rounds",
+        "",
+        "Both servers up at once (the idle one takes no CPU), each round measuring one then the other, the order "
+        "alternating: the ratio of a round is taken seconds apart, so this machine's drift (±15% over minutes) "
+        "mostly cancels. One client: decode tokens/s of one stream; more: aggregate tokens/s, prefill included.",
+        "",
+        "| clients | peer | nbllm | peer | nbllm ÷ peer, median of rounds (min–max) | rounds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k in sorted(paired, key=int):
+        d = paired[k]
+        cells = [k, d["peer"], _span(d["ours"]), _span(d["theirs"]), _span(d["ratios"], "{:.3f}"), len(d["ratios"])]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return [*lines, ""]
 
 
@@ -144,11 +170,16 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
         rows.append(("TTFT overhead ≤ 5 ms over the engine's own prefill (same request)", f"{path:+.1f} ms", path <= 5))
     conc = m.get("concurrency", {})
     best = _best(conc, "nbllm")
+    paired = m.get("paired", {})
     peer4 = median(conc.get("llama-server (np=4)", {}).get("4", {}).get("aggregate", []))
-    if best.get(4) and peer4:
+    if paired.get("4", {}).get("ratios"):
+        r = median(paired["4"]["ratios"])
+        rows.append(("4 clients ≥ 1.0× llama-server -np 4 (side by side)", f"{r:.3f}×", r >= 1.0))
+    elif best.get(4) and peer4:
         rows.append(("4 clients ≥ 1.0× llama-server -np 4", _ratio(best[4], peer4), best[4] >= peer4))
     bench = m.get("llama_bench", {})
     engine = {int(k): median(v) for k, v in m.get("engine", {}).get("decode", {}).items()}
+    best_decode = _best(conc, "nbllm", "decode")
     for k, share in ((8, 0.85), (1, 0.9)):
         ceiling = bench.get(f"batched_B{k}")
         if not ceiling:
@@ -156,12 +187,19 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
         if engine.get(k):
             label = f"engine in-process B={k}, decode only ≥ {share}× batched-bench B={k}"
             rows.append((label, _ratio(engine[k], ceiling), engine[k] >= share * ceiling))
+        who = f"{k} client{'s' if k > 1 else ''}"
+        http = best_decode.get(k)
+        if http:
+            label = f"server, {who} over HTTP, decode only ≥ {share}× batched-bench B={k}"
+            rows.append((label, _ratio(http, ceiling), http >= share * ceiling))
         if best.get(k):
-            who = f"{k} client{'s' if k > 1 else ''}"
             label = f"server, {who} over HTTP, prefill included ≥ {share}× batched-bench B={k}"
             rows.append((label, _ratio(best[k], ceiling), best[k] >= share * ceiling))
     peer1 = median(m.get("decode", {}).get("llama-server (np=4)", {}).get("rates", []))
-    if ours and peer1:
+    if paired.get("1", {}).get("ratios"):
+        r = median(paired["1"]["ratios"])
+        rows.append(("1 client decode ≥ 1.0× llama-server (side by side)", f"{r:.3f}×", r >= 1.0))
+    elif ours and peer1:
         rows.append(("1 client decode ≥ 1.0× llama-server", _ratio(ours, peer1), ours >= peer1))
     turn = m.get("multiturn")
     if turn:
@@ -179,12 +217,13 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _best(conc: dict[str, Any], prefix: str) -> dict[int, float]:
+def _best(conc: dict[str, Any], prefix: str, key: str = "aggregate") -> dict[int, float]:
     best: dict[int, float] = {}
     for server, data in conc.items():
         if server.startswith(prefix):
             for k, d in data.items():
-                best[int(k)] = max(best.get(int(k), 0.0), median(d["aggregate"]))
+                if d.get(key):
+                    best[int(k)] = max(best.get(int(k), 0.0), median(d[key]))
     return best
 
 
@@ -206,6 +245,7 @@ def write(results: dict[str, Any], out_dir: Path, stamp: str) -> Path:
     for name, m in results["models"].items():
         lines += [f"## {name}", ""]
         lines += _targets(name, m) + _decode_section(name, m) + _ttft_section(name, m) + _concurrency_section(name, m)
+        lines += _paired_section(name, m)
         if m.get("memory"):
             lines += [f"### {name}: peak RSS with the model loaded (MB)", "", "| server | MB |", "|---|---|"]
             lines += [f"| {s} | {v / 1e6:.0f} |" for s, v in m["memory"].items()] + [""]

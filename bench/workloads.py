@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from bench import prompts
-from bench.clients import concurrent, stream
+from bench.clients import concurrent, decode_only, stream
 from bench.env import Peer
 from bench.servers import Server
 
@@ -55,13 +55,50 @@ def concurrency(server: Server, *, clients: list[int], n: int, runs: int, ctx: i
     """Aggregate tokens/s and per-request latency with 1, 2, 4, 8 simultaneous streaming clients."""
     out: dict[str, Any] = {}
     for k in clients:
-        aggs, latencies = [], []
+        aggs, decodes, latencies = [], [], []
         for r in range(runs):
             texts = [prompts.story(100 * r + i + k * 1000) for i in range(k)]
             wall, timings = concurrent(server, texts, n, ctx=ctx)
             aggs.append(sum(t.tokens for t in timings) / wall)
+            decodes.append(decode_only(timings))
             latencies += [t.total for t in timings]
-        out[str(k)] = {"aggregate": aggs, "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95)}
+        out[str(k)] = {
+            "aggregate": aggs,
+            "decode": decodes,
+            "p50": percentile(latencies, 0.5),
+            "p95": percentile(latencies, 0.95),
+        }
+    return out
+
+
+def paired(ours: Server, peer: Server, *, clients: list[int], n: int, rounds: int, ctx: int) -> dict[str, Any]:
+    """nbllm and a peer, both running, measured in alternating order round after round.
+
+    This machine's speed drifts by ±15% over minutes, more than the difference being measured; a ratio
+    taken within one round (seconds apart, the order alternating) cancels most of it. One client: decode
+    tokens/s of a single stream; more: aggregate tokens/s, prompt evaluation included.
+    """
+    for server in (ours, peer):
+        stream(server, prompts.STORY, 8, ctx=ctx)  # both loaded and warm
+    out: dict[str, Any] = {}
+    for k in clients:
+        mine: list[float] = []
+        theirs: list[float] = []
+        for r in range(rounds):
+            texts = [prompts.story(7_000 + 100 * r + i) for i in range(k)]
+            for server in (ours, peer) if r % 2 == 0 else (peer, ours):
+                if k == 1:
+                    rate = stream(server, prompts.STORY, 2 * n, ctx=ctx).rate
+                else:
+                    wall, timings = concurrent(server, texts, n, ctx=ctx)
+                    rate = sum(t.tokens for t in timings) / wall
+                (mine if server is ours else theirs).append(rate)
+        out[str(k)] = {
+            "peer": peer.name,
+            "ours": mine,
+            "theirs": theirs,
+            "ratios": [a / b for a, b in zip(mine, theirs, strict=True) if b],
+        }
     return out
 
 

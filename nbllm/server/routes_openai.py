@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from nbllm import service
 from nbllm.runtime import Runtime
 from nbllm.schema.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
 from nbllm.server.errors import openai_error_body, openai_error_response
+from nbllm.server.streaming import Feed, stream_lines
 from nbllm.service import openai
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1")
-_DONE = object()
 
 
 def _rt(request: Request) -> Runtime:
@@ -43,31 +42,23 @@ async def _extra_options(request: Request) -> dict[str, Any] | None:
 
 
 async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any]]], *, stream: bool) -> Response:
-    cancel = threading.Event()
+    feed = Feed(make, threading.Event())
     try:
-        it = await run_in_threadpool(make, cancel)
-        first = await run_in_threadpool(next, it, _DONE)
+        items = await feed.first()
     except Exception as exc:
         return openai_error_response(exc)
     if not stream:
-        return JSONResponse(first)
+        feed.close()
+        return JSONResponse(items[0])
 
-    async def events() -> AsyncIterator[str]:
-        item = first
-        try:
-            while item is not _DONE:
-                yield f"data: {json.dumps(item)}\n\n"
-                item = await run_in_threadpool(next, it, _DONE)
-            yield "data: [DONE]\n\n"
-        except Exception as exc:
-            yield f"data: {json.dumps(openai_error_body(exc))}\n\n"
-        finally:
-            cancel.set()
-            close = getattr(it, "close", None)
-            if close is not None:
-                await run_in_threadpool(close)
+    def render(item: dict[str, Any]) -> str:
+        return f"data: {json.dumps(item)}\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    def fail(exc: BaseException) -> str:
+        return f"data: {json.dumps(openai_error_body(exc))}\n\n"
+
+    lines = stream_lines(feed, items, render, fail, end="data: [DONE]\n\n")
+    return StreamingResponse(lines, media_type="text/event-stream")
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions")

@@ -36,6 +36,7 @@ def test_quick_mode_writes_a_report(real_runtime: Runtime, tmp_path: Path) -> No
     assert smol["raw"]["decode_rates"][0] > 0 and smol["decode"]["nbllm (np=4)"]["rates"][0] > 0
     assert smol["multiturn"]["cached_tokens"] < smol["multiturn"]["cold_tokens"]
     assert set(smol["concurrency"]["nbllm (np=4)"]) == {"1", "2"}
+    assert smol["concurrency"]["nbllm (np=4)"]["2"]["decode"][0] > 0  # decode-only, as llama-batched-bench counts
     assert set(smol["engine"]["aggregate"]) == {"1", "2"} and smol["engine"]["decode"]["2"][0] > 0
     assert len(smol["ttft"]["nbllm (np=4)"]["server_prefill"]) == len(smol["ttft"]["nbllm (np=4)"]["ttft"])
     assert "nbllm engine in-process" in report and "over its own prefill" in report

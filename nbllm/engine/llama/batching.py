@@ -9,7 +9,6 @@ is new.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
 import threading
@@ -23,7 +22,7 @@ import llama_cpp as L
 
 from nbllm.engine.base import FinalStats, GenerationEvent, SamplingParams, TokenChunk
 from nbllm.engine.llama.native import NativeModel
-from nbllm.engine.llama.sampling import argmax, free_sampler, make_sampler, plain_greedy, sample
+from nbllm.engine.llama.sampling import Logits, free_sampler, make_sampler, plain_greedy, sample
 from nbllm.engine.logprobs import token_logprob
 from nbllm.engine.text import StreamText
 from nbllm.errors import Cancelled, EngineError
@@ -98,7 +97,7 @@ class DecodeLoop:
         self._queue: deque[Request] = deque()
         self._cv = threading.Condition()
         self._closed = False
-        self._buf = ctypes.create_string_buffer(256)  # token text, decode thread only
+        self._logits = Logits(ctx, model.n_vocab)
         self._thread = threading.Thread(target=self._run, name=f"nbllm-decode-{name[:24]}", daemon=True)
         self._thread.start()
 
@@ -273,7 +272,7 @@ class DecodeLoop:
         req = slot.req
         assert req is not None and slot.text is not None
         if slot.greedy:
-            token = argmax(self._ctx, slot.batch_index, self._model.n_vocab)
+            token = self._logits.argmax(slot.batch_index)
         else:
             token = sample(slot.sampler, self._ctx, slot.batch_index)
         if slot.n_generated == 0:
@@ -287,7 +286,7 @@ class DecodeLoop:
         if req.params.logprobs:
             logits = L.llama_get_logits_ith(self._ctx, slot.batch_index)
             logprob = token_logprob(logits, self._model.n_vocab, token, req.params.top_logprobs, self._model.piece)
-        text = slot.text.feed(self._model.piece(token, buf=self._buf))
+        text = slot.text.feed(self._model.text_of(token))
         req.out.put(TokenChunk(text=text, token=token, logprob=logprob))
         if slot.text.stopped:
             self._finish(slot, "stop")

@@ -114,6 +114,8 @@ class NativeModel:
         self.spec = spec
         self.vocab = L.llama_model_get_vocab(self.ptr)
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self._text: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
         self.adapters: list[Any] = []
         for path in spec.adapters:
             adapter = L.llama_adapter_lora_init(self.ptr, str(path).encode())
@@ -190,14 +192,28 @@ class NativeModel:
         raw: bytes = buf.raw[:n]
         return raw
 
+    def text_of(self, token: int) -> bytes:
+        """``piece(token)``, remembered: the decode loop asks for each generated token's bytes.
+
+        A dictionary hit costs far less than a call into llama.cpp, and every such call lets another
+        thread take the GIL mid-step.
+        """
+        raw = self._text.get(token)
+        if raw is None:
+            raw = self._text[token] = self.piece(token)
+        return raw
+
     def detokenize(self, tokens: Sequence[int]) -> str:
         """Token ids to text (special tokens shown)."""
         buf = ctypes.create_string_buffer(256)
         return b"".join(self.piece(t, special=True, buf=buf) for t in tokens).decode("utf-8", errors="replace")
 
     def is_eog(self, token: int) -> bool:
-        """Whether the token ends generation."""
-        return bool(L.llama_vocab_is_eog(self.vocab, token))
+        """Whether the token ends generation (remembered per token)."""
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(L.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
 
 def create_context(

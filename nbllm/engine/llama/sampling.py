@@ -15,7 +15,7 @@ import numpy as np
 from nbllm.engine.base import SamplingParams
 from nbllm.errors import EngineError
 
-__all__ = ["argmax", "free_sampler", "make_sampler", "plain_greedy", "sample"]
+__all__ = ["Logits", "free_sampler", "make_sampler", "plain_greedy", "sample"]
 
 
 def _grammar(vocab: Any, grammar: str, triggers: tuple[str, ...]) -> Any:
@@ -38,14 +38,33 @@ def plain_greedy(p: SamplingParams) -> bool:
     return p.temperature <= 0 and not p.grammar and not _penalties(p)
 
 
-def argmax(ctx: Any, index: int, n_vocab: int) -> int:
-    """The most likely next token at batch position ``index``, read in place from llama.cpp's logits.
+class Logits:
+    """Rows of a context's logits as numpy arrays over llama.cpp's own memory (no copy).
 
-    What llama.cpp's greedy sampler picks (the first maximum), without the n_vocab-entry candidate array
-    ``llama_sampler_sample`` builds on every call (262k entries for Gemma 3: ~0.3 ms a token against ~0.03).
+    A row's address comes from ``llama_get_logits_ith`` each time; the array over that address is
+    remembered, because right after a decode (caches cold) making it costs more than the argmax itself.
     """
-    logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
-    return int(logits.argmax())
+
+    def __init__(self, ctx: Any, n_vocab: int) -> None:
+        self._ctx = ctx
+        self._row = ctypes.c_float * n_vocab
+        self._views: dict[int, np.ndarray[Any, Any]] = {}
+
+    def row(self, index: int) -> np.ndarray[Any, Any]:
+        """The logits at batch position ``index`` (valid until the next decode)."""
+        address = ctypes.cast(L.llama_get_logits_ith(self._ctx, index), ctypes.c_void_p).value or 0
+        view = self._views.get(address)
+        if view is None:
+            if len(self._views) > 64:  # llama.cpp moved its output buffer: forget the old addresses
+                self._views.clear()
+            view = self._views[address] = np.frombuffer(memoryview(self._row.from_address(address)), dtype=np.float32)
+        return view
+
+    def argmax(self, index: int) -> int:
+        """The most likely next token at batch position ``index``: what llama.cpp's greedy sampler picks
+        (the first maximum), without the n_vocab-entry candidate array ``llama_sampler_sample`` builds on
+        every call (262k entries for Gemma 3: ~0.3 ms a token against ~0.03)."""
+        return int(self.row(index).argmax())
 
 
 def make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
