@@ -115,7 +115,7 @@ def _bench_model(
         with servers.running(server):
             if first:
                 m["cold"] = {"ready": server.ready_s, "load": _step("nbllm load", workloads.load_time, server)}
-                m["multiturn"] = _step("nbllm multi-turn", workloads.multiturn, server, ctx=a.ctx)
+                m["multiturn"] = _step("nbllm multi-turn", workloads.multiturn, server, ctx=a.ctx, runs=a.runs)
             _measure(server, m, a, ks, single=first)
             if cpp is None:
                 continue
