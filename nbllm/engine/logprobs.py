@@ -13,9 +13,8 @@ from nbllm.engine.base import TokenLogprob
 __all__ = ["token_logprob"]
 
 
-def token_logprob(logits_ptr: Any, n_vocab: int, token: int, top: int, piece: Callable[[int], bytes]) -> TokenLogprob:
+def token_logprob(logits: np.ndarray[Any, Any], token: int, top: int, piece: Callable[[int], bytes]) -> TokenLogprob:
     """Log-softmax of the raw logits at one position: the chosen token's value and the ``top`` best."""
-    logits = np.ctypeslib.as_array(logits_ptr, shape=(n_vocab,))
     peak = float(logits.max())
     lse = peak + math.log(float(np.exp(logits - peak).sum()))
     best: tuple[tuple[str, float, tuple[int, ...]], ...] = ()

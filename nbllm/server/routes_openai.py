@@ -42,7 +42,7 @@ async def _extra_options(request: Request) -> dict[str, Any] | None:
 
 
 async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any]]], *, stream: bool) -> Response:
-    feed = Feed(make, threading.Event())
+    feed = Feed(make)
     try:
         items = await feed.first()
     except Exception as exc:

@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -33,7 +33,6 @@ __all__ = ["Feed", "ndjson_response", "single_response", "stream_lines"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _DONE = object()
 _BACKLOG = 256
 """Chunks a stream's thread may run ahead of a slow client before it waits (and the decode of that
@@ -53,10 +52,11 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class Feed:
     """The items of ``make(cancel)``, produced in a thread of their own and taken on the event loop."""
 
-    def __init__(self, make: Callable[[threading.Event], Iterator[Any]], cancel: threading.Event) -> None:
+    def __init__(self, make: Callable[[threading.Event], Iterator[Any]]) -> None:
         self._loop = asyncio.get_running_loop()
         self._make = make
-        self.cancel = cancel
+        self.cancel = threading.Event()
+        """The request's cancel flag, handed to ``make``: set when the consumer closes the feed."""
         self._closed = False
         """Set by the consumer when it stops reading; ``cancel`` is the engine's flag (also set at a normal end)."""
         self._lock = threading.Lock()
@@ -164,7 +164,7 @@ def _dump(chunk: BaseModel) -> str:
 
 async def ndjson_response(make: Callable[[threading.Event], Iterator[BaseModel]]) -> Response:
     """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``."""
-    feed = Feed(make, threading.Event())
+    feed = Feed(make)
     try:
         items = await feed.first()
     except Exception as exc:

@@ -29,7 +29,7 @@ async def _body(feed: Feed) -> str:
 
 def test_items_arrive_in_order_with_the_end_marker() -> None:
     async def main() -> str:
-        return await _body(Feed(lambda cancel: iter(range(5)), threading.Event()))
+        return await _body(Feed(lambda cancel: iter(range(5))))
 
     assert asyncio.run(main()) == "0\n1\n2\n3\n4\nend\n"
 
@@ -44,8 +44,8 @@ def test_an_error_before_the_first_item_is_raised_and_a_later_one_is_the_last_li
 
     async def main() -> str:
         with pytest.raises(InvalidRequest, match="bad option"):
-            await Feed(early, threading.Event()).first()
-        return await _body(Feed(late, threading.Event()))
+            await Feed(early).first()
+        return await _body(Feed(late))
 
     assert asyncio.run(main()) == "1\nerror: went wrong\n"  # no end marker after a failure
 
@@ -57,7 +57,7 @@ def test_what_piles_up_while_the_loop_is_busy_comes_in_one_take() -> None:
         yield from range(1, 10)
 
     async def main() -> tuple[list[object], list[object]]:
-        feed = Feed(make, threading.Event())
+        feed = Feed(make)
         first = await feed.first()
         time.sleep(0.5)  # the loop is busy elsewhere while the other nine and the end arrive
         return first, await feed.take()
@@ -72,7 +72,7 @@ def test_a_slow_client_holds_the_producer_back_and_leaving_cancels_and_closes_it
     monkeypatch.setattr(streaming, "_BACKLOG", 8)
     made: list[int] = []
     closed = threading.Event()
-    cancel = threading.Event()
+    cancels: list[threading.Event] = []
 
     def make(cancel: threading.Event) -> Iterator[int]:
         try:
@@ -83,7 +83,8 @@ def test_a_slow_client_holds_the_producer_back_and_leaving_cancels_and_closes_it
             closed.set()  # runs in the producer's thread when the feed closes the generator
 
     async def main() -> None:
-        feed = Feed(make, cancel)
+        feed = Feed(make)
+        cancels.append(feed.cancel)
         taken = len(await feed.first())
         await asyncio.sleep(0.3)  # the client reads nothing for a while
         assert len(made) <= taken + 8 + 1  # what it took, the backlog, and the item waiting for room
@@ -91,4 +92,4 @@ def test_a_slow_client_holds_the_producer_back_and_leaving_cancels_and_closes_it
         assert await asyncio.to_thread(closed.wait, 5)
 
     asyncio.run(main())
-    assert cancel.is_set() and len(made) < 30
+    assert cancels[0].is_set() and len(made) < 30

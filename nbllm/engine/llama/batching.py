@@ -284,8 +284,8 @@ class DecodeLoop:
         slot.last_token = token
         logprob = None
         if req.params.logprobs:
-            logits = L.llama_get_logits_ith(self._ctx, slot.batch_index)
-            logprob = token_logprob(logits, self._model.n_vocab, token, req.params.top_logprobs, self._model.piece)
+            logits = self._logits.row(slot.batch_index)
+            logprob = token_logprob(logits, token, req.params.top_logprobs, self._model.piece)
         text = slot.text.feed(self._model.text_of(token))
         req.out.put(TokenChunk(text=text, token=token, logprob=logprob))
         if slot.text.stopped:
