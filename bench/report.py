@@ -141,14 +141,19 @@ def _paired_section(name: str, m: dict[str, Any]) -> list[str]:
         "",
         "Both servers up at once (the idle one takes no CPU), each round measuring one then the other, the order "
         "alternating: the ratio of a round is taken seconds apart, so this machine's drift (±15% over minutes) "
-        "mostly cancels. One client: decode tokens/s of one stream; more: aggregate tokens/s, prefill included.",
+        "mostly cancels. One client: decode tokens/s of one stream; more: aggregate tokens/s, prefill included. "
+        "Serving CPU: what each process spent outside its two busiest threads (llama.cpp's compute threads) per "
+        "token streamed, over all rounds: the HTTP and streaming layer, which here takes its CPU from the decode.",
         "",
-        "| clients | peer | nbllm | peer | nbllm ÷ peer, median of rounds (min–max) | rounds |",
-        "|---|---|---|---|---|---|",
+        "| clients | peer | nbllm | peer | nbllm ÷ peer, median of rounds (min–max) | rounds "
+        "| serving CPU µs/token, nbllm / peer |",
+        "|---|---|---|---|---|---|---|",
     ]
     for k in sorted(paired, key=int):
         d = paired[k]
+        cpu = d.get("serving_us_per_token")
         cells = [k, d["peer"], _span(d["ours"]), _span(d["theirs"]), _span(d["ratios"], "{:.3f}"), len(d["ratios"])]
+        cells.append(f"{cpu['ours']:.0f} / {cpu['theirs']:.0f}" if cpu else "")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return [*lines, ""]
 

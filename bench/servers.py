@@ -34,6 +34,21 @@ def rss(pid: int) -> tuple[int, int]:
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
+def cpu(pid: int) -> tuple[float, dict[str, float]]:
+    """CPU seconds of a process (threads that ended included) and of each of its live threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            threads[task.name] = seconds(task / "stat")
+    return seconds(Path(f"/proc/{pid}/stat")), threads
+
+
 @dataclass
 class Server:
     """A running server process."""
@@ -51,6 +66,10 @@ class Server:
     def memory(self) -> tuple[int, int]:
         """(current, peak) RSS."""
         return rss(self.proc.pid)
+
+    def cpu(self) -> tuple[float, dict[str, float]]:
+        """CPU seconds of the process and of each live thread (by thread id)."""
+        return cpu(self.proc.pid)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL."""

@@ -77,29 +77,52 @@ def paired(ours: Server, peer: Server, *, clients: list[int], n: int, rounds: in
     This machine's speed drifts by ±15% over minutes, more than the difference being measured; a ratio
     taken within one round (seconds apart, the order alternating) cancels most of it. One client: decode
     tokens/s of a single stream; more: aggregate tokens/s, prompt evaluation included.
+
+    Each server's *serving CPU* is measured too: the CPU its process spends outside its two busiest
+    threads (llama.cpp's compute threads, one of them the decode loop) per token streamed, over all
+    rounds. That is the HTTP and streaming layer's cost, which on a machine with as many cores as
+    llama.cpp has threads comes out of the decode.
     """
     for server in (ours, peer):
         stream(server, prompts.STORY, 8, ctx=ctx)  # both loaded and warm
     out: dict[str, Any] = {}
     for k in clients:
-        mine: list[float] = []
-        theirs: list[float] = []
+        rates: tuple[list[float], list[float]] = ([], [])
+        serving = [0.0, 0.0]
+        tokens = [0, 0]
         for r in range(rounds):
             texts = [prompts.story(7_000 + 100 * r + i) for i in range(k)]
-            for server in (ours, peer) if r % 2 == 0 else (peer, ours):
+            for side in (0, 1) if r % 2 == 0 else (1, 0):
+                server = (ours, peer)[side]
+                before = server.cpu()
                 if k == 1:
-                    rate = stream(server, prompts.STORY, 2 * n, ctx=ctx).rate
+                    timing = stream(server, prompts.STORY, 2 * n, ctx=ctx)
+                    rate, count = timing.rate, timing.tokens
                 else:
                     wall, timings = concurrent(server, texts, n, ctx=ctx)
-                    rate = sum(t.tokens for t in timings) / wall
-                (mine if server is ours else theirs).append(rate)
+                    count = sum(t.tokens for t in timings)
+                    rate = count / wall
+                serving[side] += _serving_cpu(before, server.cpu())
+                tokens[side] += count
+                rates[side].append(rate)
+        mine, theirs = rates
         out[str(k)] = {
             "peer": peer.name,
             "ours": mine,
             "theirs": theirs,
             "ratios": [a / b for a, b in zip(mine, theirs, strict=True) if b],
+            "serving_us_per_token": {
+                "ours": 1e6 * serving[0] / max(tokens[0], 1),
+                "theirs": 1e6 * serving[1] / max(tokens[1], 1),
+            },
         }
     return out
+
+
+def _serving_cpu(before: tuple[float, dict[str, float]], after: tuple[float, dict[str, float]]) -> float:
+    """CPU seconds spent between two ``Server.cpu()`` readings outside the two busiest threads."""
+    busiest = sorted((t - before[1].get(tid, 0.0) for tid, t in after[1].items()), reverse=True)[:2]
+    return max(0.0, after[0] - before[0] - sum(busiest))
 
 
 def multiturn(server: Server, *, ctx: int, runs: int = 1) -> dict[str, Any]:

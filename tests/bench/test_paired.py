@@ -1,0 +1,60 @@
+"""The side-by-side workload: alternating rounds and each server's serving CPU, on two real servers."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from bench import servers, workloads
+from nbllm.runtime import Runtime
+
+
+def test_serving_cpu_leaves_out_the_two_busiest_threads() -> None:
+    before = (10.0, {"1": 5.0, "2": 3.0, "3": 1.0, "4": 0.5})
+    after = (14.5, {"1": 7.0, "2": 4.5, "3": 1.25, "4": 0.5, "9": 0.25})  # 9 started meanwhile
+    # 4.5 s in all, 2.0 + 1.5 of it in the two busiest threads
+    assert workloads._serving_cpu(before, after) == 1.0
+
+
+def test_cpu_reads_this_process_and_its_threads() -> None:
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    thread = threading.Thread(target=spin)
+    first = servers.cpu(os.getpid())
+    thread.start()
+    time.sleep(0.5)
+    stop.set()
+    thread.join()
+    total, threads = servers.cpu(os.getpid())
+    assert str(os.getpid()) in threads and len(threads) == len(os.listdir(f"/proc/{os.getpid()}/task"))
+    assert total - first[0] >= 0.2  # the spinning thread ended, and its CPU still counts in the total
+    assert total >= sum(threads.values())
+
+
+def test_paired_rounds_on_two_real_servers(real_runtime: Runtime, tmp_path: Path) -> None:
+    store = real_runtime.store.root
+    a = servers.nbllm(store, parallel=2, threads=2, log=tmp_path / "a.log")
+    try:
+        b = servers.nbllm(store, parallel=2, threads=2, log=tmp_path / "b.log")
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        a.model = b.model = "smollm2:135m"
+        out = workloads.paired(a, b, clients=[1, 2], n=64, rounds=2, ctx=512)
+    finally:
+        a.stop()
+        b.stop()
+    assert set(out) == {"1", "2"}
+    for d in out.values():
+        assert len(d["ours"]) == len(d["theirs"]) == len(d["ratios"]) == 2
+        assert all(rate > 0 for rate in d["ours"] + d["theirs"])
+        # both stream over HTTP: each spends CPU outside its decode threads, and far less than a decode step
+        # (256 tokens a side: ~75 ms of serving CPU, well above the 10 ms clock tick /proc counts in)
+        assert all(0 < us < 20_000 for us in d["serving_us_per_token"].values()), d["serving_us_per_token"]
