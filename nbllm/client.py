@@ -338,12 +338,12 @@ class LocalClient(BaseClient):
     def _generate(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
         from nbllm import service
 
-        return service.generate(self.runtime, req)
+        return service.settled(service.generate(self.runtime, req))
 
     def _chat(self, req: ChatRequest) -> Iterator[ChatResponse]:
         from nbllm import service
 
-        return service.chat(self.runtime, req)
+        return service.settled(service.chat(self.runtime, req))
 
     def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
         from nbllm import service

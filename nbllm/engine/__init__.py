@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 from nbllm.engine.base import (
+    PENDING,
     Engine,
     EngineFactory,
     EngineInfo,
     FinalStats,
     GenerationEvent,
     LoadSpec,
+    NoWait,
+    Pending,
     SamplingParams,
     TokenChunk,
     TokenLogprob,
+    no_wait,
+    no_wait_handle,
 )
 
 __all__ = [
+    "PENDING",
     "Engine",
     "EngineFactory",
     "EngineInfo",
     "FinalStats",
     "GenerationEvent",
     "LoadSpec",
+    "NoWait",
+    "Pending",
     "SamplingParams",
     "TokenChunk",
     "TokenLogprob",
+    "no_wait",
+    "no_wait_handle",
 ]

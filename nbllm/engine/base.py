@@ -6,8 +6,10 @@ Everything above the engine (scheduler, service, server, notebook) talks to thes
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,15 +17,20 @@ from typing import Protocol
 from nbllm.options import Options
 
 __all__ = [
+    "PENDING",
     "Engine",
     "EngineFactory",
     "EngineInfo",
     "FinalStats",
     "GenerationEvent",
     "LoadSpec",
+    "NoWait",
+    "Pending",
     "SamplingParams",
     "TokenChunk",
     "TokenLogprob",
+    "no_wait",
+    "no_wait_handle",
 ]
 
 
@@ -143,6 +150,56 @@ class FinalStats:
 GenerationEvent = TokenChunk | FinalStats
 
 
+class Pending:
+    """The type of ``PENDING``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING = Pending()
+"""What a generation's iterator yields inside ``no_wait`` where it would otherwise wait for the engine."""
+
+
+@dataclass(eq=False)
+class NoWait:
+    """A consumer that must not block (an event loop) iterating a generation: see ``no_wait``."""
+
+    wake: Callable[[], None]
+    """Called from the engine's thread once an event is ready after a PENDING; must not block."""
+    ending: bool = False
+    """Set, with a PENDING, before a generation's last step (its final stats or its error): the consumer
+    takes that step, and what the layers above do when it ends (releasing the model, perhaps unloading
+    it), where blocking is allowed."""
+
+
+_NO_WAIT: ContextVar[NoWait | None] = ContextVar("nbllm_no_wait", default=None)
+
+
+@contextlib.contextmanager
+def no_wait(handle: NoWait) -> Iterator[None]:
+    """Within this block a generation's iterator never waits for the engine: where it would, it yields
+    ``PENDING`` and calls ``handle.wake`` once its next event is ready.
+
+    This is how the server streams a request without a thread of its own per token hand-off: the event
+    loop advances the use case's generator only when the decode loop has something for it. Every layer
+    that passes a generation's events on passes ``PENDING`` on unchanged; outside this block it never
+    appears. An engine whose iterator never waits (the fake) never yields it either.
+    """
+    token = _NO_WAIT.set(handle)
+    try:
+        yield
+    finally:
+        _NO_WAIT.reset(token)
+
+
+def no_wait_handle() -> NoWait | None:
+    """The innermost ``no_wait`` handle in effect, if any."""
+    return _NO_WAIT.get()
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """Facts about a loaded model that the scheduler and ``/api/ps`` report."""
@@ -180,8 +237,11 @@ class Engine(Protocol):
 
     def generate(
         self, prompt: Sequence[int], params: SamplingParams, *, cancel: threading.Event | None = None
-    ) -> Iterator[GenerationEvent]:
-        """Stream tokens for ``prompt``; ends with one FinalStats. Stopping iteration cancels."""
+    ) -> Iterator[GenerationEvent | Pending]:
+        """Stream tokens for ``prompt``; ends with one FinalStats. Stopping iteration cancels.
+
+        PENDING only comes inside ``no_wait`` (see there), and only from an engine whose events can keep
+        a consumer waiting."""
         ...
 
     def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:

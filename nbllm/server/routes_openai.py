@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from nbllm import service
+from nbllm.engine import Pending
 from nbllm.runtime import Runtime
 from nbllm.schema.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
 from nbllm.server.errors import openai_error_body, openai_error_response
@@ -41,7 +42,7 @@ async def _extra_options(request: Request) -> dict[str, Any] | None:
     return options if isinstance(options, dict) else None
 
 
-async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any]]], *, stream: bool) -> Response:
+async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any] | Pending]], *, stream: bool) -> Response:
     feed = Feed(make)
     try:
         items = await feed.first()
@@ -67,7 +68,7 @@ async def chat_completions(req: OpenAIChatRequest, request: Request) -> Response
     rt, extra = _rt(request), await _extra_options(request)
     usage = bool(req.stream_options and req.stream_options.include_usage)
 
-    def make(cancel: threading.Event) -> Iterator[dict[str, Any]]:
+    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | Pending]:
         chunks = service.chat(rt, openai.chat_request(req, extra), cancel=cancel)
         return openai.chat_completion(chunks, req.model, stream=req.stream, include_usage=usage)
 
@@ -80,7 +81,7 @@ async def completions(req: OpenAICompletionRequest, request: Request) -> Respons
     rt, extra = _rt(request), await _extra_options(request)
     usage = bool(req.stream_options and req.stream_options.include_usage)
 
-    def make(cancel: threading.Event) -> Iterator[dict[str, Any]]:
+    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | Pending]:
         chunks = service.generate(rt, openai.completion_request(req, extra), cancel=cancel)
         return openai.completion(chunks, req.model, stream=req.stream, include_usage=usage)
 

@@ -1,10 +1,10 @@
 """Streaming a use case's chunks to the client: NDJSON (Ollama's routes) or server-sent events (``/v1``).
 
-Each stream's use case runs in a thread of its own that hands chunks to the event loop, waking it
-only when it waits for one; whatever piled up meanwhile goes out in one write. Per token that is one
-wakeup of the stream's thread (the decode loop's hand-off) and at most one of the event loop: a
-thread-pool round trip per chunk costs three, and on a machine with as many cores as llama.cpp has
-threads every wakeup preempts the decode.
+Each stream's use case starts in a thread of its own (it may load a model, pull, read files). A
+generation's tokens then go from the decode thread to the event loop directly (see ``Feed``): one
+thread wakeup per token, where a thread-pool round trip per chunk costs three, and on a machine with as
+many cores as llama.cpp has threads every wakeup preempts the decode. Whatever piled up while the loop
+was busy goes out in one write.
 
 The first chunk is produced before the response starts, so errors found up front (unknown model,
 bad options) get their real status code; a failure later becomes a final error line. When the client
@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from nbllm.engine import NoWait, Pending, no_wait
 from nbllm.server.errors import error_line, error_response
 
 __all__ = ["Feed", "ndjson_response", "single_response", "stream_lines"]
@@ -50,7 +51,14 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 class Feed:
-    """The items of ``make(cancel)``, produced in a thread of their own and taken on the event loop."""
+    """The items of ``make(cancel)``, produced in a thread of their own and taken on the event loop.
+
+    A generation's tokens skip that thread: ``make`` runs under ``engine.no_wait``, and once its iterator
+    says PENDING (it would wait for the decode loop) the event loop owns it and advances it only when the
+    decode thread wakes it. Per token that is one thread wakeup, the event loop's, as in a server written
+    in C++. The generation's last step (its final stats or its error) and what the use case does after it
+    (releasing the model, perhaps unloading it) run in a thread again, as does closing it.
+    """
 
     def __init__(self, make: Callable[[threading.Event], Iterator[Any]]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -63,29 +71,70 @@ class Feed:
         self._items: deque[object] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._space = threading.Semaphore(_BACKLOG)
-        context = contextvars.copy_context()
-        thread = threading.Thread(target=context.run, args=(self._produce,), name="nbllm-stream", daemon=True)
-        thread.start()
+        self._context = contextvars.copy_context()
+        self._handle = NoWait(self._wake)
+        self._it: Iterator[Any] | None = None
+        self._pumping = False
+        """The event loop owns the iterator (it said PENDING)."""
+        self._woken = False
+        """A wake-up that came before the loop owned the iterator."""
+        self._paused = False
+        """The loop stopped advancing it: the backlog is full."""
+        threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
 
-    # ── the stream's thread ─────────────────────────────────────────────────────────────────
+    def _step(self, it: Iterator[Any]) -> Any:
+        """The next item; inside ``no_wait`` until the generation's last step."""
+        if self._handle.ending:
+            return next(it)
+        with no_wait(self._handle):
+            return next(it)
+
+    # ── a thread: the start (model load, prompt), items of use cases that are not generations, the end ──
     def _produce(self) -> None:
-        it: Iterator[Any] | None = None
+        it = self._it
         try:
-            it = self._make(self.cancel)
-            for item in it:
+            if it is None:
+                it = self._it = self._context.run(self._make, self.cancel)
+            while True:
                 if self._closed:  # the client left: stop here, the engine already frees the slot
                     return
+                try:
+                    item = self._context.run(self._step, it)
+                except StopIteration:
+                    self._put(_DONE)
+                    return
+                if isinstance(item, Pending):
+                    if self._handle.ending:
+                        continue  # the last step: take it here
+                    if self._hand_to_loop():
+                        it = None  # the loop owns it now
+                        return
+                    continue
                 self._put(item)
-            self._put(_DONE)
         except BaseException as exc:  # the consumer renders or re-raises it
             self._put(_Failed(exc))
         finally:
-            close = getattr(it, "close", None)
-            if close is not None:  # a generator's cleanup runs in the thread that ran it
-                try:
-                    close()
-                except Exception:
-                    log.exception("closing a stream failed")
+            if it is not None:
+                self._close(it)
+
+    def _hand_to_loop(self) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._pumping = True
+            woken, self._woken = self._woken, False
+        if woken:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._pump)
+        return True
+
+    def _close(self, it: Iterator[Any]) -> None:
+        close = getattr(it, "close", None)
+        if close is not None:  # a generator's cleanup runs in a thread, never on the event loop
+            try:
+                self._context.run(close)
+            except Exception:
+                log.exception("closing a stream failed")
 
     def _put(self, item: object) -> None:
         self._space.acquire()
@@ -96,7 +145,50 @@ class Feed:
             with contextlib.suppress(RuntimeError):  # the loop is gone (server shutting down)
                 self._loop.call_soon_threadsafe(_wake, waiter)
 
-    # ── the event loop ──────────────────────────────────────────────────────────────────────
+    # ── the decode thread ───────────────────────────────────────────────────────────────────────
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (server shutting down)
+            self._loop.call_soon_threadsafe(self._on_wake)
+
+    # ── the event loop ──────────────────────────────────────────────────────────────────────────
+    def _on_wake(self) -> None:
+        with self._lock:
+            if not self._pumping:
+                self._woken = True
+                return
+        self._pump()
+
+    def _pump(self) -> None:
+        """Advance the iterator while it has items ready (it never blocks here: it says PENDING instead)."""
+        it = self._it
+        assert it is not None
+        while self._pumping and not self._closed:
+            if not self._space.acquire(blocking=False):
+                self._paused = True  # resumed by take()
+                return
+            try:
+                item = self._context.run(self._step, it)
+            except StopIteration:
+                item = _DONE
+            except BaseException as exc:
+                item = _Failed(exc)
+            if isinstance(item, Pending):
+                self._space.release()
+                if self._handle.ending:  # the last step and what follows it: in a thread
+                    self._pumping = False
+                    threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
+                return  # else the decode thread wakes us with the next event
+            if item is _DONE or isinstance(item, _Failed):
+                self._pumping = False
+            self._push(item)
+
+    def _push(self, item: object) -> None:
+        with self._lock:
+            self._items.append(item)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            _wake(waiter)
+
     async def take(self) -> list[object]:
         """Everything produced since the last call; waits for at least one item."""
         while True:
@@ -105,15 +197,23 @@ class Feed:
                     items = list(self._items)
                     self._items.clear()
                     self._space.release(len(items))
+                    if self._paused:
+                        self._paused = False
+                        self._loop.call_soon(self._pump)
                     return items
                 waiter = self._waiter = self._loop.create_future()
             await waiter
 
     def close(self) -> None:
-        """Stop the stream: cancel the request and let the thread past any wait for space."""
-        self._closed = True
+        """Stop the stream: cancel the request, let the thread past any wait for space, close the iterator."""
+        with self._lock:
+            self._closed = True
+            owned, self._pumping = self._pumping, False
         self.cancel.set()
         self._space.release(_BACKLOG)
+        it = self._it
+        if owned and it is not None:
+            threading.Thread(target=self._close, args=(it,), name="nbllm-stream-close", daemon=True).start()
 
     async def first(self) -> list[object]:
         """The first items (at least one); raises the use case's error if it failed before its first chunk."""
@@ -162,7 +262,7 @@ def _dump(chunk: BaseModel) -> str:
     return chunk.model_dump_json(exclude_none=True, by_alias=True) + "\n"
 
 
-async def ndjson_response(make: Callable[[threading.Event], Iterator[BaseModel]]) -> Response:
+async def ndjson_response(make: Callable[[threading.Event], Iterator[BaseModel | Pending]]) -> Response:
     """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``."""
     feed = Feed(make)
     try:

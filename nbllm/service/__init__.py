@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nbllm.service.create import create_model
 from nbllm.service.embed import embed, embeddings
-from nbllm.service.inference import chat, collect_chat, collect_generate, generate
+from nbllm.service.inference import chat, collect_chat, collect_generate, generate, settled
 from nbllm.service.models import copy_model, delete_model, list_models, processor_label, ps, pull, show
 from nbllm.service.registry import push
 
@@ -23,5 +23,6 @@ __all__ = [
     "ps",
     "pull",
     "push",
+    "settled",
     "show",
 ]

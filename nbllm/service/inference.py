@@ -6,9 +6,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
-from nbllm.engine import Engine, FinalStats, SamplingParams, TokenChunk
+from nbllm.engine import Engine, FinalStats, Pending, SamplingParams, TokenChunk
 from nbllm.errors import ContextLengthExceeded, InvalidRequest, TemplateError, UnsupportedCapability
 from nbllm.options import Options
 from nbllm.runtime import GenerationRecord, Runtime
@@ -28,7 +28,9 @@ from nbllm.service.prompts import ModelTemplate, capabilities, model_template
 from nbllm.store import LocalModel
 from nbllm.store.gguf import GGUFInfo
 
-__all__ = ["chat", "collect_chat", "collect_generate", "generate"]
+T = TypeVar("T")
+
+__all__ = ["chat", "collect_chat", "collect_generate", "generate", "settled"]
 
 
 def _check_common(
@@ -44,8 +46,11 @@ def _check_common(
     return caps
 
 
-def generate(rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None) -> Iterator[GenerateResponse]:
-    """``/api/generate``: yields text chunks, then a final chunk with ``done: true`` and the stats."""
+def generate(
+    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None
+) -> Iterator[GenerateResponse | Pending]:
+    """``/api/generate``: yields text chunks, then a final chunk with ``done: true`` and the stats
+    (and, inside ``engine.no_wait``, PENDING where it would wait for the engine)."""
     started = time.perf_counter_ns()
     model = resolve_model(rt, req.model)
     if req.raw and (req.template or req.system or req.context):
@@ -86,7 +91,9 @@ def generate(rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | Non
             constraints=constraints,
         )
         for event in engine.generate(tokens, params, cancel=cancel):
-            if isinstance(event, TokenChunk):
+            if isinstance(event, Pending):
+                yield event
+            elif isinstance(event, TokenChunk):
                 yield GenerateResponse(
                     model=req.model,
                     created_at=now_timestamp(),
@@ -106,8 +113,9 @@ def generate(rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | Non
                 )
 
 
-def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None) -> Iterator[ChatResponse]:
-    """``/api/chat``: yields message deltas, then a final chunk with ``done: true`` and the stats."""
+def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None) -> Iterator[ChatResponse | Pending]:
+    """``/api/chat``: yields message deltas, then a final chunk with ``done: true`` and the stats
+    (and, inside ``engine.no_wait``, PENDING where it would wait for the engine)."""
     started = time.perf_counter_ns()
     model = resolve_model(rt, req.model)
     keep_alive = keep_alive_of(req.keep_alive)
@@ -146,6 +154,9 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
         parser = constraints.parser()
         n_calls = 0
         for event in engine.generate(tokens, params, cancel=cancel):
+            if isinstance(event, Pending):
+                yield event
+                continue
             content, calls = parser.feed(event.text) if parser else (event.text, [])
             if isinstance(event, FinalStats) and parser is not None:
                 content += parser.finish()
@@ -312,12 +323,25 @@ def _logprobs(chunk: TokenChunk) -> list[TokenLogprob] | None:
     return [TokenLogprob(token=lp.token, logprob=lp.logprob, bytes=list(lp.bytes), top_logprobs=top)]
 
 
-def collect_generate(chunks: Iterator[GenerateResponse]) -> GenerateResponse:
+def settled(chunks: Iterator[T | Pending]) -> Iterator[T]:
+    """A use case's chunks for a consumer that waits for them: without PENDING (which only comes inside
+    ``engine.no_wait``); closing this closes ``chunks``."""
+    try:
+        for chunk in chunks:
+            if not isinstance(chunk, Pending):
+                yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def collect_generate(chunks: Iterator[GenerateResponse | Pending]) -> GenerateResponse:
     """One response from a stream (``stream: false``): text and logprobs concatenated, final stats kept."""
     text: list[str] = []
     logprobs: list[TokenLogprob] = []
     last: GenerateResponse | None = None
-    for chunk in chunks:
+    for chunk in settled(chunks):
         text.append(chunk.response)
         logprobs.extend(chunk.logprobs or [])
         last = chunk
@@ -325,14 +349,14 @@ def collect_generate(chunks: Iterator[GenerateResponse]) -> GenerateResponse:
     return last.model_copy(update={"response": "".join(text), "logprobs": logprobs or None})
 
 
-def collect_chat(chunks: Iterator[ChatResponse]) -> ChatResponse:
+def collect_chat(chunks: Iterator[ChatResponse | Pending]) -> ChatResponse:
     """One response from a chat stream: content, thinking, tool calls and logprobs concatenated."""
     content: list[str] = []
     thinking: list[str] = []
     calls: list[Any] = []
     logprobs: list[TokenLogprob] = []
     last: ChatResponse | None = None
-    for chunk in chunks:
+    for chunk in settled(chunks):
         content.append(chunk.message.content)
         thinking.append(chunk.message.thinking or "")
         calls.extend(chunk.message.tool_calls or [])

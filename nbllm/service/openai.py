@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from nbllm.engine import Pending
 from nbllm.errors import InvalidRequest, ModelNotFound
 from nbllm.runtime import Runtime
 from nbllm.schema import (
@@ -194,8 +195,8 @@ def _usage(final: ChatResponse | GenerateResponse) -> dict[str, int]:
 
 
 def chat_completion(
-    chunks: Iterator[ChatResponse], model: str, *, stream: bool, include_usage: bool = False
-) -> Iterator[dict[str, Any]]:
+    chunks: Iterator[ChatResponse | Pending], model: str, *, stream: bool, include_usage: bool = False
+) -> Iterator[dict[str, Any] | Pending]:
     """OpenAI chat objects: one ``chat.completion`` or a series of ``chat.completion.chunk``."""
     ident, created = _id("chatcmpl"), int(time.time())
     base = {"id": ident, "created": created, "model": model, "system_fingerprint": "fp_ollama"}
@@ -203,6 +204,9 @@ def chat_completion(
     calls: list[ToolCall] = []
     logprobs: list[Any] = []
     for chunk in chunks:
+        if isinstance(chunk, Pending):
+            yield chunk
+            continue
         content.append(chunk.message.content)
         calls.extend(chunk.message.tool_calls or [])
         logprobs.extend(chunk.logprobs or [])
@@ -248,8 +252,8 @@ def completion_request(req: OpenAICompletionRequest, extra_options: Mapping[str,
 
 
 def completion(
-    chunks: Iterator[GenerateResponse], model: str, *, stream: bool, include_usage: bool = False
-) -> Iterator[dict[str, Any]]:
+    chunks: Iterator[GenerateResponse | Pending], model: str, *, stream: bool, include_usage: bool = False
+) -> Iterator[dict[str, Any] | Pending]:
     """OpenAI ``text_completion`` objects (one, or one per chunk when streaming)."""
     base = {
         "id": _id("cmpl"),
@@ -260,6 +264,9 @@ def completion(
     }
     text: list[str] = []
     for chunk in chunks:
+        if isinstance(chunk, Pending):
+            yield chunk
+            continue
         text.append(chunk.response)
         if stream:
             finish = (chunk.done_reason or "stop") if chunk.done else None

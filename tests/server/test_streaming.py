@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from nbllm.errors import InvalidRequest
+from nbllm.engine import FinalStats, Pending, SamplingParams, TokenChunk
+from nbllm.engine.llama.batching import Request
+from nbllm.errors import Cancelled, EngineError, InvalidRequest
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer, streaming
 from nbllm.server.streaming import Feed, stream_lines
@@ -107,3 +109,108 @@ def test_the_server_runs_on_uvloop_and_httptools(real_runtime: Runtime) -> None:
         assert type(loop).__module__.startswith("uvloop"), type(loop)
         assert uvicorn_server.config.http_protocol_class.__name__ == "HttpToolsProtocol"
         assert httpx.get(server.url + "/api/version").status_code == 200
+
+
+# ── generations: the decode thread wakes the event loop, which advances the use case itself ─────────
+
+
+def _stats() -> FinalStats:
+    return FinalStats(done_reason="stop", prompt_eval_count=1, prompt_eval_duration=1, eval_count=1, eval_duration=1)
+
+
+def _use_case(req: Request, where: list[str]) -> Iterator[object]:
+    """What a use case does with a generation: PENDING passed on, events made into items, then its tidying up."""
+    try:
+        for event in req.events():
+            if isinstance(event, Pending):
+                yield event
+                continue
+            where.append(threading.current_thread().name)
+            yield event.text if isinstance(event, TokenChunk) else f"done:{event.done_reason}"
+    finally:
+        where.append("end:" + threading.current_thread().name)
+
+
+def _decode(req: Request, events: list[object], delay: float = 0.02) -> threading.Thread:
+    def run() -> None:
+        time.sleep(0.1)  # the prompt: the feed's thread has met PENDING and handed the stream to the loop
+        for event in events:
+            if req.cancel.is_set():
+                req.post(Cancelled("request cancelled"))
+                return
+            req.post(event)  # type: ignore[arg-type]
+            time.sleep(delay)
+
+    thread = threading.Thread(target=run, name="decode")
+    thread.start()
+    return thread
+
+
+def _request() -> Request:
+    return Request([1, 2, 3], SamplingParams(), threading.Event())
+
+
+def test_a_generation_s_tokens_are_taken_on_the_event_loop_and_its_end_in_a_thread() -> None:
+    req, where = _request(), []
+    decode = _decode(req, [TokenChunk(text=f"t{i}", token=i) for i in range(5)] + [_stats()])
+
+    async def main() -> tuple[str, str]:
+        return threading.current_thread().name, await _body(Feed(lambda cancel: _use_case(req, where)))
+
+    loop_thread, body = asyncio.run(main())
+    decode.join()
+    assert body == "t0\nt1\nt2\nt3\nt4\ndone:stop\nend\n"
+    # each token by the loop, woken by the decode thread; the final stats and what follows them
+    # (releasing the model, perhaps unloading it) where blocking is allowed
+    assert where == [loop_thread] * 5 + ["nbllm-stream", "end:nbllm-stream"]
+
+
+def test_an_engine_error_is_raised_in_a_thread_and_is_the_last_line() -> None:
+    req, where = _request(), []
+    decode = _decode(req, [TokenChunk(text="t0", token=0), EngineError("llama_decode failed")])
+
+    async def main() -> str:
+        return await _body(Feed(lambda cancel: _use_case(req, where)))
+
+    assert asyncio.run(main()) == "t0\nerror: llama_decode failed\n"
+    decode.join()
+    assert where == ["MainThread", "end:nbllm-stream"]
+
+
+def test_leaving_a_generation_cancels_it_and_closes_it_in_a_thread() -> None:
+    req, where = _request(), []
+    decode = _decode(req, [TokenChunk(text=f"t{i}", token=i) for i in range(500)])
+
+    async def main() -> list[object]:
+        feed = Feed(lambda cancel: _use_case(req, where))
+        items = await feed.first()
+        feed.close()  # the client went away
+        return items
+
+    items = asyncio.run(main())
+    decode.join(5)
+    assert not decode.is_alive() and req.cancel.is_set()
+    assert items and where[-1] == "end:nbllm-stream-close"  # the use case's tidying up, off the event loop
+    assert len(where) < 50
+
+
+def test_a_slow_client_leaves_a_generation_s_events_with_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "_BACKLOG", 4)
+    req, where = _request(), []
+    decode = _decode(req, [TokenChunk(text=f"t{i}", token=i) for i in range(40)] + [_stats()], delay=0.0)
+
+    async def main() -> tuple[int, str]:
+        feed = Feed(lambda cancel: _use_case(req, where))
+        first = await feed.first()
+        await asyncio.sleep(0.5)  # the client reads nothing; the loop is free and the decode is done
+        waiting = req.out.qsize()
+        rest = [first]
+        while not rest[-1] or rest[-1][-1] is not streaming._DONE:
+            rest.append(await feed.take())
+        text = "".join(str(i) for part in rest for i in part if i is not streaming._DONE)
+        return waiting, text
+
+    waiting, text = asyncio.run(main())
+    decode.join()
+    assert waiting >= 40 - 4 - 4  # the loop took the backlog's worth and left the rest in the engine's queue
+    assert text == "".join(f"t{i}" for i in range(40)) + "done:stop"

@@ -14,13 +14,21 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp as L
 
-from nbllm.engine.base import FinalStats, GenerationEvent, SamplingParams, TokenChunk
+from nbllm.engine.base import (
+    PENDING,
+    FinalStats,
+    GenerationEvent,
+    Pending,
+    SamplingParams,
+    TokenChunk,
+    no_wait_handle,
+)
 from nbllm.engine.llama.native import NativeModel
 from nbllm.engine.llama.sampling import Logits, free_sampler, make_sampler, plain_greedy, sample
 from nbllm.engine.logprobs import token_logprob
@@ -40,19 +48,60 @@ class Request:
     params: SamplingParams
     cancel: threading.Event
     out: queue.SimpleQueue[GenerationEvent | BaseException] = field(default_factory=queue.SimpleQueue)
+    wake: Callable[[], None] | None = None
+    """A ``no_wait`` consumer's wake-up, called by the decode thread with the next event (then cleared)."""
+    _held: GenerationEvent | BaseException | None = None
+    """The last event, held back while a ``no_wait`` consumer moves to where it may block."""
 
-    def events(self) -> Iterator[GenerationEvent]:
+    def post(self, event: GenerationEvent | BaseException) -> None:
+        """Hand the consumer an event (decode thread)."""
+        self.out.put(event)
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            try:
+                wake()
+            except Exception:  # a consumer's wake-up never fails the decode loop
+                log.exception("waking a stream failed")
+
+    def events(self) -> Iterator[GenerationEvent | Pending]:
         """The request's events until its FinalStats; leaving early cancels it."""
         try:
             while True:
-                event = self.out.get()
+                event = self._next()
+                if event is PENDING:
+                    yield PENDING
+                    continue
                 if isinstance(event, BaseException):
                     raise event
+                assert not isinstance(event, Pending)
                 yield event
                 if isinstance(event, FinalStats):
                     return
         finally:
             self.cancel.set()
+
+    def _next(self) -> GenerationEvent | BaseException | Pending:
+        held, self._held = self._held, None
+        if held is not None:
+            return held
+        handle = no_wait_handle()
+        if handle is None:
+            return self.out.get()
+        try:
+            event = self.out.get_nowait()
+        except queue.Empty:
+            self.wake = handle.wake
+            try:  # an event that came in before the decode thread could see the wake-up
+                event = self.out.get_nowait()
+            except queue.Empty:
+                return PENDING
+            self.wake = None  # (if it saw it anyway, the consumer gets a wake-up it does not need)
+        if isinstance(event, FinalStats | BaseException) and not handle.ending:
+            handle.ending = True  # the last step: the consumer takes it where it may block
+            self._held = event
+            return PENDING
+        return event
 
 
 @dataclass(eq=False)
@@ -154,9 +203,9 @@ class DecodeLoop:
             req = slot.req
             if req is not None:
                 self._release(slot)
-                req.out.put(exc)
+                req.post(exc)
         while self._queue:
-            self._queue.popleft().out.put(exc)
+            self._queue.popleft().post(exc)
 
     def _admit(self) -> None:
         """Give queued requests free slots, FIFO, each to the slot sharing its longest prefix."""
@@ -188,14 +237,14 @@ class DecodeLoop:
             except Exception as exc:  # a bad sampler fails its own request, never the decode thread
                 log.exception("could not build the sampler")
                 self._release(slot)
-                req.out.put(exc if isinstance(exc, EngineError) else EngineError(f"sampler: {exc}"))
+                req.post(exc if isinstance(exc, EngineError) else EngineError(f"sampler: {exc}"))
 
     def _drop_cancelled(self) -> None:
         for slot in self._slots:
             req = slot.req
             if req is not None and req.cancel.is_set():
                 self._release(slot)
-                req.out.put(Cancelled("request cancelled"))
+                req.post(Cancelled("request cancelled"))
 
     def _release(self, slot: _Slot) -> None:
         if slot.sampler is not None:
@@ -287,7 +336,7 @@ class DecodeLoop:
             logits = self._logits.row(slot.batch_index)
             logprob = token_logprob(logits, token, req.params.top_logprobs, self._model.piece)
         text = slot.text.feed(self._model.text_of(token))
-        req.out.put(TokenChunk(text=text, token=token, logprob=logprob))
+        req.post(TokenChunk(text=text, token=token, logprob=logprob))
         if slot.text.stopped:
             self._finish(slot, "stop")
         elif 0 < req.params.num_predict <= slot.n_generated:
@@ -301,7 +350,7 @@ class DecodeLoop:
         tokens = [*slot.cache, *([slot.last_token] if slot.last_token is not None else [])]
         text = slot.text.flush()
         self._release(slot)  # before the caller hears of the end, so the slot is already free
-        req.out.put(
+        req.post(
             FinalStats(
                 done_reason=reason,
                 prompt_eval_count=slot.n_prompt,

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import llama_cpp as L
 
-from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, SamplingParams
+from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, Pending, SamplingParams
 from nbllm.engine.llama.batching import DecodeLoop, Request
 from nbllm.engine.llama.embedding import Embedder
 from nbllm.engine.llama.native import NativeModel, create_context, default_threads, free_context
@@ -89,7 +89,7 @@ class LlamaEngine:
 
     def generate(
         self, prompt: Sequence[int], params: SamplingParams, *, cancel: threading.Event | None = None
-    ) -> Iterator[GenerationEvent]:
+    ) -> Iterator[GenerationEvent | Pending]:
         """Queue a request and stream its tokens; leaving the iterator early cancels it."""
         if self._loop is None:
             raise EngineError("this is an embedding model; it cannot generate text")
