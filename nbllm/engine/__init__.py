@@ -15,7 +15,6 @@ from nbllm.engine.base import (
     SamplingParams,
     TokenChunk,
     TokenLogprob,
-    no_wait,
     no_wait_handle,
 )
 
@@ -32,6 +31,5 @@ __all__ = [
     "SamplingParams",
     "TokenChunk",
     "TokenLogprob",
-    "no_wait",
     "no_wait_handle",
 ]

@@ -6,10 +6,9 @@ Everything above the engine (scheduler, service, server, notebook) talks to thes
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +28,6 @@ __all__ = [
     "SamplingParams",
     "TokenChunk",
     "TokenLogprob",
-    "no_wait",
     "no_wait_handle",
 ]
 
@@ -160,12 +158,23 @@ class Pending:
 
 
 PENDING = Pending()
-"""What a generation's iterator yields inside ``no_wait`` where it would otherwise wait for the engine."""
+"""What a generation's iterator yields inside a ``NoWait`` block where it would otherwise wait for the engine."""
+
+
+_NO_WAIT: ContextVar[NoWait | None] = ContextVar("nbllm_no_wait", default=None)
 
 
 @dataclass(eq=False)
 class NoWait:
-    """A consumer that must not block (an event loop) iterating a generation: see ``no_wait``."""
+    """A consumer that must not block (an event loop) iterating a generation.
+
+    Within ``with handle:`` a generation's iterator never waits for the engine: where it would, it yields
+    ``PENDING`` and calls ``wake`` once its next event is ready. This is how the server streams a request
+    without a thread of its own per token hand-off: the event loop advances the use case's generator only
+    when the decode loop has something for it. Every layer that passes a generation's events on passes
+    ``PENDING`` on unchanged; outside the block it never appears. An engine whose iterator never waits (the
+    fake) never yields it either. The block is entered once per step, by one thread at a time.
+    """
 
     wake: Callable[[], None]
     """Called from the engine's thread once an event is ready after a PENDING; must not block."""
@@ -173,30 +182,20 @@ class NoWait:
     """Set, with a PENDING, before a generation's last step (its final stats or its error): the consumer
     takes that step, and what the layers above do when it ends (releasing the model, perhaps unloading
     it), where blocking is allowed."""
+    _token: Token[NoWait | None] | None = None
 
+    def __enter__(self) -> NoWait:
+        self._token = _NO_WAIT.set(self)
+        return self
 
-_NO_WAIT: ContextVar[NoWait | None] = ContextVar("nbllm_no_wait", default=None)
-
-
-@contextlib.contextmanager
-def no_wait(handle: NoWait) -> Iterator[None]:
-    """Within this block a generation's iterator never waits for the engine: where it would, it yields
-    ``PENDING`` and calls ``handle.wake`` once its next event is ready.
-
-    This is how the server streams a request without a thread of its own per token hand-off: the event
-    loop advances the use case's generator only when the decode loop has something for it. Every layer
-    that passes a generation's events on passes ``PENDING`` on unchanged; outside this block it never
-    appears. An engine whose iterator never waits (the fake) never yields it either.
-    """
-    token = _NO_WAIT.set(handle)
-    try:
-        yield
-    finally:
-        _NO_WAIT.reset(token)
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _NO_WAIT.reset(self._token)
+            self._token = None
 
 
 def no_wait_handle() -> NoWait | None:
-    """The innermost ``no_wait`` handle in effect, if any."""
+    """The innermost ``NoWait`` block in effect, if any."""
     return _NO_WAIT.get()
 
 
@@ -240,7 +239,7 @@ class Engine(Protocol):
     ) -> Iterator[GenerationEvent | Pending]:
         """Stream tokens for ``prompt``; ends with one FinalStats. Stopping iteration cancels.
 
-        PENDING only comes inside ``no_wait`` (see there), and only from an engine whose events can keep
+        PENDING only comes inside a ``NoWait`` block (see there), and only from an engine whose events can keep
         a consumer waiting."""
         ...
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from nbllm.engine import NoWait, Pending, no_wait
+from nbllm.engine import NoWait, Pending
 from nbllm.server.errors import error_line, error_response
 
 __all__ = ["Feed", "ndjson_response", "single_response", "stream_lines"]
@@ -53,7 +53,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class Feed:
     """The items of ``make(cancel)``, produced in a thread of their own and taken on the event loop.
 
-    A generation's tokens skip that thread: ``make`` runs under ``engine.no_wait``, and once its iterator
+    A generation's tokens skip that thread: ``make`` runs inside a ``NoWait`` block, and once its iterator
     says PENDING (it would wait for the decode loop) the event loop owns it and advances it only when the
     decode thread wakes it. Per token that is one thread wakeup, the event loop's, as in a server written
     in C++. The generation's last step (its final stats or its error) and what the use case does after it
@@ -83,10 +83,10 @@ class Feed:
         threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
 
     def _step(self, it: Iterator[Any]) -> Any:
-        """The next item; inside ``no_wait`` until the generation's last step."""
+        """The next item; inside the ``NoWait`` block until the generation's last step."""
         if self._handle.ending:
             return next(it)
-        with no_wait(self._handle):
+        with self._handle:
             return next(it)
 
     # ── a thread: the start (model load, prompt), items of use cases that are not generations, the end ──

@@ -50,7 +50,7 @@ def generate(
     rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None
 ) -> Iterator[GenerateResponse | Pending]:
     """``/api/generate``: yields text chunks, then a final chunk with ``done: true`` and the stats
-    (and, inside ``engine.no_wait``, PENDING where it would wait for the engine)."""
+    (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
     started = time.perf_counter_ns()
     model = resolve_model(rt, req.model)
     if req.raw and (req.template or req.system or req.context):
@@ -115,7 +115,7 @@ def generate(
 
 def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None) -> Iterator[ChatResponse | Pending]:
     """``/api/chat``: yields message deltas, then a final chunk with ``done: true`` and the stats
-    (and, inside ``engine.no_wait``, PENDING where it would wait for the engine)."""
+    (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
     started = time.perf_counter_ns()
     model = resolve_model(rt, req.model)
     keep_alive = keep_alive_of(req.keep_alive)
@@ -325,7 +325,7 @@ def _logprobs(chunk: TokenChunk) -> list[TokenLogprob] | None:
 
 def settled(chunks: Iterator[T | Pending]) -> Iterator[T]:
     """A use case's chunks for a consumer that waits for them: without PENDING (which only comes inside
-    ``engine.no_wait``); closing this closes ``chunks``."""
+    an ``engine.NoWait`` block); closing this closes ``chunks``."""
     try:
         for chunk in chunks:
             if not isinstance(chunk, Pending):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -214,3 +215,32 @@ def test_a_slow_client_leaves_a_generation_s_events_with_the_engine(monkeypatch:
     decode.join()
     assert waiting >= 40 - 4 - 4  # the loop took the backlog's worth and left the rest in the engine's queue
     assert text == "".join(f"t{i}" for i in range(40)) + "done:stop"
+
+
+def test_a_real_server_streams_a_generation_from_the_event_loop(real_runtime: Runtime) -> None:
+    """On the real engine: once the stream is under way no stream thread is left (the loop advances it), and
+    the streamed text is what the same request gives unstreamed (greedy)."""
+    body = {
+        "model": "smollm2:135m",
+        "prompt": "Write a very long story about a dragon who learns to bake bread.",
+        "options": {"temperature": 0, "num_predict": 300},  # ~3 s here: the check midway is well before the end
+    }
+    with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        whole = http.post("/api/generate", json={**body, "stream": False}).json()
+        parts: list[str] = []
+        threads_midway: list[str] = ["not looked"]
+        with http.stream("POST", "/api/generate", json=body) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                chunk = json.loads(line)
+                parts.append(chunk["response"])
+                if len(parts) == 8:  # well before the end: the start thread has handed the stream over
+                    deadline = time.monotonic() + 1
+                    while True:
+                        threads_midway = [t.name for t in threading.enumerate() if t.name.startswith("nbllm-stream")]
+                        if not threads_midway or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.01)
+        assert chunk["done"] and chunk["eval_count"] == whole["eval_count"] == 300
+    assert threads_midway == []
+    assert "".join(parts) == whole["response"]

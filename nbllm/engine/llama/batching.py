@@ -49,9 +49,9 @@ class Request:
     cancel: threading.Event
     out: queue.SimpleQueue[GenerationEvent | BaseException] = field(default_factory=queue.SimpleQueue)
     wake: Callable[[], None] | None = None
-    """A ``no_wait`` consumer's wake-up, called by the decode thread with the next event (then cleared)."""
+    """A ``NoWait`` consumer's wake-up, called by the decode thread with the next event (then cleared)."""
     _held: GenerationEvent | BaseException | None = None
-    """The last event, held back while a ``no_wait`` consumer moves to where it may block."""
+    """The last event, held back while a ``NoWait`` consumer moves to where it may block."""
 
     def post(self, event: GenerationEvent | BaseException) -> None:
         """Hand the consumer an event (decode thread)."""
@@ -88,15 +88,12 @@ class Request:
         handle = no_wait_handle()
         if handle is None:
             return self.out.get()
-        try:
-            event = self.out.get_nowait()
-        except queue.Empty:
+        if self.out.empty():  # (the one consumer: not empty stays so until it takes)
             self.wake = handle.wake
-            try:  # an event that came in before the decode thread could see the wake-up
-                event = self.out.get_nowait()
-            except queue.Empty:
+            if self.out.empty():  # else an event came in before the decode thread could see the wake-up
                 return PENDING
             self.wake = None  # (if it saw it anyway, the consumer gets a wake-up it does not need)
+        event = self.out.get_nowait()
         if isinstance(event, FinalStats | BaseException) and not handle.ending:
             handle.ending = True  # the last step: the consumer takes it where it may block
             self._held = event
