@@ -24,6 +24,8 @@ class StreamText:
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [s for s in stops if s]
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._split = False
+        """The decoder holds the first bytes of a character whose rest is in the next piece."""
         self._held = ""
         self.stopped = False
         self.released: list[str] = []
@@ -32,7 +34,20 @@ class StreamText:
         """Add a token's bytes; return the text that is now safe to release."""
         if self.stopped:
             return ""
-        self._held += self._decoder.decode(piece)
+        if self._split:
+            text = self._decoder.decode(piece)
+            self._split = bool(self._decoder.getstate()[0])
+        else:
+            try:  # (most pieces are whole characters: no incremental decoder needed)
+                text = piece.decode()
+            except UnicodeDecodeError:
+                text = self._decoder.decode(piece)
+                self._split = bool(self._decoder.getstate()[0])
+        if not self._stops:
+            if text:
+                self.released.append(text)
+            return text
+        self._held += text
         return self._release()
 
     def _release(self) -> str:
@@ -62,6 +77,7 @@ class StreamText:
         out = self._held
         self._held = ""
         self._decoder.reset()
+        self._split = False
         if out:
             self.released.append(out)
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -55,9 +57,19 @@ def format_timestamp(moment: datetime) -> str:
     return f"{base}.{frac}{tz}" if frac else f"{base}{tz}"
 
 
+@functools.lru_cache(maxsize=4)
+def _whole_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def now_timestamp() -> str:
-    """Current UTC time in Ollama's ``created_at`` format."""
-    return format_timestamp(datetime.now(timezone.utc))
+    """Current UTC time in Ollama's ``created_at`` format (as ``format_timestamp`` writes it).
+
+    Every streamed token carries one, so the date part is formatted once a second.
+    """
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    frac = f"{nanos // 1000:06d}".rstrip("0")
+    return f"{_whole_second(seconds)}.{frac}Z" if frac else f"{_whole_second(seconds)}Z"
 
 
 class ToolCallFunction(BaseModel):

@@ -54,10 +54,11 @@ class Feed:
     """The items of ``make(cancel)``, produced in a thread of their own and taken on the event loop.
 
     A generation's tokens skip that thread: ``make`` runs inside a ``NoWait`` block, and once its iterator
-    says PENDING (it would wait for the decode loop) the event loop owns it and advances it only when the
-    decode thread wakes it. Per token that is one thread wakeup, the event loop's, as in a server written
-    in C++. The generation's last step (its final stats or its error) and what the use case does after it
-    (releasing the model, perhaps unloading it) run in a thread again, as does closing it.
+    says PENDING (it would wait for the decode loop) the event loop owns it. From then on ``take`` advances
+    it in place, when the decode thread has woken the loop: per token one thread wakeup (the event loop's)
+    and no hand-off between threads, as in a server written in C++. The generation's last step (its final
+    stats or its error) and what the use case does after it (releasing the model, perhaps unloading it)
+    run in a thread again, as does closing it.
     """
 
     def __init__(self, make: Callable[[threading.Event], Iterator[Any]]) -> None:
@@ -68,18 +69,17 @@ class Feed:
         self._closed = False
         """Set by the consumer when it stops reading; ``cancel`` is the engine's flag (also set at a normal end)."""
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        """The producer thread waits here while the backlog is full."""
         self._items: deque[object] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._space = threading.Semaphore(_BACKLOG)
         self._context = contextvars.copy_context()
         self._handle = NoWait(self._wake)
         self._it: Iterator[Any] | None = None
-        self._pumping = False
-        """The event loop owns the iterator (it said PENDING)."""
+        self._owned = False
+        """The event loop owns the iterator (it said PENDING): ``take`` advances it."""
         self._woken = False
-        """A wake-up that came before the loop owned the iterator."""
-        self._paused = False
-        """The loop stopped advancing it: the backlog is full."""
+        """The decode thread has news since the loop last advanced the iterator."""
         threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
 
     def _step(self, it: Iterator[Any]) -> Any:
@@ -121,11 +121,9 @@ class Feed:
         with self._lock:
             if self._closed:
                 return False
-            self._pumping = True
-            woken, self._woken = self._woken, False
-        if woken:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._pump)
+            self._owned = True
+        with contextlib.suppress(RuntimeError):  # (the loop is gone: the server is shutting down)
+            self._loop.call_soon_threadsafe(self._on_wake)  # the event may be in already
         return True
 
     def _close(self, it: Iterator[Any]) -> None:
@@ -137,10 +135,11 @@ class Feed:
                 log.exception("closing a stream failed")
 
     def _put(self, item: object) -> None:
-        self._space.acquire()
         with self._lock:
+            while len(self._items) >= _BACKLOG and not self._closed:
+                self._room.wait()
             self._items.append(item)
-            waiter, self._waiter = self._waiter, None
+            waiter = self._waiter
         if waiter is not None:
             with contextlib.suppress(RuntimeError):  # the loop is gone (server shutting down)
                 self._loop.call_soon_threadsafe(_wake, waiter)
@@ -152,65 +151,71 @@ class Feed:
 
     # ── the event loop ──────────────────────────────────────────────────────────────────────────
     def _on_wake(self) -> None:
-        with self._lock:
-            if not self._pumping:
-                self._woken = True
-                return
-        self._pump()
-
-    def _pump(self) -> None:
-        """Advance the iterator while it has items ready (it never blocks here: it says PENDING instead)."""
-        it = self._it
-        assert it is not None
-        while self._pumping and not self._closed:
-            if not self._space.acquire(blocking=False):
-                self._paused = True  # resumed by take()
-                return
-            try:
-                item = self._context.run(self._step, it)
-            except StopIteration:
-                item = _DONE
-            except BaseException as exc:
-                item = _Failed(exc)
-            if isinstance(item, Pending):
-                self._space.release()
-                if self._handle.ending:  # the last step and what follows it: in a thread
-                    self._pumping = False
-                    threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
-                return  # else the decode thread wakes us with the next event
-            if item is _DONE or isinstance(item, _Failed):
-                self._pumping = False
-            self._push(item)
-
-    def _push(self, item: object) -> None:
-        with self._lock:
-            self._items.append(item)
-            waiter, self._waiter = self._waiter, None
+        self._woken = True
+        waiter = self._waiter
         if waiter is not None:
             _wake(waiter)
 
+    def _advance(self) -> list[object]:
+        """What the iterator has ready, up to the backlog (it never blocks here: it says PENDING instead).
+
+        Clears ``_owned`` when the stream ends, or when its last step is due (``take`` hands that to a thread).
+        """
+        it = self._it
+        assert it is not None
+        out: list[object] = []
+        with self._handle:
+            while len(out) < _BACKLOG:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    item = _DONE
+                except BaseException as exc:
+                    item = _Failed(exc)
+                if isinstance(item, Pending):
+                    if self._handle.ending:
+                        self._owned = False
+                    return out
+                out.append(item)
+                if item is _DONE or isinstance(item, _Failed):
+                    self._owned = False
+                    return out
+        self._woken = True  # the backlog's worth: more may be ready
+        return out
+
     async def take(self) -> list[object]:
-        """Everything produced since the last call; waits for at least one item."""
+        """Everything ready since the last call; waits for at least one item."""
         while True:
             with self._lock:
                 if self._items:
                     items = list(self._items)
                     self._items.clear()
-                    self._space.release(len(items))
-                    if self._paused:
-                        self._paused = False
-                        self._loop.call_soon(self._pump)
+                    self._room.notify()
                     return items
+            if self._owned and self._woken and not self._closed:
+                self._woken = False
+                items = self._context.run(self._advance)
+                if self._handle.ending and not self._owned:  # the last step and what follows it: in a thread
+                    threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
+                if items:
+                    return items
+                continue  # (the wake-up found nothing new, or a thread has the last step)
+            with self._lock:
+                if self._items:
+                    continue
                 waiter = self._waiter = self._loop.create_future()
-            await waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     def close(self) -> None:
-        """Stop the stream: cancel the request, let the thread past any wait for space, close the iterator."""
+        """Stop the stream: cancel the request, let the thread past any wait for room, close the iterator."""
         with self._lock:
             self._closed = True
-            owned, self._pumping = self._pumping, False
+            owned, self._owned = self._owned, False
+            self._room.notify_all()
         self.cancel.set()
-        self._space.release(_BACKLOG)
         it = self._it
         if owned and it is not None:
             threading.Thread(target=self._close, args=(it,), name="nbllm-stream-close", daemon=True).start()

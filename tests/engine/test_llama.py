@@ -94,6 +94,34 @@ def test_concurrent_requests_all_complete(engine: LlamaEngine) -> None:
         assert final.eval_count == chunks > 0
 
 
+def test_greedy_sequences_decoded_together_equal_their_solo_runs(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All plain greedy: one argmax call over the step's rows picks every sequence's token (in batch order)."""
+    prompts = ["Name a red fruit.", "What do bees make?", "Say hello in French.", "Why is snow white?"]
+    params = SamplingParams(temperature=0, num_predict=32)
+    alone = [run(engine, p, params)[0] for p in prompts]
+    batched_rows: list[int] = []
+    argmax_rows = batching.Logits.argmax_rows
+
+    def counted(self: batching.Logits, n_outputs: int) -> list[int]:
+        batched_rows.append(n_outputs)
+        return argmax_rows(self, n_outputs)
+
+    monkeypatch.setattr(batching.Logits, "argmax_rows", counted)
+    together: dict[int, str] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: together.__setitem__(i, run(engine, prompts[i], params)[0]))
+        for i in range(len(prompts))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [together[i] for i in range(len(prompts))] == alone
+    assert max(batched_rows) > 1  # the sequences really shared steps
+
+
 def test_cancel_frees_the_slot(engine: LlamaEngine) -> None:
     cancel = threading.Event()
     stream = engine.generate(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
+import random
+
 from nbllm.engine.text import StreamText
 
 
@@ -39,3 +42,18 @@ def test_a_cut_character_is_dropped_at_the_end() -> None:
     s = StreamText([])
     assert s.feed("é".encode()[:1]) == ""
     assert s.flush() == ""
+
+
+def test_pieces_cut_anywhere_give_what_one_incremental_decoder_gives() -> None:
+    """Whole pieces skip the incremental decoder; the text must not change for it (invalid bytes included)."""
+    data = "Grüße, 你好 👋 done. ".encode() * 3 + b"\xff\xfe bad \xe2\x82 cut " + "ok é".encode()
+    rng = random.Random(7)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 30)))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        reference = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        want = "".join(reference.decode(p) for p in pieces)
+        for stops in ([], ["👋 x"]):  # without stop strings, and with one that never completes
+            s = StreamText(stops)
+            got = "".join(s.feed(p) for p in pieces) + s.flush()
+            assert got == want and s.text == want, (pieces, stops)

@@ -114,6 +114,8 @@ class _Slot:
     text: StreamText | None = None
     last_token: int | None = None
     batch_index: int = -1
+    out_row: int = -1
+    """This step's row in llama.cpp's logits (the outputs are in batch order)."""
     n_generated: int = 0
     n_prompt: int = 0
     n_cached: int = 0
@@ -138,7 +140,14 @@ class DecodeLoop:
         self._mem = L.llama_get_memory(ctx)
         self.n_ctx = int(L.llama_n_ctx_seq(ctx))
         self._n_batch = int(L.llama_n_batch(ctx))
-        self._batch = L.llama_batch_init(max(self._n_batch, parallel), 0, 1)
+        size = max(self._n_batch, parallel)
+        self._batch = L.llama_batch_init(size, 0, 1)
+        # The batch's arrays, looked up once: each field access on the ctypes struct makes a new pointer object.
+        b = self._batch
+        self._tokens, self._positions, self._outputs = b.token, b.pos, b.logits
+        self._seq_ids = [b.seq_id[i] for i in range(size)]
+        for i in range(size):
+            b.n_seq_id[i] = 1  # one sequence per token, always
         self._slots = [_Slot(seq_id=i) for i in range(parallel)]
         self._queue: deque[Request] = deque()
         self._cv = threading.Condition()
@@ -180,7 +189,8 @@ class DecodeLoop:
                 if self._closed:
                     self._fail_all(EngineError("the model was unloaded"))
                     return
-                self._admit()
+                if self._queue:
+                    self._admit()
             try:
                 self._drop_cancelled()
                 self._step()
@@ -250,18 +260,16 @@ class DecodeLoop:
         slot.req = None
         slot.pending = []
         slot.last_token = None
-        slot.batch_index = -1
+        slot.batch_index = slot.out_row = -1
 
     def _add(self, i: int, token: int, pos: int, seq: int, *, logits: bool) -> None:
-        b = self._batch
-        b.token[i] = token
-        b.pos[i] = pos
-        b.n_seq_id[i] = 1
-        b.seq_id[i][0] = seq
-        b.logits[i] = logits
+        self._tokens[i] = token
+        self._positions[i] = pos
+        self._seq_ids[i][0] = seq
+        self._outputs[i] = logits
 
     def _step(self) -> None:
-        n = 0
+        n = outputs = 0
         budget = self._n_batch
         active = [s for s in self._slots if s.req is not None]
         for slot in active:  # one token per generating sequence
@@ -274,6 +282,8 @@ class DecodeLoop:
             slot.cache.append(slot.last_token)
             slot.last_token = None
             slot.batch_index = n
+            slot.out_row = outputs
+            outputs += 1
             n += 1
             budget -= 1
         for slot in active:  # then as much pending prompt as fits
@@ -288,8 +298,10 @@ class DecodeLoop:
             slot.n_prompt += len(take)
             budget -= len(take)
             if not slot.pending:
-                self._batch.logits[n - 1] = True
+                self._outputs[n - 1] = True
                 slot.batch_index = n - 1
+                slot.out_row = outputs
+                outputs += 1
         if n == 0:
             return
         self._batch.n_tokens = n
@@ -297,9 +309,12 @@ class DecodeLoop:
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
         now = time.perf_counter()
-        for slot in active:
-            if slot.batch_index >= 0 and slot.req is not None:
-                self._sample(slot, now)
+        sampled = [s for s in active if s.batch_index >= 0 and s.req is not None]
+        # plain greedy everywhere (the common case): every row's argmax in one call
+        argmax = self._logits.argmax_rows(outputs) if all(s.greedy for s in sampled) else None
+        for slot in sampled:
+            if slot.req is not None:
+                self._sample(slot, now, argmax)
 
     def _make_room(self, slot: _Slot) -> bool:
         """The slot's context is full: shift it (drop old tokens after num_keep) or finish with 'length'."""
@@ -314,10 +329,12 @@ class DecodeLoop:
         del slot.cache[keep : keep + discard]
         return True
 
-    def _sample(self, slot: _Slot, now: float) -> None:
+    def _sample(self, slot: _Slot, now: float, argmax: list[int] | None) -> None:
         req = slot.req
         assert req is not None and slot.text is not None
-        if slot.greedy:
+        if argmax is not None:
+            token = argmax[slot.out_row]
+        elif slot.greedy:
             token = self._logits.argmax(slot.batch_index)
         else:
             token = sample(slot.sampler, self._ctx, slot.batch_index)

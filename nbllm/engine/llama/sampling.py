@@ -47,8 +47,10 @@ class Logits:
 
     def __init__(self, ctx: Any, n_vocab: int) -> None:
         self._ctx = ctx
+        self._n_vocab = n_vocab
         self._row = ctypes.c_float * n_vocab
         self._views: dict[int, np.ndarray[Any, Any]] = {}
+        self._tables: dict[tuple[int, int], np.ndarray[Any, Any]] = {}
 
     def row(self, index: int) -> np.ndarray[Any, Any]:
         """The logits at batch position ``index`` (valid until the next decode)."""
@@ -59,6 +61,21 @@ class Logits:
                 self._views.clear()
             view = self._views[address] = np.frombuffer(memoryview(self._row.from_address(address)), dtype=np.float32)
         return view
+
+    def argmax_rows(self, n_outputs: int) -> list[int]:
+        """The argmax of each of the last decode's ``n_outputs`` logits rows (in batch order): one call into
+        llama.cpp and one into numpy for the whole batch."""
+        address = ctypes.cast(L.llama_get_logits(self._ctx), ctypes.c_void_p).value or 0
+        table = self._tables.get((address, n_outputs))
+        if table is None:
+            if len(self._tables) > 64:  # llama.cpp moved its output buffer: forget the old addresses
+                self._tables.clear()
+            rows = (self._row * n_outputs).from_address(address)
+            table = self._tables[address, n_outputs] = np.frombuffer(memoryview(rows), dtype=np.float32).reshape(
+                n_outputs, self._n_vocab
+            )
+        result: list[int] = table.argmax(axis=1).tolist()
+        return result
 
     def argmax(self, index: int) -> int:
         """The most likely next token at batch position ``index``: what llama.cpp's greedy sampler picks
