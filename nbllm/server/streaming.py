@@ -139,7 +139,7 @@ class Feed:
             while len(self._items) >= _BACKLOG and not self._closed:
                 self._room.wait()
             self._items.append(item)
-            waiter = self._waiter
+            waiter, self._waiter = self._waiter, None  # (one wake-up for whatever comes before it is taken)
         if waiter is not None:
             with contextlib.suppress(RuntimeError):  # the loop is gone (server shutting down)
                 self._loop.call_soon_threadsafe(_wake, waiter)
@@ -152,7 +152,7 @@ class Feed:
     # ── the event loop ──────────────────────────────────────────────────────────────────────────
     def _on_wake(self) -> None:
         self._woken = True
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None:
             _wake(waiter)
 
