@@ -33,6 +33,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ctx", type=int, default=2048, help="context length per request slot")
     p.add_argument("--tokens", type=int, default=256, help="tokens generated in the decode test")
     p.add_argument("--clients", default="1,2,4,8", help="concurrent client counts")
+    p.add_argument("--rounds", type=int, default=0, help="side-by-side rounds (default: 2 x runs - 1, at least 3)")
     p.add_argument("--store", type=Path, default=ROOT / ".peers" / "store", help="nbllm model store to use")
     p.add_argument("--out", type=Path, default=ROOT / "results", help="where the report goes")
     p.add_argument("--no-build", action="store_true", help="never install or build peers, use what is there")
@@ -131,7 +132,7 @@ def _bench_model(
                     peer,
                     clients=pairs,
                     n=a.tokens // 2,
-                    rounds=max(3, 2 * a.runs - 1),
+                    rounds=a.rounds or max(3, 2 * a.runs - 1),
                     ctx=a.ctx,
                 )
                 m["paired"].update(paired or {})
