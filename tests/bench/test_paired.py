@@ -20,8 +20,10 @@ def test_serving_cpu_leaves_out_the_two_busiest_threads() -> None:
 
 def test_cpu_reads_this_process_and_its_threads() -> None:
     stop = threading.Event()
+    native: list[int] = []
 
     def spin() -> None:
+        native.append(threading.get_native_id())
         while not stop.is_set():
             pass
 
@@ -31,6 +33,9 @@ def test_cpu_reads_this_process_and_its_threads() -> None:
     time.sleep(0.5)
     stop.set()
     thread.join()
+    deadline = time.monotonic() + 5  # join() returns a moment before the kernel drops the thread's task entry
+    while str(native[0]) in os.listdir(f"/proc/{os.getpid()}/task") and time.monotonic() < deadline:
+        time.sleep(0.01)
     total, threads = servers.cpu(os.getpid())
     assert str(os.getpid()) in threads and len(threads) == len(os.listdir(f"/proc/{os.getpid()}/task"))
     assert total - first[0] >= 0.2  # the spinning thread ended, and its CPU still counts in the total
