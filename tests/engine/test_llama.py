@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from nbllm.engine import FinalStats, LoadSpec, SamplingParams, TokenChunk
@@ -102,13 +104,13 @@ def test_greedy_sequences_decoded_together_equal_their_solo_runs(
     params = SamplingParams(temperature=0, num_predict=32)
     alone = [run(engine, p, params)[0] for p in prompts]
     batched_rows: list[int] = []
-    argmax_rows = batching.Logits.argmax_rows
+    table = batching.Logits.table
 
-    def counted(self: batching.Logits, n_outputs: int) -> list[int]:
+    def counted(self: batching.Logits, n_outputs: int) -> np.ndarray[Any, Any]:
         batched_rows.append(n_outputs)
-        return argmax_rows(self, n_outputs)
+        return table(self, n_outputs)
 
-    monkeypatch.setattr(batching.Logits, "argmax_rows", counted)
+    monkeypatch.setattr(batching.Logits, "table", counted)
     together: dict[int, str] = {}
     threads = [
         threading.Thread(target=lambda i=i: together.__setitem__(i, run(engine, prompts[i], params)[0]))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp as L
+import numpy as np
 
 from nbllm.engine.base import (
     PENDING,
@@ -310,11 +311,11 @@ class DecodeLoop:
             raise EngineError(f"llama_decode failed with status {rc}")
         now = time.perf_counter()
         sampled = [s for s in active if s.batch_index >= 0 and s.req is not None]
+        logits = self._logits.table(outputs)
         # plain greedy everywhere (the common case): every row's argmax in one call
-        argmax = self._logits.argmax_rows(outputs) if all(s.greedy for s in sampled) else None
+        argmax: list[int] | None = logits.argmax(axis=1).tolist() if all(s.greedy for s in sampled) else None
         for slot in sampled:
-            if slot.req is not None:
-                self._sample(slot, now, argmax)
+            self._sample(slot, now, logits[slot.out_row], argmax)
 
     def _make_room(self, slot: _Slot) -> bool:
         """The slot's context is full: shift it (drop old tokens after num_keep) or finish with 'length'."""
@@ -329,13 +330,13 @@ class DecodeLoop:
         del slot.cache[keep : keep + discard]
         return True
 
-    def _sample(self, slot: _Slot, now: float, argmax: list[int] | None) -> None:
+    def _sample(self, slot: _Slot, now: float, row: np.ndarray[Any, Any], argmax: list[int] | None) -> None:
         req = slot.req
         assert req is not None and slot.text is not None
         if argmax is not None:
             token = argmax[slot.out_row]
         elif slot.greedy:
-            token = self._logits.argmax(slot.batch_index)
+            token = int(row.argmax())
         else:
             token = sample(slot.sampler, self._ctx, slot.batch_index)
         if slot.n_generated == 0:
@@ -347,8 +348,7 @@ class DecodeLoop:
         slot.last_token = token
         logprob = None
         if req.params.logprobs:
-            logits = self._logits.row(slot.batch_index)
-            logprob = token_logprob(logits, token, req.params.top_logprobs, self._model.piece)
+            logprob = token_logprob(row, token, req.params.top_logprobs, self._model.piece)
         text = slot.text.feed(self._model.text_of(token))
         req.post(TokenChunk(text=text, token=token, logprob=logprob))
         if slot.text.stopped:

@@ -39,49 +39,32 @@ def plain_greedy(p: SamplingParams) -> bool:
 
 
 class Logits:
-    """Rows of a context's logits as numpy arrays over llama.cpp's own memory (no copy).
+    """The last decode's logits as one numpy array over llama.cpp's own memory (no copy): a row per output,
+    in batch order.
 
-    A row's address comes from ``llama_get_logits_ith`` each time; the array over that address is
-    remembered, because right after a decode (caches cold) making it costs more than the argmax itself.
+    A plain greedy token is the row's argmax: what llama.cpp's greedy sampler picks (the first maximum),
+    without the n_vocab-entry candidate array ``llama_sampler_sample`` builds on every call (262k entries
+    for Gemma 3: ~0.3 ms a token against ~0.03). The array over an address is remembered, because right
+    after a decode (caches cold) making it costs more than the argmax itself.
     """
 
     def __init__(self, ctx: Any, n_vocab: int) -> None:
         self._ctx = ctx
         self._n_vocab = n_vocab
         self._row = ctypes.c_float * n_vocab
-        self._views: dict[int, np.ndarray[Any, Any]] = {}
         self._tables: dict[tuple[int, int], np.ndarray[Any, Any]] = {}
 
-    def row(self, index: int) -> np.ndarray[Any, Any]:
-        """The logits at batch position ``index`` (valid until the next decode)."""
-        address = ctypes.cast(L.llama_get_logits_ith(self._ctx, index), ctypes.c_void_p).value or 0
-        view = self._views.get(address)
-        if view is None:
-            if len(self._views) > 64:  # llama.cpp moved its output buffer: forget the old addresses
-                self._views.clear()
-            view = self._views[address] = np.frombuffer(memoryview(self._row.from_address(address)), dtype=np.float32)
-        return view
-
-    def argmax_rows(self, n_outputs: int) -> list[int]:
-        """The argmax of each of the last decode's ``n_outputs`` logits rows (in batch order): one call into
-        llama.cpp and one into numpy for the whole batch."""
+    def table(self, n_outputs: int) -> np.ndarray[Any, Any]:
+        """The ``n_outputs`` x n_vocab logits of the last decode (valid until the next one)."""
         address = ctypes.cast(L.llama_get_logits(self._ctx), ctypes.c_void_p).value or 0
         table = self._tables.get((address, n_outputs))
         if table is None:
             if len(self._tables) > 64:  # llama.cpp moved its output buffer: forget the old addresses
                 self._tables.clear()
             rows = (self._row * n_outputs).from_address(address)
-            table = self._tables[address, n_outputs] = np.frombuffer(memoryview(rows), dtype=np.float32).reshape(
-                n_outputs, self._n_vocab
-            )
-        result: list[int] = table.argmax(axis=1).tolist()
-        return result
-
-    def argmax(self, index: int) -> int:
-        """The most likely next token at batch position ``index``: what llama.cpp's greedy sampler picks
-        (the first maximum), without the n_vocab-entry candidate array ``llama_sampler_sample`` builds on
-        every call (262k entries for Gemma 3: ~0.3 ms a token against ~0.03)."""
-        return int(self.row(index).argmax())
+            table = np.frombuffer(memoryview(rows), dtype=np.float32).reshape(n_outputs, self._n_vocab)
+            self._tables[address, n_outputs] = table
+        return table
 
 
 def make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
