@@ -182,9 +182,14 @@ class NoWait:
     """Set, with a PENDING, before a generation's last step (its final stats or its error): the consumer
     takes that step, and what the layers above do when it ends (releasing the model, perhaps unloading
     it), where blocking is allowed."""
+    armed: bool = False
+    """Set when the generation handed over an event, found nothing else ready and armed ``wake``: its next
+    step would only say PENDING, so the consumer may stop here and wait for the wake-up (one trip through
+    the layers per token instead of two). Cleared on entering the block."""
     _token: Token[NoWait | None] | None = None
 
     def __enter__(self) -> NoWait:
+        self.armed = False
         self._token = _NO_WAIT.set(self)
         return self
 

@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from nbllm import service
 from nbllm.engine import Pending
 from nbllm.runtime import Runtime
 from nbllm.schema.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
 from nbllm.server.errors import openai_error_body, openai_error_response
-from nbllm.server.streaming import Feed, stream_lines
+from nbllm.server.streaming import Feed, FeedResponse
 from nbllm.service import openai
 
 __all__ = ["router"]
@@ -58,8 +58,7 @@ async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any] | Pe
     def fail(exc: BaseException) -> str:
         return f"data: {json.dumps(openai_error_body(exc))}\n\n"
 
-    lines = stream_lines(feed, items, render, fail, end="data: [DONE]\n\n")
-    return StreamingResponse(lines, media_type="text/event-stream")
+    return FeedResponse(feed, items, render, fail, end="data: [DONE]\n\n", media_type="text/event-stream")
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions")

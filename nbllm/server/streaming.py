@@ -19,18 +19,19 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from nbllm.engine import NoWait, Pending
 from nbllm.server.errors import error_line, error_response
 
-__all__ = ["Feed", "ndjson_response", "single_response", "stream_lines"]
+__all__ = ["Feed", "FeedResponse", "ndjson_response", "single_response"]
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,11 @@ class Feed:
 
     # ── the decode thread ───────────────────────────────────────────────────────────────────────
     def _wake(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone (server shutting down)
+        # (not contextlib.suppress: this runs for every token, between two decodes)
+        try:  # noqa: SIM105
             self._loop.call_soon_threadsafe(self._on_wake)
+        except RuntimeError:  # the loop is gone (server shutting down)
+            pass
 
     # ── the event loop ──────────────────────────────────────────────────────────────────────────
     def _on_wake(self) -> None:
@@ -179,6 +183,8 @@ class Feed:
                 out.append(item)
                 if item is _DONE or isinstance(item, _Failed):
                     self._owned = False
+                    return out
+                if self._handle.armed:  # (its next step would say PENDING: the wake-up is armed)
                     return out
         self._woken = True  # the backlog's worth: more may be ready
         return out
@@ -233,34 +239,59 @@ class Feed:
         return items
 
 
-def stream_lines(
-    feed: Feed, items: list[object], render: Callable[[Any], str], fail: Callable[[BaseException], str], end: str = ""
-) -> AsyncIterator[str]:
-    """The response body: ``items`` then the feed's, rendered; several at once become one write."""
+class FeedResponse(StreamingResponse):
+    """A feed as the response body: ``items``, then each ``take``'s, rendered and sent in one write each.
 
-    async def body() -> AsyncIterator[str]:
-        pending = items
+    Starlette's StreamingResponse (its disconnect handling is kept) with the body loop written out:
+    no async generator between the feed and ``send``, a frame less for every token. ``end`` follows the
+    last item, unless the use case failed: then its rendered error is the last line.
+    """
+
+    def __init__(
+        self,
+        feed: Feed,
+        items: list[object],
+        render: Callable[[Any], str],
+        fail: Callable[[BaseException], str],
+        *,
+        end: str = "",
+        media_type: str,
+    ) -> None:
+        self._feed, self._items, self._render, self._fail, self._end = feed, items, render, fail, end
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(None)
+
+    async def stream_response(self, send: Send) -> None:
+        """Send the items as they come; the feed is closed however this ends (the client left, or done)."""
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        feed, render, items = self._feed, self._render, self._items
+        done = False
         try:
-            while True:
+            while not done:
                 out: list[str] = []
-                for item in pending:
+                for item in items:
                     if item is _DONE or isinstance(item, _Failed):
-                        last = end
-                        if isinstance(item, _Failed):
-                            if not isinstance(item.exc, Exception):
-                                raise item.exc
-                            last = fail(item.exc)
-                        text = "".join([*out, last])
-                        if text:
-                            yield text
-                        return
+                        out.append(self._last(item))
+                        done = True
+                        break
                     out.append(render(item))
-                yield "".join(out)
-                pending = await feed.take()
+                body = "".join(out).encode()
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                if not done:
+                    items = await feed.take()
         finally:
-            feed.close()  # the client left, or we are done: free the engine slot either way
+            feed.close()  # free the engine slot
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    return body()
+    def _last(self, item: object) -> str:
+        if isinstance(item, _Failed):
+            if not isinstance(item.exc, Exception):
+                raise item.exc
+            return self._fail(item.exc)
+        return self._end
 
 
 def _dump(chunk: BaseModel) -> str:
@@ -274,7 +305,7 @@ async def ndjson_response(make: Callable[[threading.Event], Iterator[BaseModel |
         items = await feed.first()
     except Exception as exc:
         return error_response(exc)
-    return StreamingResponse(stream_lines(feed, items, _dump, error_line), media_type="application/x-ndjson")
+    return FeedResponse(feed, items, _dump, error_line, media_type="application/x-ndjson")
 
 
 async def single_response(make: Callable[[], BaseModel | None]) -> Response:

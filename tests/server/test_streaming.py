@@ -16,7 +16,7 @@ from nbllm.engine.llama.batching import Request
 from nbllm.errors import Cancelled, EngineError, InvalidRequest
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer, streaming
-from nbllm.server.streaming import Feed, stream_lines
+from nbllm.server.streaming import Feed, FeedResponse
 
 
 def _render(item: object) -> str:
@@ -28,8 +28,23 @@ def _fail(exc: BaseException) -> str:
 
 
 async def _body(feed: Feed) -> str:
+    """The body ``FeedResponse`` sends for the feed, as an ASGI server would see it."""
     items = await feed.first()
-    return "".join([part async for part in stream_lines(feed, items, _render, _fail, end="end\n")])
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:  # (the client never leaves)
+        await asyncio.Event().wait()
+        return {}
+
+    response = FeedResponse(feed, items, _render, _fail, end="end\n", media_type="text/plain")
+    await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert all(m["more_body"] and m["body"] for m in sent[1:-1])  # (no empty writes)
+    return b"".join(m["body"] for m in sent[1:]).decode()  # type: ignore[misc]
 
 
 def test_items_arrive_in_order_with_the_end_marker() -> None:
@@ -164,6 +179,28 @@ def test_a_generation_s_tokens_are_taken_on_the_event_loop_and_its_end_in_a_thre
     # each token by the loop, woken by the decode thread; the final stats and what follows them
     # (releasing the model, perhaps unloading it) where blocking is allowed
     assert where == [loop_thread] * 5 + ["nbllm-stream", "end:nbllm-stream"]
+
+
+def test_each_token_is_one_step_of_the_use_case_on_the_loop() -> None:
+    """A generation handing over a token with nothing else ready arms the wake-up there (``NoWait.armed``), so
+    the loop stops without stepping the use case again only to hear PENDING: the one PENDING it sees on the
+    loop are the hand-over's (the loop looks once, as the first token may be in already) and the end's."""
+    req, where, pendings = _request(), [], []
+    decode = _decode(req, [TokenChunk(text=f"t{i}", token=i) for i in range(5)] + [_stats()])
+
+    def counted(cancel: threading.Event) -> Iterator[object]:
+        for item in _use_case(req, where):
+            if isinstance(item, Pending):
+                pendings.append(threading.current_thread().name)
+            yield item
+
+    async def main() -> tuple[str, str]:
+        return threading.current_thread().name, await _body(Feed(counted))
+
+    loop_thread, body = asyncio.run(main())
+    decode.join()
+    assert body == "t0\nt1\nt2\nt3\nt4\ndone:stop\nend\n"
+    assert pendings == ["nbllm-stream", loop_thread, loop_thread]  # (without arming: one more for each token)
 
 
 def test_an_engine_error_is_raised_in_a_thread_and_is_the_last_line() -> None:

@@ -95,10 +95,17 @@ class Request:
                 return PENDING
             self.wake = None  # (if it saw it anyway, the consumer gets a wake-up it does not need)
         event = self.out.get_nowait()
-        if isinstance(event, FinalStats | BaseException) and not handle.ending:
-            handle.ending = True  # the last step: the consumer takes it where it may block
-            self._held = event
-            return PENDING
+        if isinstance(event, FinalStats | BaseException):
+            if not handle.ending:
+                handle.ending = True  # the last step: the consumer takes it where it may block
+                self._held = event
+                return PENDING
+        elif self.out.empty():  # nothing else yet: arm the wake-up now (the consumer may stop after this)
+            self.wake = handle.wake
+            if self.out.empty():
+                handle.armed = True
+            else:
+                self.wake = None
         return event
 
 
@@ -150,6 +157,9 @@ class DecodeLoop:
         for i in range(size):
             b.n_seq_id[i] = 1  # one sequence per token, always
         self._slots = [_Slot(seq_id=i) for i in range(parallel)]
+        self._active: list[_Slot] = []
+        """The slots with a request, in the order they got it. Replaced, never changed in place, so a step may
+        go on iterating the list it started with while a request leaves."""
         self._queue: deque[Request] = deque()
         self._cv = threading.Condition()
         self._closed = False
@@ -168,7 +178,7 @@ class DecodeLoop:
     def load_state(self) -> tuple[int, int]:
         """(active, queued) requests."""
         with self._cv:
-            return sum(1 for s in self._slots if s.req is not None), len(self._queue)
+            return len(self._active), len(self._queue)
 
     def close(self) -> bool:
         """Stop the thread, failing what is left; False if it would not stop."""
@@ -184,14 +194,17 @@ class DecodeLoop:
     # ── the loop ────────────────────────────────────────────────────────────────────────────
     def _run(self) -> None:
         while True:
-            with self._cv:
-                while not self._closed and not self._queue and not self._busy():
-                    self._cv.wait()
-                if self._closed:
-                    self._fail_all(EngineError("the model was unloaded"))
-                    return
-                if self._queue:
-                    self._admit()
+            # While sequences are generating and nothing waits, the lock is skipped: a request submitted
+            # meanwhile is seen at the next step (the deque's length is read atomically).
+            if self._queue or self._closed or not self._active:
+                with self._cv:
+                    while not self._closed and not self._queue and not self._active:
+                        self._cv.wait()
+                    if self._closed:
+                        self._fail_all(EngineError("the model was unloaded"))
+                        return
+                    if self._queue:
+                        self._admit()
             try:
                 self._drop_cancelled()
                 self._step()
@@ -203,15 +216,12 @@ class DecodeLoop:
                 for slot in self._slots:
                     slot.cache.clear()
 
-    def _busy(self) -> bool:
-        return any(s.req is not None for s in self._slots)
-
     def _fail_all(self, exc: BaseException) -> None:
-        for slot in self._slots:
+        for slot in self._active:
             req = slot.req
-            if req is not None:
-                self._release(slot)
-                req.post(exc)
+            assert req is not None
+            self._release(slot)
+            req.post(exc)
         while self._queue:
             self._queue.popleft().post(exc)
 
@@ -231,6 +241,7 @@ class DecodeLoop:
                 reuse = 0
             del slot.cache[reuse:]
             slot.req = req
+            self._active = [*self._active, slot]
             slot.pending = req.prompt[reuse:]
             slot.n_cached = reuse
             slot.n_prompt = slot.n_generated = 0
@@ -248,9 +259,10 @@ class DecodeLoop:
                 req.post(exc if isinstance(exc, EngineError) else EngineError(f"sampler: {exc}"))
 
     def _drop_cancelled(self) -> None:
-        for slot in self._slots:
+        for slot in self._active:
             req = slot.req
-            if req is not None and req.cancel.is_set():
+            assert req is not None
+            if req.cancel.is_set():
                 self._release(slot)
                 req.post(Cancelled("request cancelled"))
 
@@ -258,6 +270,8 @@ class DecodeLoop:
         if slot.sampler is not None:
             free_sampler(slot.sampler)
         slot.sampler = None
+        if slot.req is not None:
+            self._active = [s for s in self._active if s is not slot]
         slot.req = None
         slot.pending = []
         slot.last_token = None
@@ -270,11 +284,12 @@ class DecodeLoop:
         self._outputs[i] = logits
 
     def _step(self) -> None:
-        n = outputs = 0
+        n = outputs = greedy = 0
         budget = self._n_batch
-        active = [s for s in self._slots if s.req is not None]
+        active = self._active
+        sampled: list[_Slot] = []
+        """The slots that get logits this step, in batch (and so in output row) order."""
         for slot in active:  # one token per generating sequence
-            slot.batch_index = -1
             if slot.pending or slot.last_token is None:
                 continue
             if len(slot.cache) >= self.n_ctx and not self._make_room(slot):
@@ -284,6 +299,8 @@ class DecodeLoop:
             slot.last_token = None
             slot.batch_index = n
             slot.out_row = outputs
+            sampled.append(slot)
+            greedy += slot.greedy
             outputs += 1
             n += 1
             budget -= 1
@@ -302,6 +319,8 @@ class DecodeLoop:
                 self._outputs[n - 1] = True
                 slot.batch_index = n - 1
                 slot.out_row = outputs
+                sampled.append(slot)
+                greedy += slot.greedy
                 outputs += 1
         if n == 0:
             return
@@ -310,12 +329,18 @@ class DecodeLoop:
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
         now = time.perf_counter()
-        sampled = [s for s in active if s.batch_index >= 0 and s.req is not None]
         logits = self._logits.table(outputs)
         # plain greedy everywhere (the common case): every row's argmax in one call
-        argmax: list[int] | None = logits.argmax(axis=1).tolist() if all(s.greedy for s in sampled) else None
+        argmax: list[int] | None = logits.argmax(axis=1).tolist() if greedy == outputs else None
         for slot in sampled:
-            self._sample(slot, now, logits[slot.out_row], argmax)
+            row = slot.out_row
+            if argmax is not None:
+                token = argmax[row]
+            elif slot.greedy:
+                token = int(logits[row].argmax())
+            else:
+                token = sample(slot.sampler, self._ctx, slot.batch_index)
+            self._emit(slot, token, now, logits[row])
 
     def _make_room(self, slot: _Slot) -> bool:
         """The slot's context is full: shift it (drop old tokens after num_keep) or finish with 'length'."""
@@ -330,30 +355,25 @@ class DecodeLoop:
         del slot.cache[keep : keep + discard]
         return True
 
-    def _sample(self, slot: _Slot, now: float, row: np.ndarray[Any, Any], argmax: list[int] | None) -> None:
+    def _emit(self, slot: _Slot, token: int, now: float, row: np.ndarray[Any, Any]) -> None:
+        """Hand the request its sampled token (or finish it); ``row`` is its logits, for logprobs."""
         req = slot.req
         assert req is not None and slot.text is not None
-        if argmax is not None:
-            token = argmax[slot.out_row]
-        elif slot.greedy:
-            token = int(row.argmax())
-        else:
-            token = sample(slot.sampler, self._ctx, slot.batch_index)
         if slot.n_generated == 0:
             slot.t_first = now
-        if self._model.is_eog(token):
+        model = self._model
+        if model.is_eog(token):
             self._finish(slot, "stop")
             return
         slot.n_generated += 1
         slot.last_token = token
-        logprob = None
-        if req.params.logprobs:
-            logprob = token_logprob(row, token, req.params.top_logprobs, self._model.piece)
-        text = slot.text.feed(self._model.text_of(token))
-        req.post(TokenChunk(text=text, token=token, logprob=logprob))
+        params = req.params
+        logprob = token_logprob(row, token, params.top_logprobs, model.piece) if params.logprobs else None
+        text = slot.text.feed(model.text_of(token))
+        req.post(TokenChunk(text, token, logprob))
         if slot.text.stopped:
             self._finish(slot, "stop")
-        elif 0 < req.params.num_predict <= slot.n_generated:
+        elif 0 < params.num_predict <= slot.n_generated:
             self._finish(slot, "length")
 
     def _finish(self, slot: _Slot, reason: str) -> None:

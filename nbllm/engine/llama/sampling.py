@@ -53,10 +53,15 @@ class Logits:
         self._n_vocab = n_vocab
         self._row = ctypes.c_float * n_vocab
         self._tables: dict[tuple[int, int], np.ndarray[Any, Any]] = {}
+        # llama_get_logits as a function object of our own that returns the address as an int: the
+        # binding's returns a float pointer object, which takes a second foreign call (a cast) to read.
+        self._get_logits = L.llama_cpp._lib["llama_get_logits"]
+        self._get_logits.argtypes = [ctypes.c_void_p]
+        self._get_logits.restype = ctypes.c_void_p
 
     def table(self, n_outputs: int) -> np.ndarray[Any, Any]:
         """The ``n_outputs`` x n_vocab logits of the last decode (valid until the next one)."""
-        address = ctypes.cast(L.llama_get_logits(self._ctx), ctypes.c_void_p).value or 0
+        address = self._get_logits(self._ctx) or 0
         table = self._tables.get((address, n_outputs))
         if table is None:
             if len(self._tables) > 64:  # llama.cpp moved its output buffer: forget the old addresses
