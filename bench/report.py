@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.workloads import median
+from bench.workloads import median, median_ci
 
 NBLLM = "nbllm (np=4)"
 
@@ -145,14 +145,16 @@ def _paired_section(name: str, m: dict[str, Any]) -> list[str]:
         "Serving CPU: what each process spent outside its two busiest threads (llama.cpp's compute threads) per "
         "token streamed, over all rounds: the HTTP and streaming layer, which here takes its CPU from the decode.",
         "",
-        "| clients | peer | nbllm | peer | nbllm ÷ peer, median of rounds (min–max) | rounds "
-        "| serving CPU µs/token, nbllm / peer |",
-        "|---|---|---|---|---|---|---|",
+        "| clients | peer | nbllm | peer | nbllm ÷ peer, median of rounds (min–max) | 95% CI of that median "
+        "| rounds | serving CPU µs/token, nbllm / peer |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k in sorted(paired, key=int):
         d = paired[k]
         cpu = d.get("serving_us_per_token")
-        cells = [k, d["peer"], _span(d["ours"]), _span(d["theirs"]), _span(d["ratios"], "{:.3f}"), len(d["ratios"])]
+        ci = median_ci(d["ratios"])
+        cells = [k, d["peer"], _span(d["ours"]), _span(d["theirs"]), _span(d["ratios"], "{:.3f}")]
+        cells += [f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "(too few rounds)", len(d["ratios"])]
         cells.append(f"{cpu['ours']:.0f} / {cpu['theirs']:.0f}" if cpu else "")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return [*lines, ""]
@@ -178,8 +180,7 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
     paired = m.get("paired", {})
     peer4 = median(conc.get("llama-server (np=4)", {}).get("4", {}).get("aggregate", []))
     if paired.get("4", {}).get("ratios"):
-        r = median(paired["4"]["ratios"])
-        rows.append(("4 clients ≥ 1.0× llama-server -np 4 (side by side)", f"{r:.3f}×", r >= 1.0))
+        rows.append(_side_by_side("4 clients ≥ 1.0× llama-server -np 4 (side by side)", paired["4"]["ratios"]))
     elif best.get(4) and peer4:
         rows.append(("4 clients ≥ 1.0× llama-server -np 4", _ratio(best[4], peer4), best[4] >= peer4))
     bench = m.get("llama_bench", {})
@@ -202,8 +203,7 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
             rows.append((label, _ratio(best[k], ceiling), best[k] >= share * ceiling))
     peer1 = median(m.get("decode", {}).get("llama-server (np=4)", {}).get("rates", []))
     if paired.get("1", {}).get("ratios"):
-        r = median(paired["1"]["ratios"])
-        rows.append(("1 client decode ≥ 1.0× llama-server (side by side)", f"{r:.3f}×", r >= 1.0))
+        rows.append(_side_by_side("1 client decode ≥ 1.0× llama-server (side by side)", paired["1"]["ratios"]))
     elif ours and peer1:
         rows.append(("1 client decode ≥ 1.0× llama-server", _ratio(ours, peer1), ours >= peer1))
     turn = m.get("multiturn")
@@ -219,8 +219,21 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
         )
     lines = [f"### {name}: targets", "", "| target | measured | met |", "|---|---|---|"]
     for label, value, met in rows:
-        lines.append(f"| {label} | {value} | {'yes' if met else ('no' if met is not None else '–')} |")
+        verdict = met if isinstance(met, str) else {True: "yes", False: "no"}.get(met, "–")
+        lines.append(f"| {label} | {value} | {verdict} |")
     return [*lines, ""]
+
+
+def _side_by_side(label: str, ratios: list[float]) -> tuple[str, str, bool | str]:
+    """A "≥ 1.0× the peer" target on side-by-side rounds: met where the median's 95% CI lies at or above 1.0;
+    a median above 1.0 whose interval reaches below it is parity, not a lead."""
+    r, ci = median(ratios), median_ci(ratios)
+    if ci is None:
+        return label, f"{r:.3f}×", r >= 1.0
+    value = f"{r:.3f}× (95% CI {ci[0]:.3f}–{ci[1]:.3f})"
+    if ci[0] >= 1.0:
+        return label, value, True
+    return label, value, "level (the CI spans 1.0)" if ci[1] >= 1.0 else False
 
 
 def _best(conc: dict[str, Any], prefix: str, key: str = "aggregate") -> dict[int, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,25 @@ from bench.servers import Server
 def median(values: list[float]) -> float:
     """Median (0 for nothing)."""
     return statistics.median(values) if values else 0.0
+
+
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """A confidence interval for the median that assumes nothing about the distribution (None if too few).
+
+    Each value falls below the true median with probability 1/2, so the number below it is binomial: the
+    interval runs from the k-th smallest to the k-th largest value, k as large as that distribution allows.
+    One round disturbed by something else on the machine moves it no more than any other round.
+    """
+    n = len(values)
+    tail = (1 - level) / 2
+    k, below = 0, 0.0
+    while k < n and below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import servers, workloads
+from bench import report, servers, workloads
 from nbllm.runtime import Runtime
 
 
@@ -16,6 +16,21 @@ def test_serving_cpu_leaves_out_the_two_busiest_threads() -> None:
     after = (14.5, {"1": 7.0, "2": 4.5, "3": 1.25, "4": 0.5, "9": 0.25})  # 9 started meanwhile
     # 4.5 s in all, 2.0 + 1.5 of it in the two busiest threads
     assert workloads._serving_cpu(before, after) == 1.0
+
+
+def test_median_ci_is_the_binomial_order_statistics_interval() -> None:
+    assert workloads.median_ci([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # 1/32 > 2.5%: five rounds bound nothing
+    assert workloads.median_ci([float(i) for i in range(6, 0, -1)]) == (1.0, 6.0)  # 1/64 <= 2.5% < 7/64
+    # 41 rounds: P(at most 13 of 41 below the median) = 1.4% <= 2.5% < 3.0% for 14, so the 14th and the 28th
+    assert workloads.median_ci([float(i) for i in range(1, 42)]) == (14.0, 28.0)
+    one_bad_round = [1.02] * 40 + [0.2]  # a round disturbed by something else counts as just one round below
+    assert workloads.median_ci(one_bad_round) == (1.02, 1.02)
+
+
+def test_a_lead_needs_its_interval_above_one() -> None:
+    assert report._side_by_side("t", [1.05] * 21)[2] is True
+    assert report._side_by_side("t", [0.97, 1.04] * 10 + [1.01])[2] == "level (the CI spans 1.0)"
+    assert report._side_by_side("t", [0.9] * 21)[2] is False
 
 
 def test_cpu_reads_this_process_and_its_threads() -> None:
