@@ -34,6 +34,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=256, help="tokens generated in the decode test")
     p.add_argument("--clients", default="1,2,4,8", help="concurrent client counts")
     p.add_argument("--rounds", type=int, default=0, help="side-by-side rounds (default: 2 x runs - 1, at least 3)")
+    p.add_argument(
+        "--ceiling-rounds", type=int, default=0, help="rounds against llama-batched-bench (default: as --rounds)"
+    )
     p.add_argument("--store", type=Path, default=ROOT / ".peers" / "store", help="nbllm model store to use")
     p.add_argument("--out", type=Path, default=ROOT / "results", help="where the report goes")
     p.add_argument("--no-build", action="store_true", help="never install or build peers, use what is there")
@@ -120,6 +123,19 @@ def _bench_model(
             _measure(server, m, a, ks, single=first)
             if cpp is None:
                 continue
+            if np_ == settings[-1]:  # the engine and this server against llama.cpp alone, B = 1 and B = parallel
+                m["ceiling_paired"] = _step(
+                    "paired nbllm / llama-batched-bench",
+                    workloads.ceiling_paired,
+                    server,
+                    cpp,
+                    path,
+                    sizes=sorted({1, np_}),
+                    n=a.tokens // 2,
+                    rounds=a.ceiling_rounds or a.rounds or max(3, 2 * a.runs - 1),
+                    ctx=a.ctx,
+                    threads=a.threads,
+                )
             # llama-server at the same setting, then both side by side (nbllm idles meanwhile: no CPU)
             peer = servers.llama_server(cpp, path, n_ctx=a.ctx, parallel=np_, threads=a.threads, log=log)
             with servers.running(peer):

@@ -269,10 +269,49 @@ def llama_bench(peer: Peer, model: Path, *, threads: int) -> dict[str, Any]:
     for row in json.loads(single):
         key = "prefill_512" if row.get("n_prompt") else "decode_128"
         out[key] = float(row.get("avg_ts", 0))
-    sizes = ("-c", "8192", "-b", "512", "-ub", "512", "-npp", "128", "-ntg", "128", "-npl", "1,4,8")
-    batched = _tool(peer, "llama-batched-bench", "-m", str(model), *sizes, "-t", t, "--output-format", "jsonl")
-    for line in batched.splitlines():
-        if line.startswith("{"):
-            row = json.loads(line)
-            out[f"batched_B{row['pl']}"] = float(row.get("speed_tg", 0))
+    for b, rate in batched_bench(peer, model, sizes=[1, 4, 8], n=128, threads=threads).items():
+        out[f"batched_B{b}"] = rate
+    return out
+
+
+def batched_bench(peer: Peer, model: Path, *, sizes: list[int], n: int, threads: int) -> dict[int, float]:
+    """llama-batched-bench's S_TG for each B in ``sizes``: decode tokens/s of B sequences in one batch (128-token
+    prompts, ``n`` tokens each)."""
+    args = ("-c", "8192", "-b", "512", "-ub", "512", "-npp", "128", "-ntg", str(n), "-npl", ",".join(map(str, sizes)))
+    text = _tool(peer, "llama-batched-bench", "-m", str(model), *args, "-t", str(threads), "--output-format", "jsonl")
+    rows = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return {int(row["pl"]): float(row.get("speed_tg", 0)) for row in rows}
+
+
+def ceiling_paired(
+    server: Server, peer: Peer, model: Path, *, sizes: list[int], n: int, rounds: int, ctx: int, threads: int
+) -> dict[str, Any]:
+    """nbllm against llama-batched-bench (llama.cpp decoding B sequences in one batch: no server, no sampling
+    in Python), round by round, the order alternating.
+
+    nbllm's side of a round: its engine in-process (bench/engine.py, a process of its own) and ``server`` over
+    HTTP with B clients, decode only; ``server`` (parallel ≥ every B) idles while the others run. Measured
+    minutes apart, this machine's drift (±15%) would decide the comparison; within a round it mostly cancels.
+    """
+    stream(server, prompts.STORY, 8, ctx=ctx)  # loaded and warm
+    out: dict[str, Any] = {str(b): {"engine": [], "http": [], "ceiling": []} for b in sizes}
+
+    def ours(r: int) -> None:
+        engine = engine_batched(model, sizes=sizes, n=n, runs=1, ctx=ctx, threads=threads)["decode"]
+        for b in sizes:
+            out[str(b)]["engine"].append(engine[str(b)][0])
+            texts = [prompts.story(20_000 + 100 * r + i) for i in range(b)]
+            out[str(b)]["http"].append(decode_only(concurrent(server, texts, n, ctx=ctx)[1]))
+
+    def theirs(r: int) -> None:
+        rates = batched_bench(peer, model, sizes=sizes, n=n, threads=threads)
+        for b in sizes:
+            out[str(b)]["ceiling"].append(rates[b])
+
+    for r in range(rounds):
+        for side in (ours, theirs) if r % 2 == 0 else (theirs, ours):
+            side(r)
+    for d in out.values():
+        for key in ("engine", "http"):
+            d[f"{key}_ratios"] = [a / c for a, c in zip(d[key], d["ceiling"], strict=True) if c]
     return out

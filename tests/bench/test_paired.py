@@ -6,6 +6,9 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
+
+import pytest
 
 from bench import report, servers, workloads
 from nbllm.runtime import Runtime
@@ -31,6 +34,44 @@ def test_a_lead_needs_its_interval_above_one() -> None:
     assert report._side_by_side("t", [1.05] * 21)[2] is True
     assert report._side_by_side("t", [0.97, 1.04] * 10 + [1.01])[2] == "level (the CI spans 1.0)"
     assert report._side_by_side("t", [0.9] * 21)[2] is False
+
+
+def test_ceiling_rounds_alternate_and_pair_each_ratio_within_its_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bookkeeping of the rounds against llama-batched-bench (the measurements are stand-ins here; the real
+    ones run in ``python -m bench``, with a llama.cpp build that CI does not have)."""
+    calls: list[str] = []
+    speed = iter([1.0, 1.0, 2.0, 2.0, 2.0, 2.0])  # the machine doubles its speed after round 0: ratios must not care
+
+    def engine(model: Path, *, sizes: list[int], n: int, runs: int, ctx: int, threads: int) -> dict[str, Any]:
+        calls.append("engine")
+        return {"decode": {str(b): [10.0 * b * pace] for b in sizes}}
+
+    def http(server: object, texts: list[str], n: int, *, ctx: int) -> tuple[float, list[float]]:
+        calls.append(f"http{len(texts)}")
+        return 1.0, [pace] * len(texts)
+
+    def ceiling(peer: object, model: Path, *, sizes: list[int], n: int, threads: int) -> dict[int, float]:
+        calls.append("bb")
+        return {b: 20.0 * b * pace for b in sizes}
+
+    pace = 1.0
+
+    def stamp(*args: object, **kwargs: object) -> None:
+        nonlocal pace
+        pace = next(speed)
+
+    monkeypatch.setattr(workloads, "stream", lambda *a, **k: None)
+    monkeypatch.setattr(workloads, "engine_batched", lambda *a, **k: (stamp(), engine(*a, **k))[1])
+    monkeypatch.setattr(workloads, "concurrent", http)
+    monkeypatch.setattr(workloads, "decode_only", lambda timings: 4.0 * sum(timings))
+    monkeypatch.setattr(workloads, "batched_bench", lambda *a, **k: (stamp(), ceiling(*a, **k))[1])
+    out = workloads.ceiling_paired(
+        cast(Any, None), cast(Any, None), Path("m"), sizes=[1, 8], n=16, rounds=3, ctx=64, threads=2
+    )
+    ours = ["engine", "http1", "http8"]
+    assert calls == [*ours, "bb", "bb", *ours, *ours, "bb"]  # the order alternates round by round
+    assert out["8"]["engine_ratios"] == [0.5] * 3 and out["1"]["http_ratios"] == [0.2] * 3
+    assert out["1"]["ceiling"] == [20.0, 40.0, 40.0]  # round 0 at one speed, rounds 1 and 2 at the other
 
 
 def test_cpu_reads_this_process_and_its_threads() -> None:
