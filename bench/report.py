@@ -263,7 +263,7 @@ def _side_by_side(label: str, ratios: list[float], at_least: float = 1.0) -> tup
     median above x whose interval reaches below it is not shown to be there ("level" at x = 1: parity)."""
     r, ci = median(ratios), median_ci(ratios)
     if ci is None:
-        return label, f"{r:.3f}×", r >= at_least
+        return label, f"{r:.3f}× ({len(ratios)} rounds: too few for an interval)", "not judged"
     value = f"{r:.3f}× (95% CI {ci[0]:.3f}–{ci[1]:.3f})"
     if ci[0] >= at_least:
         return label, value, True

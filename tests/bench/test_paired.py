@@ -34,6 +34,7 @@ def test_a_lead_needs_its_interval_above_one() -> None:
     assert report._side_by_side("t", [1.05] * 21)[2] is True
     assert report._side_by_side("t", [0.97, 1.04] * 10 + [1.01])[2] == "level (the CI spans 1.0)"
     assert report._side_by_side("t", [0.9] * 21)[2] is False
+    assert report._side_by_side("t", [1.2] * 5)[2] == "not judged"  # five rounds bound nothing
 
 
 def test_ceiling_rounds_alternate_and_pair_each_ratio_within_its_round(monkeypatch: pytest.MonkeyPatch) -> None:
