@@ -340,7 +340,7 @@ class DecodeLoop:
                 token = int(logits[row].argmax())
             else:
                 token = sample(slot.sampler, self._ctx, slot.batch_index)
-            self._emit(slot, token, now, logits[row])
+            self._emit(slot, token, now, logits, row)
 
     def _make_room(self, slot: _Slot) -> bool:
         """The slot's context is full: shift it (drop old tokens after num_keep) or finish with 'length'."""
@@ -355,8 +355,8 @@ class DecodeLoop:
         del slot.cache[keep : keep + discard]
         return True
 
-    def _emit(self, slot: _Slot, token: int, now: float, row: np.ndarray[Any, Any]) -> None:
-        """Hand the request its sampled token (or finish it); ``row`` is its logits, for logprobs."""
+    def _emit(self, slot: _Slot, token: int, now: float, logits: np.ndarray[Any, Any], row: int) -> None:
+        """Hand the request its sampled token (or finish it); ``logits[row]`` is its row, read for logprobs only."""
         req = slot.req
         assert req is not None and slot.text is not None
         if slot.n_generated == 0:
@@ -368,7 +368,7 @@ class DecodeLoop:
         slot.n_generated += 1
         slot.last_token = token
         params = req.params
-        logprob = token_logprob(row, token, params.top_logprobs, model.piece) if params.logprobs else None
+        logprob = token_logprob(logits[row], token, params.top_logprobs, model.piece) if params.logprobs else None
         text = slot.text.feed(model.text_of(token))
         req.post(TokenChunk(text, token, logprob))
         if slot.text.stopped:
