@@ -104,9 +104,14 @@ def test_without_a_server_run_works_in_process(tmp_path: Path, package_index: In
         "NBLLM_PACKAGE_INDEX": package_index.url,
         "NBLLM_HOME": str(tmp_path / "home"),
         "OLLAMA_NUM_PARALLEL": "1",
+        # A sampled answer now and then never ends (about 1 run in 50: "You can just type Bob ..." over and
+        # over); num_predict -1 is capped at 10 x num_ctx, so a 256-token context bounds it to 2560 tokens.
+        "OLLAMA_CONTEXT_LENGTH": "256",
     }
     result = nbllm("run", MODEL, "Say hi to Bob.", "--verbose", env=env)
     assert result.returncode == 0, result.stderr
+    evaluated = re.search(r"^eval count:\s+(\d+) token", result.stderr, re.M)
+    assert evaluated and 0 < int(evaluated.group(1)) <= 2560
     assert "pulling manifest" in result.stderr and "success" in result.stderr and "eval rate:" in result.stderr
     assert result.stdout.strip()
     assert (tmp_path / "models" / "manifests" / "registry.ollama.ai" / "library" / "smollm2" / "135m").is_file()

@@ -61,6 +61,14 @@ def test_chat_and_options(app_client: TestClient, fake_factory: FakeEngineFactor
     assert fake_factory.loads[0].prompts[-1] == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_unlimited_num_predict_stops_at_ten_contexts(app_client: TestClient, fake_factory: FakeEngineFactory) -> None:
+    # Ollama caps num_predict -1 (the default) at 10 x num_ctx, so a model that never ends its answer stops.
+    fake_factory.replies.append("x" * 1000)
+    body = {"model": "tiny", "prompt": "go", "stream": False, "options": {"num_ctx": 64, "num_predict": -1}}
+    resp = app_client.post("/api/generate", json=body).json()
+    assert (resp["eval_count"], resp["done_reason"], resp["response"]) == (640, "length", "x" * 640)
+
+
 def test_load_and_unload(app_client: TestClient, fake_factory: FakeEngineFactory) -> None:
     loaded = lines(app_client.post("/api/generate", json={"model": "tiny"}))
     assert loaded == [
