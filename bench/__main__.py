@@ -83,10 +83,12 @@ def _measure(
     if single:
         m["decode"][server.name] = _step(f"{server.name} decode", workloads.decode, server, n=a.tokens, **work)
         m["ttft"][server.name] = _step(f"{server.name} ttft", workloads.ttft, server, **work)
-    m["concurrency"][server.name] = _step(
-        f"{server.name} concurrency", workloads.concurrency, server, clients=clients, n=a.tokens // 2, **work
-    )
-    m["memory"][server.name] = server.memory()[1]
+    if clients:
+        m["concurrency"][server.name] = _step(
+            f"{server.name} concurrency", workloads.concurrency, server, clients=clients, n=a.tokens // 2, **work
+        )
+    if single or clients:  # (else the model was never loaded: the peak would be the bare process's)
+        m["memory"][server.name] = server.memory()[1]
 
 
 def _bench_model(
@@ -136,6 +138,8 @@ def _bench_model(
                     ctx=a.ctx,
                     threads=a.threads,
                 )
+                if m["ceiling_paired"]:
+                    m["memory"][server.name] = server.memory()[1]  # (its model is loaded now, if not before)
             # llama-server at the same setting, then both side by side (nbllm idles meanwhile: no CPU)
             peer = servers.llama_server(cpp, path, n_ctx=a.ctx, parallel=np_, threads=a.threads, log=log)
             with servers.running(peer):

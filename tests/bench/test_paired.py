@@ -120,3 +120,25 @@ def test_paired_rounds_on_two_real_servers(real_runtime: Runtime, tmp_path: Path
         # both stream over HTTP: each spends CPU outside its decode threads, and far less than a decode step
         # (256 tokens a side: ~75 ms of serving CPU, well above the 10 ms clock tick /proc counts in)
         assert all(0 < us < 20_000 for us in d["serving_us_per_token"].values()), d["serving_us_per_token"]
+
+
+def test_peak_memory_is_recorded_only_for_a_server_that_loaded_its_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with no client count to run at (8 slots, one client asked for) never loads the model: a peak RSS
+    of the bare process must not be reported as its memory."""
+    import argparse
+
+    from bench.__main__ import _measure
+
+    class Stand:
+        name = "nbllm (np=8)"
+
+        def memory(self) -> tuple[int, int]:
+            return 60_000_000, 61_000_000
+
+    monkeypatch.setattr(workloads, "concurrency", lambda *a, **k: {"1": {}})
+    a = argparse.Namespace(runs=1, ctx=64, tokens=16)
+    m: dict[str, Any] = {"decode": {}, "ttft": {}, "concurrency": {}, "memory": {}}
+    _measure(cast(Any, Stand()), m, a, [], single=False)
+    assert m["memory"] == {} and m["concurrency"] == {}
+    _measure(cast(Any, Stand()), m, a, [8], single=False)
+    assert m["memory"] == {"nbllm (np=8)": 61_000_000} and m["concurrency"] == {"nbllm (np=8)": {"1": {}}}
