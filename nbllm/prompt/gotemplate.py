@@ -260,9 +260,7 @@ class _Exec:
         if isinstance(first, DotNode):
             return dot
         self.fail(
-            "nil is not a command"
-            if isinstance(first, NilNode)
-            else f"can't evaluate command {node_text(first)}"
+            "nil is not a command" if isinstance(first, NilNode) else f"can't evaluate command {node_text(first)}"
         )
 
     def not_a_function(self, args: Sequence[Node], final: object) -> None:
@@ -288,14 +286,10 @@ class _Exec:
     ) -> object:
         for step, name in enumerate(ident):
             last = step == len(ident) - 1
-            receiver = self.field(
-                name, receiver, args if last else (), final if last else _MISSING, first=step == 0
-            )
+            receiver = self.field(name, receiver, args if last else (), final if last else _MISSING, first=step == 0)
         return receiver
 
-    def field(
-        self, name: str, receiver: object, args: Sequence[Node], final: object, *, first: bool
-    ) -> object:
+    def field(self, name: str, receiver: object, args: Sequence[Node], final: object, *, first: bool) -> object:
         if receiver is None:
             if first:  # Go: an invalid receiver yields no value; a nil interface inside a chain is an error
                 return None
@@ -304,9 +298,7 @@ class _Exec:
         method = _method(receiver, name)
         if method is not None:
             if has_args:
-                self.fail(
-                    f"wrong number of args for {name}: want 0 got {len(args) - 1 + (final is not _MISSING)}"
-                )
+                self.fail(f"wrong number of args for {name}: want 0 got {len(args) - 1 + (final is not _MISSING)}")
             return method()
         if isinstance(receiver, Mapping):
             if has_args:
@@ -409,6 +401,7 @@ class GoTemplate:
         self.funcs: Mapping[str, Func] = OLLAMA_FUNCS if funcs is None else funcs
         self.root, self.defines = parse(text, {*self.funcs, *BUILTINS})
         self._arities: dict[str, tuple[int, int | None]] = {}
+        self._vars: frozenset[str] | None = None
 
     @classmethod
     def from_tree(
@@ -424,6 +417,7 @@ class GoTemplate:
         tmpl = cls.__new__(cls)
         tmpl.text, tmpl.name, tmpl.funcs, tmpl.root, tmpl.defines = text, name, funcs, root, dict(defines)
         tmpl._arities = {}
+        tmpl._vars = None
         return tmpl
 
     def arity(self, name: str, fn: Func) -> tuple[int, int | None]:
@@ -445,9 +439,14 @@ class GoTemplate:
             raise TemplateError("template: nested too deeply") from None
         return "".join(out)
 
-    def vars(self) -> set[str]:
-        """Lower-cased field and variable names used anywhere, as Ollama's ``Template.Vars`` reports them."""
-        names: list[str] = []
-        for tree in (self.root, *self.defines.values()):
-            _identifiers(tree, names)
-        return {n.lower() for n in names}
+    def vars(self) -> frozenset[str]:
+        """Lower-cased field and variable names used anywhere, as Ollama's ``Template.Vars`` reports them.
+
+        Worked out once per template (a tree is never changed once built): every request asks, several times.
+        """
+        if self._vars is None:
+            names: list[str] = []
+            for tree in (self.root, *self.defines.values()):
+                _identifiers(tree, names)
+            self._vars = frozenset(n.lower() for n in names)
+        return self._vars

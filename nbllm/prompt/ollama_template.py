@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -287,9 +288,7 @@ def _tool_call(call: Mapping[str, Any]) -> TemplateToolCall:
         Function=TemplateToolCallFunction(
             Index=int(function.get("index") or 0),
             Name=str(function.get("name") or ""),
-            Arguments=TemplateArgs(
-                {str(k): _json_value(v) for k, v in (args or {}).items()}, nil=args is None
-            ),
+            Arguments=TemplateArgs({str(k): _json_value(v) for k, v in (args or {}).items()}, nil=args is None),
         ),
     )
 
@@ -335,14 +334,13 @@ def parse_template(text: str) -> GoTemplate:
     return _touched_up(GoTemplate(text))
 
 
+@functools.lru_cache(maxsize=64)  # (by identity: each request renders its model's one parsed template)
 def _touched_up(template: GoTemplate) -> GoTemplate:
     names = template.vars()  # also rejects {{template "x"}} without a pipeline, as Ollama does
     if "messages" in names or "response" in names:
         return template
     root = ListNode(template.root.pos, [*template.root.nodes, _response_node(len(template.text))])
-    return GoTemplate.from_tree(
-        template.text, root, defines=template.defines, funcs=template.funcs, name=template.name
-    )
+    return GoTemplate.from_tree(template.text, root, defines=template.defines, funcs=template.funcs, name=template.name)
 
 
 def _normalize(msg: Mapping[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,10 @@ __all__ = ["LocalModel", "ModelStore"]
 log = logging.getLogger(__name__)
 
 
+_TEXTS_KEPT = 512
+"""Text layers remembered by digest (each at most a few kB)."""
+
+
 @dataclass(frozen=True)
 class LocalModel:
     """A model in the store, with its small layers read and its file paths resolved."""
@@ -77,6 +81,9 @@ class ModelStore:
         self.manifests = ManifestStore(root / "manifests")
         self.tmp_dir = tmp_dir or root / ".nbllm-tmp"
         self._gguf_cache: dict[tuple[str, bool], GGUFInfo] = {}
+        self._texts: dict[str, str] = {}
+        """Text layers (template, system, params, license, messages) by digest: a blob's content never changes,
+        and every request resolves its model's manifest."""
         self._lock = threading.Lock()
 
     @staticmethod
@@ -135,11 +142,18 @@ class ModelStore:
     def _layer_text(self, layer: Layer | None) -> str | None:
         if layer is None:
             return None
+        text = self._texts.get(layer.digest)
+        if text is not None:
+            return text
         try:
-            return self.blobs.read_bytes(layer.digest).decode("utf-8")
+            text = self.blobs.read_bytes(layer.digest).decode("utf-8")
         except (OSError, UnicodeDecodeError, StoreError) as exc:
             log.warning("layer %s is unreadable: %s", layer.digest, exc)
             return None
+        if len(self._texts) >= _TEXTS_KEPT:
+            self._texts.clear()  # (a store with that many distinct text layers reads them again; rare)
+        self._texts[layer.digest] = text
+        return text
 
     def gguf(self, model: LocalModel, *, verbose: bool = False) -> GGUFInfo:
         """GGUF metadata of a model's weights (cached per digest)."""

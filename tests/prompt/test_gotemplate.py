@@ -289,6 +289,7 @@ def test_vars_lists_fields_and_variables_lowercased() -> None:
         "{{ if $last }}{{ .Content }}{{ end }}{{ end }}"
     )
     assert tmpl.vars() == {"indefine", "messages", "$", "$i", "$last", "role", "content"}
+    assert tmpl.vars() is tmpl.vars()  # worked out once: every request asks several times
 
 
 def test_vars_rejects_template_call_without_pipeline() -> None:

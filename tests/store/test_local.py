@@ -39,6 +39,20 @@ def test_layout_is_ollamas(store: ModelStore, tiny: Path) -> None:
     assert (model.template, model.system, model.params) == ("{{ .Prompt }}", "be nice", {"temperature": 0.1})
 
 
+def test_text_layers_are_read_once_and_a_new_version_is_seen(
+    store: ModelStore, tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_model(store, "tiny:v1", tiny, template="{{ .Prompt }}", system="be nice")
+    reads: list[str] = []
+    read_bytes = store.blobs.read_bytes
+    monkeypatch.setattr(store.blobs, "read_bytes", lambda digest: (reads.append(digest), read_bytes(digest))[1])
+    assert store.get("tiny:v1").system == "be nice"
+    first = len(reads)  # the config and the two text layers
+    assert store.get("tiny:v1").template == "{{ .Prompt }}" and len(reads) == first + 1  # the config only
+    install_model(store, "tiny:v1", tiny, template="{{ .Prompt }}", system="be brief")  # same name, new layer
+    assert store.get("tiny:v1").system == "be brief"
+
+
 def test_lookup_is_case_insensitive(store: ModelStore, tiny: Path) -> None:
     install_model(store, "Tiny:Latest", tiny)
     assert store.get("tiny").name.display == "Tiny:Latest"
