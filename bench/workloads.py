@@ -292,25 +292,25 @@ def ceiling_paired(
     nbllm's side of a round: its engine in-process (bench/engine.py, a process of its own) and ``server`` over
     HTTP with B clients, decode only; ``server`` (parallel ≥ every B) idles while the others run. Measured
     minutes apart, this machine's drift (±15%) would decide the comparison; within a round it mostly cancels.
+    Each B is a round of its own, so what is compared runs back to back (a few seconds apart, not the other B's
+    measurements apart).
     """
     stream(server, prompts.STORY, 8, ctx=ctx)  # loaded and warm
     out: dict[str, Any] = {str(b): {"engine": [], "http": [], "ceiling": []} for b in sizes}
 
-    def ours(r: int) -> None:
-        engine = engine_batched(model, sizes=sizes, n=n, runs=1, ctx=ctx, threads=threads)["decode"]
-        for b in sizes:
-            out[str(b)]["engine"].append(engine[str(b)][0])
-            texts = [prompts.story(20_000 + 100 * r + i) for i in range(b)]
-            out[str(b)]["http"].append(decode_only(concurrent(server, texts, n, ctx=ctx)[1]))
+    def ours(r: int, b: int) -> None:
+        engine = engine_batched(model, sizes=[b], n=n, runs=1, ctx=ctx, threads=threads)["decode"]
+        out[str(b)]["engine"].append(engine[str(b)][0])
+        texts = [prompts.story(20_000 + 100 * r + i) for i in range(b)]
+        out[str(b)]["http"].append(decode_only(concurrent(server, texts, n, ctx=ctx)[1]))
 
-    def theirs(r: int) -> None:
-        rates = batched_bench(peer, model, sizes=sizes, n=n, threads=threads)
-        for b in sizes:
-            out[str(b)]["ceiling"].append(rates[b])
+    def theirs(r: int, b: int) -> None:
+        out[str(b)]["ceiling"].append(batched_bench(peer, model, sizes=[b], n=n, threads=threads)[b])
 
     for r in range(rounds):
-        for side in (ours, theirs) if r % 2 == 0 else (theirs, ours):
-            side(r)
+        for b in sizes:
+            for side in (ours, theirs) if r % 2 == 0 else (theirs, ours):
+                side(r, b)
     for d in out.values():
         for key in ("engine", "http"):
             d[f"{key}_ratios"] = [a / c for a, c in zip(d[key], d["ceiling"], strict=True) if c]

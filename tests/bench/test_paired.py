@@ -41,10 +41,10 @@ def test_ceiling_rounds_alternate_and_pair_each_ratio_within_its_round(monkeypat
     """The bookkeeping of the rounds against llama-batched-bench (the measurements are stand-ins here; the real
     ones run in ``python -m bench``, with a llama.cpp build that CI does not have)."""
     calls: list[str] = []
-    speed = iter([1.0, 1.0, 2.0, 2.0, 2.0, 2.0])  # the machine doubles its speed after round 0: ratios must not care
+    speed = iter([1.0] * 4 + [2.0] * 8)  # the machine doubles its speed after round 0: ratios must not care
 
     def engine(model: Path, *, sizes: list[int], n: int, runs: int, ctx: int, threads: int) -> dict[str, Any]:
-        calls.append("engine")
+        calls.extend(f"engine{b}" for b in sizes)
         return {"decode": {str(b): [10.0 * b * pace] for b in sizes}}
 
     def http(server: object, texts: list[str], n: int, *, ctx: int) -> tuple[float, list[float]]:
@@ -52,7 +52,7 @@ def test_ceiling_rounds_alternate_and_pair_each_ratio_within_its_round(monkeypat
         return 1.0, [pace] * len(texts)
 
     def ceiling(peer: object, model: Path, *, sizes: list[int], n: int, threads: int) -> dict[int, float]:
-        calls.append("bb")
+        calls.extend(f"bb{b}" for b in sizes)
         return {b: 20.0 * b * pace for b in sizes}
 
     pace = 1.0
@@ -69,8 +69,9 @@ def test_ceiling_rounds_alternate_and_pair_each_ratio_within_its_round(monkeypat
     out = workloads.ceiling_paired(
         cast(Any, None), cast(Any, None), Path("m"), sizes=[1, 8], n=16, rounds=3, ctx=64, threads=2
     )
-    ours = ["engine", "http1", "http8"]
-    assert calls == [*ours, "bb", "bb", *ours, *ours, "bb"]  # the order alternates round by round
+    ours1, ours8 = ["engine1", "http1"], ["engine8", "http8"]
+    # each B back to back with its own batched-bench run, the order alternating round by round
+    assert calls == [*ours1, "bb1", *ours8, "bb8", "bb1", *ours1, "bb8", *ours8, *ours1, "bb1", *ours8, "bb8"]
     assert out["8"]["engine_ratios"] == [0.5] * 3 and out["1"]["http_ratios"] == [0.2] * 3
     assert out["1"]["ceiling"] == [20.0, 40.0, 40.0]  # round 0 at one speed, rounds 1 and 2 at the other
 

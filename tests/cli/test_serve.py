@@ -86,7 +86,7 @@ def test_seed_sequence(tmp_path: Path, package_index: IndexServer, servers: list
     assert nbllm("ps", env=cli).stdout == "NAME    ID    SIZE    PROCESSOR    UNTIL\n"
 
     # systemctl stop: SIGTERM with a model loaded forever; the server unloads it and exits 0
-    assert nbllm("run", MODEL, "--keepalive=-1m", env=cli)  # no prompt: load only.returncode == 0
+    assert nbllm("run", MODEL, "--keepalive=-1m", env=cli).returncode == 0  # no prompt: load only
     assert server.stop(signal.SIGTERM) == 0
     log = server.log()
     assert f"msg=unloaded {MODEL}" in log
