@@ -261,6 +261,12 @@ class Scheduler:
                 runner.unloading = True
             return True
 
+    @property
+    def pending(self) -> int:
+        """Requests waiting here for a model to load, reload or get room (``OLLAMA_MAX_QUEUE`` caps them)."""
+        with self._cv:
+            return self._waiting
+
     def is_loaded(self, model: LocalModel) -> bool:
         """Whether the model's weights are loaded."""
         with self._cv:

@@ -131,7 +131,7 @@ def test_queue_limit_is_a_busy_error(models: list[LocalModel]) -> None:
 
     t = threading.Thread(target=first)
     t.start()
-    time.sleep(0.1)
+    assert wait_for(lambda: s.pending == 1)  # the first request waits for its model's load
     try:
         with s.acquire("m1", models[1], spec(models[1]), None):
             pass
@@ -139,6 +139,7 @@ def test_queue_limit_is_a_busy_error(models: list[LocalModel]) -> None:
         errors.append(exc)
     t.join()
     assert errors and "maximum pending requests exceeded" in str(errors[0])
+    assert s.pending == 0
     s.close()
 
 

@@ -6,7 +6,8 @@ Three sources, none of them per token:
   times it (a stream until its last byte) -- rejected requests (401, 403, 413) included;
 - the runtime reports each finished generation once (:class:`~nbllm.runtime.GenerationRecord`):
   prompt and generated tokens, time to first token, decode rate;
-- loaded models, their size, active requests and queue depth are read from the scheduler when
+- loaded models, their size, active requests and queue depth, and the requests waiting for a model
+  to load, are read from the scheduler when
   Prometheus scrapes.
 
 Each app has its own registry: two servers in one process (a notebook's, a test's) never mix counts.
@@ -50,11 +51,16 @@ class _RuntimeCollector:
         queued = GaugeMetricFamily(
             "nbllm_queue_depth", "Requests waiting for a free slot of a loaded model.", labels=["model"]
         )
+        pending = GaugeMetricFamily(
+            "nbllm_scheduler_pending",
+            "Requests waiting for a model to load, reload or get room; more than OLLAMA_MAX_QUEUE get a 503.",
+        )
+        pending.add_metric([], self._runtime.scheduler.pending)
         for view in views:
             size.add_metric([view.name], view.size)
             active.add_metric([view.name], view.active)
             queued.add_metric([view.name], view.queued)
-        yield from (loaded, size, active, queued)
+        yield from (loaded, size, active, queued, pending)
 
 
 class ServerMetrics:
