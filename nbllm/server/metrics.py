@@ -7,8 +7,7 @@ Three sources, none of them per token:
 - the runtime reports each finished generation once (:class:`~nbllm.runtime.GenerationRecord`):
   prompt and generated tokens, time to first token, decode rate;
 - loaded models, their size, active requests and queue depth, and the requests waiting for a model
-  to load, are read from the scheduler when
-  Prometheus scrapes.
+  to load or for room, are read from the scheduler when Prometheus scrapes.
 
 Each app has its own registry: two servers in one process (a notebook's, a test's) never mix counts.
 """

@@ -24,6 +24,7 @@ from nbllm.runtime import Runtime
 from nbllm.schema import PullRequest
 from nbllm.server import BackgroundServer
 from tests.support.index_server import IndexServer
+from tests.support.metrics import parse, value
 
 pytestmark = pytest.mark.model
 
@@ -81,10 +82,10 @@ def generate(http: httpx.Client, model: str, **extra: Any) -> httpx.Response:
 
 
 def pending(http: httpx.Client) -> float:
-    for line in http.get("/metrics").text.splitlines():
-        if line.startswith("nbllm_scheduler_pending "):
-            return float(line.split()[1])
-    raise AssertionError("no nbllm_scheduler_pending in /metrics")
+    """Requests waiting in the scheduler for a model (to load, or for room), as ``/metrics`` reports them."""
+    samples = parse(http.get("/metrics").text)
+    assert ("nbllm_scheduler_pending", frozenset()) in samples
+    return value(samples, "nbllm_scheduler_pending")
 
 
 def test_a_model_stays_for_its_keep_alive_then_unloads(http: httpx.Client) -> None:

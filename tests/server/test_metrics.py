@@ -14,43 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from nbllm.config import Settings
 from nbllm.engine.fake import FakeEngineFactory
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer, create_app
 from tests.conftest import CHATML
+from tests.support.metrics import delta, parse, scrape, value
 from tests.support.models import install_model
 from tests.support.tiny_gguf import write_tiny_gguf
 
 SMOL = "smollm2:135m"
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of ``/metrics``, keyed by name and labels."""
-    resp = httpx.get(url + "/metrics", timeout=30)
-    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
-    return parse(resp.text)
-
-
-def parse(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
-
-
 @pytest.fixture
 def server(real_runtime: Runtime) -> Iterator[BackgroundServer]:
     """A server of its own (its own registry) on the session's real runtime."""
