@@ -264,6 +264,18 @@ class Settings(BaseSettings):
         validation_alias="NBLLM_METRICS",
         description="Serve Prometheus metrics at /metrics.",
     )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="NBLLM_HEADER_TIMEOUT",
+        description='How long a client may take to send a request\'s headers before it is closed (default "10s").',
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        validation_alias="NBLLM_MAX_CONNECTIONS",
+        description="Most client connections open at once; one more is answered 503 (capped by the open-file limit).",
+    )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -285,7 +297,7 @@ class Settings(BaseSettings):
     def _host(cls, value: Any) -> Any:
         return parse_host(value) if isinstance(value, str) or value is None else value
 
-    @field_validator("keep_alive", "load_timeout", mode="before")
+    @field_validator("keep_alive", "load_timeout", "header_timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -37,6 +37,8 @@ SERVE_ENV = (
     "NBLLM_API_KEY",
     "NBLLM_MAX_REQUEST_SIZE",
     "NBLLM_METRICS",
+    "NBLLM_HEADER_TIMEOUT",
+    "NBLLM_MAX_CONNECTIONS",
 )
 
 
@@ -56,11 +58,10 @@ def _listen(host: str, port: int) -> socket.socket:
 @cli.command(use="serve", aliases=("start",), env=SERVE_ENV)
 def serve() -> None:
     """Start nbllm."""
-    import uvicorn
-
     from nbllm.config import Settings
     from nbllm.runtime import Runtime
     from nbllm.server import create_app
+    from nbllm.server.connections import uvicorn_config
 
     settings = Settings.from_env()
     level = logging.DEBUG if settings.debug else logging.INFO
@@ -75,7 +76,14 @@ def serve() -> None:
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, lets requests finish (10 s at most), then
     # runs the app's lifespan shutdown, which unloads every model, and returns.
     app = create_app(runtime, close_runtime=True, listen_host=settings.host.bind_host)
-    config = uvicorn.Config(app, log_config=None, access_log=settings.debug > 0, timeout_graceful_shutdown=10)
+    config = uvicorn_config(
+        app,
+        head_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+        log_config=None,
+        access_log=settings.debug > 0,
+        timeout_graceful_shutdown=10,
+    )
     _foreground_server(config).run(sockets=[sock])
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ErrorResponse",
@@ -20,12 +21,58 @@ __all__ = [
     "ToolCall",
     "ToolCallFunction",
     "ToolFunction",
+    "UnicodeChecked",
+    "find_lone_surrogate",
     "format_timestamp",
     "now_timestamp",
 ]
 
 
-class RequestModel(BaseModel):
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def find_lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in a parsed JSON value a string (or key) holds a lone surrogate, which no UTF-8 can encode.
+
+    JSON's ``"\\ud800"`` escape (or the bytes ``ED A0 80``) parses to one in Python; the prompt or an
+    error message that quotes it then cannot be encoded. None when every string is valid Unicode.
+
+    >>> find_lone_surrogate({"messages": [{"role": "user", "content": "hi \\ud800"}]})
+    'messages.0.content'
+    >>> find_lone_surrogate({"prompt": "fine: \N{SNOWMAN}"}) is None
+    True
+    """
+    if isinstance(value, str):
+        return None if value.isascii() or not _SURROGATE.search(value) else where or "body"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
+                return path
+            found = find_lone_surrogate(item, path)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_lone_surrogate(item, f"{where}.{index}" if where else str(index))
+            if found is not None:
+                return found
+    return None
+
+
+class UnicodeChecked(BaseModel):
+    """Base of request bodies: every string in the body, however deep, must be valid Unicode text."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = find_lone_surrogate(data)
+        if where is not None:
+            raise ValueError(f"invalid value for field {where!r}: not valid Unicode (a lone surrogate code point)")
+        return data
+
+
+class RequestModel(UnicodeChecked):
     """Base of request bodies: unknown fields ignored (newer clients), JSON types checked strictly."""
 
     model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)

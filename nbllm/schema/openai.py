@@ -10,10 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from nbllm.schema.common import UnicodeChecked
+
 __all__ = ["OpenAIChatRequest", "OpenAICompletionRequest", "OpenAIEmbeddingRequest", "StreamOptions"]
 
 
-class _Loose(BaseModel):
+class _Loose(UnicodeChecked, BaseModel):  # (BaseModel named: linters see a pydantic model)
     model_config = ConfigDict(extra="ignore")
 
 

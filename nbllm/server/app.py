@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+from starlette.routing import Match
 
 from nbllm.errors import InvalidRequest, NbllmError
 from nbllm.runtime import Runtime
 from nbllm.server import metrics, routes_blobs, routes_generate, routes_models, routes_openai, routes_registry
-from nbllm.server.errors import handle_nbllm_error, openai_error_response
+from nbllm.server.errors import ErrorJSONResponse, handle_nbllm_error, openai_error_response
 from nbllm.server.openapi import install_openapi
 from nbllm.server.security import SecurityMiddleware
 
@@ -35,6 +37,8 @@ def describe_validation_error(errors: list[dict[str, Any]]) -> str:
             return f"invalid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
         if kind == "model_attributes_type" or (kind.endswith("_type") and not loc):
             return "invalid request body: expected a JSON object"
+        if kind == "value_error" and not loc:  # a check of the whole body (UnicodeChecked): its own words
+            return str(err.get("msg", "invalid request body")).removeprefix("Value error, ")
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     return f"invalid value for field {where!r}: {first.get('msg', 'invalid')}" if where else "invalid request body"
@@ -45,7 +49,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     message = describe_validation_error(list(exc.errors()))
     if request.url.path.startswith("/v1/"):
         return openai_error_response(InvalidRequest(message))
-    return JSONResponse({"error": message}, status_code=400)
+    return ErrorJSONResponse({"error": message}, status_code=400)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -54,8 +58,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith("/v1/"):  # OpenAI's error shape, as for every other /v1 error
         kind = {400: "invalid_request_error", 404: "not_found_error"}.get(exc.status_code, "api_error")
         error = {"message": message, "type": kind, "param": None, "code": None}
-        return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        return ErrorJSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
+    return ErrorJSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
 class JSONBodies:
@@ -81,6 +85,48 @@ class JSONBodies:
         await self.app(scope, receive, send)
 
 
+def _streams_to_disk(app: FastAPI) -> Callable[[MutableMapping[str, Any]], bool]:
+    """Whether the router dispatches a request to a blob upload route (whose body streams to disk).
+
+    The first route that fully matches the path and method is the one the router calls; asking the
+    route table, not the path's text, means a repository named ``blobs/uploads`` is no loophole.
+    """
+    uploads = {routes_blobs.create_blob, *routes_registry.UPLOAD_ENDPOINTS}
+    table: list[Any] = []
+
+    def streamed(scope: MutableMapping[str, Any]) -> bool:
+        if not table:  # (built at the first request: the routers are included after the middleware)
+            table.extend(_flatten(app.router.routes))
+        for route in table:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return getattr(route, "endpoint", None) in uploads
+        return False
+
+    return streamed
+
+
+def _flatten(routes: list[Any]) -> Iterator[Any]:
+    """The routes in the order the router tries them, FastAPI's included routers opened up."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flatten(inner.routes)
+        elif hasattr(route, "matches"):
+            yield route
+
+
+def _size_worker_pool(max_connections: int) -> None:
+    """Give the worker-thread pool a thread for every connection the server admits.
+
+    A request holds at most one worker thread at a time, so no request then waits for a thread
+    behind others' long work: 45 pulls stalled on a slow registry leave ``/api/tags`` as quick as
+    ever (with anyio's default of 40 threads they queued it). Threads are started only when needed.
+    """
+    limiter = to_thread.current_default_thread_limiter()
+    limiter.total_tokens = max(limiter.total_tokens, max_connections)
+
+
 def create_app(runtime: Runtime, *, close_runtime: bool = False, listen_host: str | None = None) -> FastAPI:
     """The API server over ``runtime``. With ``close_runtime`` its shutdown unloads every model.
 
@@ -92,6 +138,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, listen_host: st
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _size_worker_pool(settings.max_connections)
         runtime.startup()
         if server_metrics is not None:
             runtime.observers.append(server_metrics)
@@ -124,6 +171,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, listen_host: st
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         max_body=settings.max_request_size,
         listen_host=listen_host,
+        streamed=_streams_to_disk(app),
     )
     if server_metrics is not None:  # outermost: rejected requests are counted too
         app.add_middleware(metrics.MetricsMiddleware, metrics=server_metrics, routes=app.router.routes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +27,7 @@ from nbllm.errors import (
 
 __all__ = [
     "STATUS",
+    "ErrorJSONResponse",
     "error_line",
     "error_response",
     "handle_nbllm_error",
@@ -52,6 +55,22 @@ STATUS: dict[type[NbllmError], int] = {
 """Status code of each error class; subclasses inherit their nearest listed ancestor's."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class ErrorJSONResponse(JSONResponse):
+    """A JSON response that always encodes: a lone surrogate (say, user text quoted in an error message)
+    becomes U+FFFD, as Go's encoding/json writes it, where plain JSONResponse would fail with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        """The body as UTF-8."""
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
 def status_for(exc: BaseException) -> int:
     """HTTP status of an exception, by walking its class hierarchy."""
     for cls in type(exc).__mro__:
@@ -72,7 +91,7 @@ def error_response(exc: BaseException) -> Response:
     status = status_for(exc)
     if status >= 500:
         log.error("request failed: %s", message_for(exc), exc_info=not isinstance(exc, NbllmError))
-    return JSONResponse({"error": message_for(exc)}, status_code=status)
+    return ErrorJSONResponse({"error": message_for(exc)}, status_code=status)
 
 
 def error_line(exc: BaseException) -> str:
@@ -101,4 +120,4 @@ def openai_error_response(exc: BaseException) -> Response:
     """An OpenAI-shaped error with the mapped status."""
     if status_for(exc) >= 500:
         log.error("request failed: %s", message_for(exc), exc_info=not isinstance(exc, NbllmError))
-    return JSONResponse(openai_error_body(exc), status_code=status_for(exc))
+    return ErrorJSONResponse(openai_error_body(exc), status_code=status_for(exc))

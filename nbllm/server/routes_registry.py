@@ -27,13 +27,14 @@ from nbllm import service
 from nbllm.errors import DigestMismatch, InvalidModelName, InvalidRequest
 from nbllm.runtime import Runtime
 from nbllm.schema import ProgressResponse, PushRequest
+from nbllm.server.errors import ErrorJSONResponse
 from nbllm.server.streaming import ndjson_response, single_response
 from nbllm.store import ModelName, ModelStore
 from nbllm.store.digest import normalize_digest
 from nbllm.store.manifests import MEDIA_MANIFEST, Manifest, StoredManifest
 from nbllm.store.names import DEFAULT_HOST
 
-__all__ = ["router"]
+__all__ = ["UPLOAD_ENDPOINTS", "router"]
 
 router = APIRouter()
 
@@ -50,7 +51,7 @@ def _store(request: Request) -> ModelStore:
 
 def _error(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
     body = {"errors": [{"code": code, "message": message, "detail": detail}]}
-    return JSONResponse(body, status_code=status, headers=_API_VERSION)
+    return ErrorJSONResponse(body, status_code=status, headers=_API_VERSION)
 
 
 def _name(namespace: str, model: str, tag: str = "latest") -> ModelName:
@@ -221,10 +222,19 @@ def _open_upload(store: ModelStore, upload_id: str) -> Path | None:
 
 
 async def _append(path: Path, request: Request) -> int:
-    with path.open("ab") as fh:
+    """Stream the body onto the upload's file; the writes run in a worker thread, a MiB at a time."""
+    fh = await run_in_threadpool(path.open, "ab")
+    try:
+        pending = bytearray()
         async for chunk in request.stream():
-            fh.write(chunk)
+            pending += chunk
+            if len(pending) >= _BLOCK:  # one worker-thread hop per MiB, never a write on the event loop
+                await run_in_threadpool(fh.write, bytes(pending))
+                pending.clear()
+        await run_in_threadpool(fh.write, bytes(pending))
         return fh.tell()
+    finally:
+        await run_in_threadpool(fh.close)
 
 
 @router.patch(_REPO + "/blobs/uploads/{upload_id}", include_in_schema=False)
@@ -288,3 +298,7 @@ async def cancel_upload(namespace: str, model: str, upload_id: str, request: Req
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", upload_id)
     path.unlink(missing_ok=True)
     return Response(status_code=204, headers=_API_VERSION)
+
+
+UPLOAD_ENDPOINTS = (start_upload, patch_upload, finish_upload)
+"""The routes whose request body is a blob, streamed to disk (exempt from the JSON body limit)."""

@@ -13,8 +13,9 @@ One pure-ASGI middleware, checks in Ollama's order (``server/routes.go``: gin-co
    name, or ``*.localhost`` / ``*.local`` / ``*.internal`` gets ``403``.
 3. **API key** (``NBLLM_API_KEY``; Ollama has none): every route but ``/`` needs
    ``Authorization: Bearer <key>``, else ``401``. Compared in constant time.
-4. **Body size** (``NBLLM_MAX_REQUEST_SIZE``): a larger JSON body gets ``413`` before it is parsed.
-   Blob uploads (``/api/blobs/*``, ``/v2/.../blobs/uploads``) stream to disk, verified, unlimited.
+4. **Body size** (``NBLLM_MAX_REQUEST_SIZE``): a larger body gets ``413`` before it is parsed. Only
+   the requests that the router dispatches to a blob upload route (``streamed``, decided by matching
+   the app's routes, never by a substring of the path) are exempt: they stream to disk, verified.
 """
 
 from __future__ import annotations
@@ -170,13 +171,11 @@ def listener_is_loopback(host: str) -> bool:
         return False
 
 
-def _exempt_from_limit(path: str) -> bool:
-    """Uploads of blobs stream to disk and are verified; only JSON bodies are limited."""
-    return path.startswith("/api/blobs/") or (path.startswith("/v2/") and "/blobs/uploads" in path)
-
-
 class SecurityMiddleware:
-    """The checks above, as one ASGI middleware (``listen_host=None``: judge by the connection's local address)."""
+    """The checks above, as one ASGI middleware (``listen_host=None``: judge by the connection's local address).
+
+    ``streamed(scope)`` says whether a request goes to a route that streams its body to disk (no size limit).
+    """
 
     def __init__(
         self,
@@ -186,11 +185,13 @@ class SecurityMiddleware:
         api_key: str | None = None,
         max_body: int = 0,
         listen_host: str | None = None,
+        streamed: Callable[[MutableMapping[str, Any]], bool] | None = None,
     ) -> None:
         self.app = app
         self.policy = OriginPolicy(origins)
         self._key = api_key.encode("utf-8") if api_key else None
         self.max_body = max_body
+        self._streamed = streamed
         self._guard = None if listen_host is None else listener_is_loopback(listen_host)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -220,7 +221,7 @@ class SecurityMiddleware:
         if self._key is not None and path != "/" and not self._authorized(headers):
             await _deny(send, path)
             return
-        if self.max_body and not _exempt_from_limit(path):
+        if self.max_body and not (self._streamed is not None and self._streamed(scope)):
             limited = await self._limited(scope, headers, receive, send)
             if limited is None:
                 return

@@ -14,6 +14,7 @@ import uvicorn
 from nbllm.errors import NbllmError
 from nbllm.runtime import Runtime
 from nbllm.server.app import create_app
+from nbllm.server.connections import uvicorn_config
 
 __all__ = ["BackgroundServer"]
 
@@ -65,7 +66,16 @@ class BackgroundServer:
             raise NbllmError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = sock.getsockname()[1]
         app = create_app(self.runtime, listen_host=self.host)
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+        settings = self.runtime.settings
+        config = uvicorn_config(
+            app,
+            head_timeout=settings.header_timeout,
+            max_connections=settings.max_connections,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
         self._server = _Server(config)
         self._error = None
         self._thread = threading.Thread(target=self._serve, args=(sock,), name="nbllm-server", daemon=True)

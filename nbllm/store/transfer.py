@@ -35,12 +35,24 @@ try:  # POSIX: one download per blob at a time, across threads and processes
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["REPORT_EVERY", "BlobFetch", "Sender", "describe_error", "fetch_blobs", "follow"]
+__all__ = [
+    "REPORT_EVERY",
+    "STALL_TIMEOUT",
+    "BlobFetch",
+    "Sender",
+    "describe_error",
+    "fetch_blobs",
+    "follow",
+    "retries_exhausted",
+]
 
 log = logging.getLogger(__name__)
 
 REPORT_EVERY = 0.06
 """Seconds between progress lines of one layer (Ollama's ~60 ms)."""
+STALL_TIMEOUT = 30.0
+"""Seconds a download (or any registry call) may receive nothing before it counts as stalled: the
+read timeout of the HTTP clients. A stalled download is retried from where it stopped."""
 _CHUNK = 1 << 20
 _RETRIES = 5
 _WORKERS = 4
@@ -237,10 +249,20 @@ def _fill(registry: Sender, fetch: BlobFetch, partial: _Partial, stop: threading
                 raise Cancelled("pull cancelled") from None
             failures += 1
             if failures > _RETRIES:
-                raise PullError(f"max retries exceeded: {exc}") from exc
+                raise retries_exhausted(exc, failures) from exc
             log.warning("%s: download interrupted (%s); resuming", fetch.digest[7:19], exc)
             if stop.wait(min(0.25 * 2**failures, 4.0)):
                 raise Cancelled("pull cancelled") from None
+
+
+def retries_exhausted(exc: Exception, attempts: int) -> PullError:
+    """The error once a download failed ``attempts`` times; a stall says so (the partial file stays, to resume)."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return PullError(
+            f"download stalled: no data for {STALL_TIMEOUT:g}s, {attempts} times; "
+            "the part already downloaded is kept, and pulling again resumes from it"
+        )
+    return PullError(f"max retries exceeded: {exc}")
 
 
 def _receive(registry: Sender, fetch: BlobFetch, partial: _Partial, stop: threading.Event) -> None:

@@ -1,0 +1,183 @@
+"""The connection edge: how long a client may take to send its request head, and how many may connect.
+
+uvicorn closes a kept-alive connection that stays idle after a response (``timeout_keep_alive``), but
+nothing else: a client that connects and sends nothing, or sends its headers a byte at a time
+(slowloris), holds its socket for ever, and enough of them exhaust the process's file descriptors,
+after which every new client gets an empty reply. Its ``limit_concurrency`` does not help: it answers
+503 only once a request head is complete, so idle sockets past the limit still hold descriptors.
+
+``guarded_protocol(limits)`` is uvicorn's httptools protocol with three additions:
+
+- **a deadline for the request head**, from the connection's first moment (or, on a kept-alive
+  connection, from the first byte of the next request): past it the client gets ``408`` and is closed;
+- **a size limit for the request head** (Go's ``http.DefaultMaxHeaderBytes``, 1 MiB): ``431``;
+- **a cap on open connections**: a connection over it is answered ``503`` at once, before its request
+  is read, and closed, so the descriptors in use stay bounded and new clients get a clear answer.
+
+``raise_open_file_limit()`` lifts the soft ``RLIMIT_NOFILE`` to the hard one at server start (the
+soft limit is often 1024; the server needs one descriptor per connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+try:  # POSIX
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
+__all__ = ["ConnectionLimits", "guarded_protocol", "raise_open_file_limit", "uvicorn_config"]
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 1 << 20
+"""Largest request head (request line and headers) in bytes, as Go's net/http allows."""
+KEEP_ALIVE_TIMEOUT = 5
+"""Seconds a kept-alive connection may stay idle between requests (uvicorn's default)."""
+_LINGER = 1.0
+"""Seconds a refused connection is kept open for its 503 to reach the client (closing a socket with
+unread request bytes sends a reset, which may discard the answer before the client reads it)."""
+_FD_RESERVE = 256
+"""Descriptors kept for everything but client connections (model files, blobs, the store, logs)."""
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The edge's limits: a request head's deadline in seconds, and the most open connections."""
+
+    head_timeout: float
+    max_connections: int
+
+
+def _raw_response(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head deadline, a head size limit and a connection cap."""
+
+    limits: ConnectionLimits = ConnectionLimits(head_timeout=10.0, max_connections=4096)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Refuse a connection over the cap at once; start the clock for the first request's head."""
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse()
+            return
+        self._arm_head()
+
+    def _refuse(self) -> None:
+        self.connections.discard(self)
+        self._refused = True
+        limit = self.limits.max_connections
+        message = f"server busy: too many open connections (the limit is {limit}; raise NBLLM_MAX_CONNECTIONS)"
+        log.warning("refused a connection: %d open connections is the limit", limit)
+        self.transport.write(_raw_response(503, "Service Unavailable", message))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_LINGER, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        """Count the bytes of a request head under way; a refused connection's are dropped."""
+        if self._refused:
+            return
+        if self._head_timer is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._reject(431, "Request Header Fields Too Large", f"request head over {MAX_HEAD_BYTES} bytes")
+                return
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        """A refused client that hung up is closed now, not after the linger."""
+        if self._refused:
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        """A request starts: on a kept-alive connection, the clock for its head starts now."""
+        super().on_message_begin()
+        self._arm_head()
+
+    def on_headers_complete(self) -> None:
+        """The head is in: the deadline no longer applies (bodies and responses take what they take)."""
+        self._disarm_head()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Cancel the head's timer with the connection."""
+        self._disarm_head()
+        super().connection_lost(exc)
+
+    def _arm_head(self) -> None:
+        if self._head_timer is None and math.isfinite(self.limits.head_timeout):
+            self._head_bytes = 0
+            self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+
+    def _disarm_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        seconds = self.limits.head_timeout
+        self._reject(408, "Request Timeout", f"request head not received within {seconds:g}s")
+
+    def _reject(self, status: int, reason: str, message: str) -> None:
+        """Answer ``status`` (unless a response is under way on this connection) and close."""
+        self._disarm_head()
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_raw_response(status, reason, message))
+        self.transport.close()
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """The protocol class for uvicorn's ``http=`` setting, with these limits."""
+    return type("GuardedProtocol", (_GuardedProtocol,), {"limits": limits})
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one; return the soft limit now in force."""
+    if resource is None:  # pragma: no cover - Windows
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:  # macOS caps it below an "unlimited" hard limit
+            log.debug("could not raise the open-file limit from %d: %s", soft, exc)
+    return soft
+
+
+def uvicorn_config(app: Any, *, head_timeout: float, max_connections: int, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's configuration for nbllm's server: the guarded protocol, under the open-file limit."""
+    files = raise_open_file_limit()
+    cap = max(1, min(max_connections, files - _FD_RESERVE))
+    if cap < max_connections:
+        log.warning("NBLLM_MAX_CONNECTIONS=%d lowered to %d: the open-file limit is %d", max_connections, cap, files)
+    protocol = guarded_protocol(ConnectionLimits(head_timeout=head_timeout, max_connections=cap))
+    return uvicorn.Config(app, http=protocol, timeout_keep_alive=KEEP_ALIVE_TIMEOUT, **kwargs)
