@@ -59,7 +59,7 @@ class ConnectionLimits:
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps({"error": message}, separators=(",", ":")).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
