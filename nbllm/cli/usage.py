@@ -34,6 +34,8 @@ ENV_DOCS: dict[str, str] = {
     "NBLLM_API_KEY": "Require this key as 'Authorization: Bearer <key>' on every route but / (default: none)",
     "NBLLM_MAX_REQUEST_SIZE": "Largest JSON request body in bytes; blob uploads excepted (default 67108864)",
     "NBLLM_METRICS": "Serve Prometheus metrics at /metrics (default true)",
+    "NBLLM_HEADER_TIMEOUT": 'How long a client may take to send its request headers (default "10s")',
+    "NBLLM_MAX_CONNECTIONS": "Most client connections at once; one more gets 503 (default 4096)",
 }
 
 _TYPE_NAMES = {"text": "string", "integer": "int", "float": "float", "choice": "string", "path": "string"}

@@ -12,7 +12,8 @@ after which every new client gets an empty reply. Its ``limit_concurrency`` does
   connection, from the first byte of the next request): past it the client gets ``408`` and is closed;
 - **a size limit for the request head** (Go's ``http.DefaultMaxHeaderBytes``, 1 MiB): ``431``;
 - **a cap on open connections**: a connection over it is answered ``503`` at once, before its request
-  is read, and closed, so the descriptors in use stay bounded and new clients get a clear answer.
+  is read, and closed (after a second's linger for the answer to arrive, unless as many as the cap
+  linger already), so the descriptors in use stay bounded and new clients get a clear answer.
 
 ``raise_open_file_limit()`` lifts the soft ``RLIMIT_NOFILE`` to the hard one at server start (the
 soft limit is often 1024; the server needs one descriptor per connection).
@@ -67,16 +68,26 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+@dataclass
+class _Refusals:
+    """The refused connections of one server: how many are lingering, when the last warning was logged."""
+
+    lingering: int = 0
+    warned_at: float = -math.inf
+
+
 class _GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a head deadline, a head size limit and a connection cap."""
 
     limits: ConnectionLimits = ConnectionLimits(head_timeout=10.0, max_connections=4096)
+    refusals: _Refusals = _Refusals()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._refused = False
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse a connection over the cap at once; start the clock for the first request's head."""
@@ -87,15 +98,30 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._arm_head()
 
     def _refuse(self) -> None:
+        """Answer 503 and close; the socket lingers a moment unless as many as the cap already do."""
         self.connections.discard(self)
         self._refused = True
-        limit = self.limits.max_connections
+        limit, refusals = self.limits.max_connections, self.refusals
+        if self.loop.time() - refusals.warned_at > 1.0:  # (one line a second in a flood)
+            refusals.warned_at = self.loop.time()
+            log.warning("refusing connections: %d are open, the limit (NBLLM_MAX_CONNECTIONS)", limit)
         message = f"server busy: too many open connections (the limit is {limit}; raise NBLLM_MAX_CONNECTIONS)"
-        log.warning("refused a connection: %d open connections is the limit", limit)
         self.transport.write(_raw_response(503, "Service Unavailable", message))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
+        if refusals.lingering >= limit or not self.transport.can_write_eof():
+            self.transport.close()  # descriptors stay bounded: at most the cap again, lingering
+            return
+        self.transport.write_eof()
+        refusals.lingering += 1
+        self._lingering = True
         self.loop.call_later(_LINGER, self.transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Cancel the head's timer with the connection."""
+        if self._lingering:
+            self._lingering = False
+            self.refusals.lingering -= 1
+        self._disarm_head()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """Count the bytes of a request head under way; a refused connection's are dropped."""
@@ -122,11 +148,6 @@ class _GuardedProtocol(HttpToolsProtocol):
         """The head is in: the deadline no longer applies (bodies and responses take what they take)."""
         self._disarm_head()
         super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Cancel the head's timer with the connection."""
-        self._disarm_head()
-        super().connection_lost(exc)
 
     def _arm_head(self) -> None:
         if self._head_timer is None and math.isfinite(self.limits.head_timeout):
@@ -155,7 +176,7 @@ class _GuardedProtocol(HttpToolsProtocol):
 
 def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     """The protocol class for uvicorn's ``http=`` setting, with these limits."""
-    return type("GuardedProtocol", (_GuardedProtocol,), {"limits": limits})
+    return type("GuardedProtocol", (_GuardedProtocol,), {"limits": limits, "refusals": _Refusals()})
 
 
 def raise_open_file_limit() -> int:
@@ -176,7 +197,7 @@ def raise_open_file_limit() -> int:
 def uvicorn_config(app: Any, *, head_timeout: float, max_connections: int, **kwargs: Any) -> uvicorn.Config:
     """uvicorn's configuration for nbllm's server: the guarded protocol, under the open-file limit."""
     files = raise_open_file_limit()
-    cap = max(1, min(max_connections, files - _FD_RESERVE))
+    cap = max(1, min(max_connections, (files - _FD_RESERVE) // 2))  # (refused ones may linger: up to as many)
     if cap < max_connections:
         log.warning("NBLLM_MAX_CONNECTIONS=%d lowered to %d: the open-file limit is %d", max_connections, cap, files)
     protocol = guarded_protocol(ConnectionLimits(head_timeout=head_timeout, max_connections=cap))
