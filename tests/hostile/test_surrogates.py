@@ -173,3 +173,10 @@ def test_an_error_message_quoting_a_surrogate_still_encodes() -> None:
     resp = ErrorJSONResponse({"error": f"model 'x{LONE}y' not found"}, status_code=404)
     assert json.loads(resp.body) == {"error": "model 'x\ufffdy' not found"}  # as Go's encoding/json writes it
     assert find_lone_surrogate({"a": [{"b": f"{LONE}"}]}) == "a.0.b"
+
+
+def test_a_registry_manifest_with_a_lone_surrogate_is_refused(client: TestClient) -> None:
+    """``PUT /v2/.../manifests/...`` is outside the OpenAPI document; pydantic's own JSON parser refuses it."""
+    manifest = b'{"schemaVersion": 2, "mediaType": "\\ud800", "config": {}, "layers": []}'
+    resp = client.put("/v2/library/tiny/manifests/latest", content=manifest)
+    assert resp.status_code == 400 and resp.json()["errors"][0]["code"] == "MANIFEST_INVALID"
