@@ -95,12 +95,14 @@ class NativeModel:
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (-1 if L.llama_supports_gpu_offload() else 0)
         mp.main_gpu = spec.main_gpu
+        split = _apply_plan(mp, spec)  # referenced until the load returns
         if spec.use_mmap is not None:
             mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if spec.use_mmap else L.LLAMA_LOAD_MODE_NONE
         watchdog = _LoadWatchdog(spec.load_timeout)
         callback = L.llama_progress_callback(watchdog)  # referenced until the load returns
         mp.progress_callback = callback
         self.ptr = L.llama_model_load_from_file(str(spec.path).encode(), mp)
+        del split
         if not self.ptr and watchdog.stalled:
             raise ModelLoadError(
                 f"timed out waiting for the model to load - progress {watchdog.progress:.2f} "
@@ -233,8 +235,10 @@ def create_context(
     cp.n_batch = cp.n_ubatch = n_batch
     cp.n_seq_max = n_seq_max
     cp.n_threads = cp.n_threads_batch = threads
-    cp.flash_attn_type = {None: -1, True: 1, False: 0}[spec.flash_attention]
-    cp.type_k = cp.type_v = _KV_TYPES.get(spec.kv_cache_type, 1)
+    plan = spec.offload
+    flash, kv_type = (plan.flash_attention, plan.kv_cache_type) if plan else (spec.flash_attention, spec.kv_cache_type)
+    cp.flash_attn_type = {None: -1, True: 1, False: 0}[flash]
+    cp.type_k = cp.type_v = _KV_TYPES.get(kv_type, 1)
     cp.embeddings = embeddings
     if pooling is not None:
         cp.pooling_type = pooling
@@ -251,6 +255,24 @@ def create_context(
         L.llama_free(ctx)
         raise
     return ctx
+
+
+def _apply_plan(mp: Any, spec: LoadSpec) -> Any:
+    """Set the offload plan's layers and split on llama.cpp's model params; the split array to keep alive."""
+    plan = spec.offload
+    if plan is None:
+        return None
+    mp.n_gpu_layers = plan.gpu_layers
+    main = plan.main_device
+    if main is not None:  # one GPU holds it all: no split, that GPU computes
+        mp.split_mode, mp.main_gpu = L.LLAMA_SPLIT_MODE_NONE, main
+        return None
+    if not plan.layers:
+        return None
+    shares = plan.tensor_split(int(L.llama_max_devices()))
+    split = (ctypes.c_float * len(shares))(*shares)
+    mp.split_mode, mp.tensor_split = L.LLAMA_SPLIT_MODE_LAYER, split
+    return split
 
 
 def free_context(ctx: Any) -> None:
