@@ -329,7 +329,7 @@ def _kv_per_token(metadata: dict[str, Any], arch: str, n_layer: int) -> int:
 
 def cpu_build_warning(devices: Sequence[Device], hardware: str | None) -> str | None:
     """The one warning for a machine with a GPU whose llama.cpp was built without GPU support."""
-    if hardware is None or any(d.is_gpu for d in devices):
+    if not hardware or any(d.is_gpu for d in devices):
         return None
     return (
         f"this machine has a GPU ({hardware}) but llama.cpp was built for the CPU only, so models run on "

@@ -28,7 +28,8 @@ CPU = Device(index=0, name="CPU", description="AMD EPYC", kind="cpu", total=64 *
 
 
 def gpu(index: int, free: int, total: int = 80 * GiB, name: str | None = None) -> Device:
-    return Device(index=index, name=name or f"CUDA{index}", description="NVIDIA H200", kind="gpu", total=total, free=free)
+    name = name or f"CUDA{index}"
+    return Device(index=index, name=name, description="NVIDIA H200", kind="gpu", total=total, free=free)
 
 
 def room_for(layers: int, *, extra: int = 0) -> int:
@@ -114,7 +115,12 @@ def test_context_and_parallel_grow_the_kv_cache() -> None:
     ("q8_0", False, "f16", True),
     ("f16", None, "f16", False),
 ])  # fmt: skip
-def test_a_quantized_kv_cache_needs_flash_attention_on(kv: str, fa: bool | None, want_kv: str, warned: bool) -> None:
+def test_a_quantized_kv_cache_needs_flash_attention_on(
+    kv: str,
+    fa: bool | None,  # noqa: FBT001 - a parameter of the table
+    want_kv: str,
+    warned: bool,  # noqa: FBT001
+) -> None:
     got_kv, got_fa, warnings = attention_settings(kv, fa)
     assert (got_kv, got_fa, bool(warnings)) == (want_kv, fa, warned)
     plan = plan_offload([gpu(0, 70 * GiB)], FACTS, OffloadRequest(num_ctx=1024, kv_cache_type=kv, flash_attention=fa))

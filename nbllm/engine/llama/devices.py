@@ -121,7 +121,7 @@ def gpu_hardware(root: Path = Path("/"), system: str | None = None, machine: str
 def log_hardware(hardware: str | None = None) -> list[Device]:
     """Log, once at server start, llama.cpp's backends and devices, and warn of a GPU left unused.
 
-    ``hardware`` is what ``gpu_hardware()`` finds unless given. Returns the devices."""
+    ``hardware`` is what ``gpu_hardware()`` finds unless given ("" for none). Returns the devices."""
     info = build_info()
     devices = list_devices()
     log.info(

@@ -95,7 +95,7 @@ class NativeModel:
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (-1 if L.llama_supports_gpu_offload() else 0)
         mp.main_gpu = spec.main_gpu
-        split = _apply_plan(mp, spec)  # referenced until the load returns
+        split = apply_plan(mp, spec)  # referenced until the load returns
         if spec.use_mmap is not None:
             mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if spec.use_mmap else L.LLAMA_LOAD_MODE_NONE
         watchdog = _LoadWatchdog(spec.load_timeout)
@@ -235,10 +235,8 @@ def create_context(
     cp.n_batch = cp.n_ubatch = n_batch
     cp.n_seq_max = n_seq_max
     cp.n_threads = cp.n_threads_batch = threads
-    plan = spec.offload
-    flash, kv_type = (plan.flash_attention, plan.kv_cache_type) if plan else (spec.flash_attention, spec.kv_cache_type)
-    cp.flash_attn_type = {None: -1, True: 1, False: 0}[flash]
-    cp.type_k = cp.type_v = _KV_TYPES.get(kv_type, 1)
+    cp.flash_attn_type, cp.type_k = attention_types(spec)
+    cp.type_v = cp.type_k
     cp.embeddings = embeddings
     if pooling is not None:
         cp.pooling_type = pooling
@@ -257,7 +255,14 @@ def create_context(
     return ctx
 
 
-def _apply_plan(mp: Any, spec: LoadSpec) -> Any:
+def attention_types(spec: LoadSpec) -> tuple[int, int]:
+    """llama.cpp's flash attention mode and KV cache type for a load (the offload plan's, as Ollama resolves them)."""
+    plan = spec.offload
+    flash, kv_type = (plan.flash_attention, plan.kv_cache_type) if plan else (spec.flash_attention, spec.kv_cache_type)
+    return {None: -1, True: 1, False: 0}[flash], _KV_TYPES.get(kv_type, 1)
+
+
+def apply_plan(mp: Any, spec: LoadSpec) -> Any:
     """Set the offload plan's layers and split on llama.cpp's model params; the split array to keep alive."""
     plan = spec.offload
     if plan is None:
