@@ -9,7 +9,8 @@ is 77 MB, mostly llama.cpp's ``models/`` and ``docs/``; what a CUDA build of ``l
   UI's sources and every GGML backend but CPU and CUDA, plus the sdist's pure-Python ``llama_cpp``
   package (it loads whatever ``libllama.so`` ``LLAMA_CPP_LIB_PATH`` names: the CUDA build's);
 - ``wheels/``: nbllm's dependencies that the GPU machine's Python 3.12 image lacks (manylinux, cp312);
-- ``model.gguf``: SmolLM2-135M-Instruct re-quantized small enough to travel (see ``--model-type``);
+- ``model-header.gguf`` (+ ``.json``): SmolLM2-135M-Instruct's GGUF header and tensor table; the device
+  machine makes up the weights (``bench/gpu_model.py`` says why);
 - ``carry.json``: what is there, with sizes.
 """
 
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from bench import gpu_model
 
 ROOT = Path(__file__).resolve().parent
 CARRY = ROOT / ".gpu-carry"
@@ -126,26 +129,6 @@ def download_wheels(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.glob("*.whl"))
 
 
-def shrink_model(src: Path, dst: Path, ftype: str) -> int:
-    """Re-quantize a GGUF with llama.cpp's quantizer (every tensor, embeddings too); return its size."""
-    import ctypes
-
-    import llama_cpp as L
-
-    params = L.llama_model_quantize_default_params()
-    params.ftype = getattr(L, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}")
-    params.allow_requantize = True
-    params.nthread = 0
-    ggml_type = {"q2_k": 10, "q3_k_s": 11, "q4_0": 2}.get(ftype.lower())
-    if ggml_type is not None:  # the (tied) embeddings too: they are a fifth of a 135M model
-        params.token_embedding_type = ggml_type
-        params.output_tensor_type = ggml_type
-    rc = L.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0:
-        raise RuntimeError(f"llama_model_quantize failed ({rc})")
-    return dst.stat().st_size
-
-
 def _smollm2() -> Path:
     """The SmolLM2 GGUF the tests use (pip-installed model package, else the wheel cache)."""
     import importlib.util
@@ -180,8 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     """Prepare bench/.gpu-carry/ and print what it holds."""
     p = argparse.ArgumentParser(prog="python -m bench.gpu_carry", description=__doc__.splitlines()[0])
     p.add_argument("--sdist", type=Path, help=f"{SDIST} sdist (default: pip download it)")
-    p.add_argument("--model", type=Path, help="GGUF to shrink (default: SmolLM2-135M-Instruct Q4_1)")
-    p.add_argument("--model-type", default="q2_k", help="quantization of the carried model (default q2_k)")
+    p.add_argument("--model", type=Path, help="GGUF whose header travels (default: SmolLM2-135M-Instruct Q4_1)")
     p.add_argument("--skip-wheels", action="store_true", help="keep the wheels already there")
     a = p.parse_args(argv)
     CARRY.mkdir(exist_ok=True)
@@ -196,7 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     wheels = sorted(p.name for p in (CARRY / "wheels").glob("*.whl")) if a.skip_wheels else []
     wheels = wheels or download_wheels(CARRY / "wheels")
     sizes["wheels"] = sum((CARRY / "wheels" / w).stat().st_size for w in wheels)
-    sizes["model.gguf"] = shrink_model(a.model or _smollm2(), CARRY / "model.gguf", a.model_type)
+    head = CARRY / "model-header.gguf"
+    model_info = gpu_model.header(a.model or _smollm2(), head)
+    sizes["model-header.gguf"] = head.stat().st_size + head.with_suffix(".json").stat().st_size
     sizes["tree"] = tree_size(ROOT.parent)
     total = sum(sizes.values())
     info: dict[str, object] = {
@@ -204,14 +188,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "total": total,
         "limit": LIMIT,
         "wheels": wheels,
-        "model_type": a.model_type,
+        "model": {"source": model_info["source"], "size": model_info["size"]},
     }
     (CARRY / "carry.json").write_text(json.dumps(info, indent=2))
     for name, size in sizes.items():
         print(f"{name:>18}: {size / 2**20:6.1f} MiB")
     print(f"{'total':>18}: {total / 2**20:6.1f} MiB of {LIMIT / 2**20:.0f}")
     if total > LIMIT:
-        raise SystemExit("too large to travel: lower --model-type or drop wheels")
+        raise SystemExit("too large to travel")
     return info
 
 
