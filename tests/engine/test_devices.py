@@ -99,7 +99,10 @@ def test_the_plan_decides_the_kv_cache_type_and_flash_attention(tmp_path: Path) 
     assert attention_types(LoadSpec(path=tmp_path / "m", offload=on)) == (L.LLAMA_FLASH_ATTN_TYPE_ENABLED, 8)
     auto = plan_offload([h200(0)], FACTS, OffloadRequest(num_ctx=2048, kv_cache_type="q4_0"))
     assert attention_types(LoadSpec(path=tmp_path / "m", offload=auto)) == (L.LLAMA_FLASH_ATTN_TYPE_AUTO, 1)
-    assert attention_types(LoadSpec(path=tmp_path / "m", kv_cache_type="q8_0", flash_attention=False)) == (0, 8)
+    # without a GPU plan the same rule: q8_0 with flash attention on, f16 (1) otherwise
+    assert attention_types(LoadSpec(path=tmp_path / "m", kv_cache_type="q8_0", flash_attention=True)) == (1, 8)
+    assert attention_types(LoadSpec(path=tmp_path / "m", kv_cache_type="q8_0", flash_attention=False)) == (0, 1)
+    assert attention_types(LoadSpec(path=tmp_path / "m", kv_cache_type="q4_0")) == (-1, 1)
 
 
 def test_serve_logs_the_backends_and_devices_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

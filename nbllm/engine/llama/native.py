@@ -15,6 +15,7 @@ from typing import Any
 import llama_cpp as L
 
 from nbllm.engine.base import LoadSpec
+from nbllm.engine.offload import attention_settings
 from nbllm.errors import ModelLoadError
 
 __all__ = ["NativeModel", "backend", "create_context", "default_threads"]
@@ -258,7 +259,12 @@ def create_context(
 def attention_types(spec: LoadSpec) -> tuple[int, int]:
     """llama.cpp's flash attention mode and KV cache type for a load (the offload plan's, as Ollama resolves them)."""
     plan = spec.offload
-    flash, kv_type = (plan.flash_attention, plan.kv_cache_type) if plan else (spec.flash_attention, spec.kv_cache_type)
+    if plan is not None:
+        flash, kv_type = plan.flash_attention, plan.kv_cache_type
+    else:  # no GPU placement: the same rule (a quantized cache only with flash attention on)
+        kv_type, flash, warnings = attention_settings(spec.kv_cache_type, spec.flash_attention)
+        for warning in warnings:
+            log.warning("%s", warning)
     return {None: -1, True: 1, False: 0}[flash], _KV_TYPES.get(kv_type, 1)
 
 
