@@ -139,6 +139,9 @@ class OffloadPlan:
     """Layers asked for (all of them with num_gpu -1); fewer placed = the model did not fit."""
     names: dict[int, str] = field(default_factory=dict)
     """Names of the devices used, by index."""
+    ordinals: dict[int, int] = field(default_factory=dict)
+    """Each usable GPU's position in llama.cpp's list of a model's devices (what ``main_gpu`` and
+    ``tensor_split`` count: the discrete GPUs in order, or the integrated ones if there is none)."""
 
     @property
     def vram_bytes(self) -> int:
@@ -151,8 +154,12 @@ class OffloadPlan:
         return self.gpu_layers >= self.wanted_layers
 
     def tensor_split(self, n_devices: int) -> list[float]:
-        """llama.cpp's ``tensor_split``: each device's share of the offloaded layers."""
-        return [float(self.layers.get(i, 0)) for i in range(n_devices)]
+        """llama.cpp's ``tensor_split``: each GPU's share of the offloaded layers, by ordinal."""
+        shares = [0.0] * n_devices
+        for index, n in self.layers.items():
+            if self.ordinals.get(index, n_devices) < n_devices:
+                shares[self.ordinals[index]] = float(n)
+        return shares
 
     def device_names(self) -> tuple[str, ...]:
         """The devices the model runs on: the GPUs used, then ``CPU`` if any layer stays in host memory."""
@@ -161,9 +168,9 @@ class OffloadPlan:
 
     @property
     def main_device(self) -> int | None:
-        """The one device that holds everything offloaded, if only one does."""
+        """The ordinal of the one GPU that holds everything offloaded, if only one does (``main_gpu``)."""
         used = [i for i, n in self.layers.items() if n > 0]
-        return used[0] if len(used) == 1 else None
+        return self.ordinals.get(used[0]) if len(used) == 1 else None
 
 
 def attention_settings(
@@ -246,7 +253,8 @@ def plan_offload(devices: Sequence[Device], facts: ModelFacts, req: OffloadReque
         warnings=warnings,
         wanted_layers=wanted,
     )
-    gpus = sorted((d for d in devices if d.is_gpu), key=lambda d: d.free, reverse=True)
+    usable = [d for d in devices if d.kind == "gpu"] or [d for d in devices if d.kind == "igpu"]  # as llama.cpp
+    gpus = sorted(usable, key=lambda d: d.free, reverse=True)
     if not gpus or wanted == 0:
         return base
     candidates: list[Sequence[Device]] = [] if req.spread else [[g] for g in gpus]
@@ -263,7 +271,10 @@ def plan_offload(devices: Sequence[Device], facts: ModelFacts, req: OffloadReque
     if placed >= total_layers:  # all of it on GPUs: nothing of the model stays in host memory
         vram = _scale_to(vram, base.total_bytes)
     names = {g.index: g.name for g in gpus}
-    return OffloadPlan(**{**base.__dict__, "gpu_layers": placed, "layers": layers, "vram": vram, "names": names})
+    ordinals = {d.index: i for i, d in enumerate(usable)}
+    return OffloadPlan(
+        **{**base.__dict__, "gpu_layers": placed, "layers": layers, "vram": vram, "names": names, "ordinals": ordinals}
+    )
 
 
 def _scale_to(vram: dict[int, int], total: int) -> dict[int, int]:

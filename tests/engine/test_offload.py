@@ -46,7 +46,18 @@ def test_one_big_gpu_takes_every_layer_and_the_whole_size() -> None:
     assert plan.vram_bytes == plan.total_bytes  # size_vram == size
     assert processor_label(plan.total_bytes, plan.vram_bytes) == "100% GPU"
     assert plan.device_names() == ("CUDA1",)
-    assert plan.main_device == 1
+    assert plan.main_device == 0  # llama.cpp counts the GPUs only
+
+
+def test_main_gpu_and_tensor_split_count_gpus_as_llama_cpp_does() -> None:
+    igpu = Device(index=0, name="Vulkan0", description="Radeon iGPU", kind="igpu", total=8 * GiB, free=8 * GiB)
+    devices = [igpu, CPU, gpu(2, 30 * GiB), gpu(3, 70 * GiB)]  # an integrated GPU is left out beside discrete ones
+    plan = plan_offload(devices, FACTS, REQ)
+    assert plan.layers == {3: 11} and plan.main_device == 1
+    spread = plan_offload(devices, FACTS, OffloadRequest(num_ctx=1024, spread=True))
+    assert spread.layers == {3: 6, 2: 5} and spread.tensor_split(3) == [5.0, 6.0, 0.0]
+    only = plan_offload([CPU, igpu], FACTS, REQ)  # no discrete GPU: the integrated one is used
+    assert only.layers == {0: 11} and only.main_device == 0
 
 
 def test_a_small_gpu_takes_what_fits_and_ps_shows_the_split() -> None:
