@@ -101,6 +101,8 @@ def pack_vendor(sdist: Path, out: Path) -> int:
             else:
                 continue
             member.name = target
+            # a long name travels in a PAX header, which would override the new one when written
+            member.pax_headers = {k: v for k, v in member.pax_headers.items() if k not in ("path", "linkpath")}
             data = src.extractfile(member) if member.isfile() else None
             dst.addfile(member, data)
     return out.stat().st_size

@@ -98,6 +98,31 @@ def test_the_vendor_trim_keeps_the_build_and_drops_the_rest() -> None:
     assert [p for p in DROPPED if not gpu_carry._dropped(p)] == []
 
 
+def test_the_vendor_tarball_renames_every_member_long_names_too(tmp_path: Path) -> None:
+    import io
+
+    sdist = tmp_path / "llama_cpp_python-0.3.36.tar.gz"
+    long = "ggml/src/ggml-cuda/template-instances/" + "fattn-mma-f16-instance-ncols1_16-ncols2_2" * 2 + ".cu"
+    names = {
+        "vendor/llama.cpp/CMakeLists.txt": "kept",
+        "vendor/llama.cpp/" + long: "kept, name over 100 characters",
+        "vendor/llama.cpp/docs/build.md": "dropped",
+        "llama_cpp/llama_cpp.py": "the bindings",
+        "llama_cpp/server/app.py": "not needed",
+        "pyproject.toml": "not needed",
+    }
+    with tarfile.open(sdist, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name, text in names.items():
+            info = tarfile.TarInfo("llama_cpp_python-0.3.36/" + name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+    out = tmp_path / "out.tar.gz"
+    gpu_carry.pack_vendor(sdist, out)
+    with tarfile.open(out) as tar:
+        names_out = sorted(tar.getnames())
+    assert names_out == ["llama.cpp/CMakeLists.txt", "llama.cpp/" + long, "python/llama_cpp/llama_cpp.py"]
+
+
 def test_the_model_is_remade_from_its_header_with_the_same_layout(tmp_path: Path) -> None:
     carry = _carry(tmp_path)
     made = tmp_path / "made.gguf"
