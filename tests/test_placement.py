@@ -13,7 +13,7 @@ from nbllm.config import Settings
 from nbllm.engine import LoadSpec
 from nbllm.engine.fake import FakeEngineFactory
 from nbllm.engine.offload import CUDA_MINIMUM, Device, ModelFacts
-from nbllm.placement import Placer
+from nbllm.placement import Placer, read_facts
 from nbllm.runtime import Runtime
 from nbllm.scheduler import Scheduler
 from nbllm.server import create_app
@@ -129,3 +129,18 @@ def test_api_ps_reports_the_gpu(gpu_client: TestClient) -> None:
     (model,) = gpu_client.get("/api/ps").json()["models"]
     assert model["size_vram"] == model["size"] > 0
     assert model["processor"] == "100% GPU" and model["devices"] == ["CUDA0"]
+
+
+def test_the_facts_of_a_real_model_add_up_to_its_weights(smollm2_gguf: Path) -> None:
+    facts = read_facts(smollm2_gguf)
+    assert facts.n_layer == 30 and (facts.head_count, facts.head_count_kv) == (9, 3)
+    assert facts.kv_bytes_per_token == 2 * 30 * 3 * (64 + 64)  # f16, layers, KV heads, K and V width
+    data = smollm2_gguf.stat().st_size - read_gguf_offset(smollm2_gguf)
+    weights = sum(facts.layer_bytes) + facts.output_bytes
+    assert 0 <= data - weights < 272 * 32  # every tensor's bytes, but the alignment padding between them
+
+
+def read_gguf_offset(path: Path) -> int:
+    import gguf
+
+    return int(gguf.GGUFReader(str(path)).data_offset)
