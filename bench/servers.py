@@ -160,8 +160,10 @@ def llama_cpp_server(peer: Peer, model: Path, *, n_ctx: int, threads: int, log: 
     return _start("llama-cpp-python server", "openai", cmd, peer.env(), port, "/v1/models", log)
 
 
-def llama_server(peer: Peer, model: Path, *, n_ctx: int, parallel: int, threads: int, log: Path) -> Server:
-    """llama.cpp's C++ ``llama-server`` with ``-np`` slots (context ``n_ctx`` per slot)."""
+def llama_server(
+    peer: Peer, model: Path, *, n_ctx: int, parallel: int, threads: int, log: Path, gpu_layers: int = 0
+) -> Server:
+    """llama.cpp's C++ ``llama-server`` with ``-np`` slots (context ``n_ctx`` per slot), ``gpu_layers`` offloaded."""
     assert peer.bin_dir is not None
     port = free_port()
     cmd = [
@@ -181,7 +183,7 @@ def llama_server(peer: Peer, model: Path, *, n_ctx: int, parallel: int, threads:
         "--host",
         "127.0.0.1",
         "-ngl",
-        "0",
+        str(gpu_layers),
         "--no-webui",
     ]
     server = _start(f"llama-server (np={parallel})", "llama", cmd, peer.env(), port, "/health", log)

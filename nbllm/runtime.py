@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from nbllm.config import Settings
 from nbllm.engine import Engine, EngineFactory, LoadSpec
+from nbllm.engine.offload import Device
+from nbllm.placement import DeviceLister, Placer
 from nbllm.scheduler import Scheduler
 from nbllm.store import ModelStore
 from nbllm.store.pypi import IndexConfig, pip_index_config
@@ -46,6 +48,16 @@ def _llama_factory(spec: LoadSpec) -> Engine:
     return load_llama(spec)
 
 
+def _llama_devices() -> list[Device]:
+    from nbllm.engine.llama.devices import list_devices  # imported on first use, as the engine
+
+    return list_devices()
+
+
+def _no_devices() -> list[Device]:
+    return []
+
+
 @dataclass
 class Runtime:
     """Everything a server, CLI command or notebook magic needs, wired together."""
@@ -57,19 +69,31 @@ class Runtime:
     _index: IndexConfig | None = field(default=None, repr=False)
     observers: list[Observer] = field(default_factory=list, repr=False)
     """Watchers of finished generations; an edge adds itself while it serves."""
+    devices: DeviceLister = field(default=_no_devices, repr=False)
+    """The devices the engine can use, with their free memory now (llama.cpp's list for the real engine)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, engine_factory: EngineFactory | None = None) -> Runtime:
-        """Build the store, engine factory and scheduler from one Settings object."""
+    def from_settings(
+        cls, settings: Settings, *, engine_factory: EngineFactory | None = None, devices: DeviceLister | None = None
+    ) -> Runtime:
+        """Build the store, engine factory and scheduler from one Settings object.
+
+        ``devices`` defaults to llama.cpp's device list for the real engine and to none for another factory
+        (tests pass device descriptions as data to simulate GPUs)."""
         factory = engine_factory or _llama_factory
+        if devices is None:
+            devices = _llama_devices if engine_factory is None else _no_devices
+        if (settings.llm_library or "").lower() == "cpu":
+            devices = _no_devices
         store = ModelStore(settings.models_dir, tmp_dir=settings.tmpdir)
         scheduler = Scheduler(
             factory,
             default_keep_alive=settings.keep_alive,
             max_loaded=settings.max_loaded_models or 3,  # Ollama: 3 per GPU, 3 on CPU
             max_queue=settings.max_queue,
+            place=Placer(settings, devices),
         )
-        return cls(settings=settings, store=store, scheduler=scheduler, engine_factory=factory)
+        return cls(settings=settings, store=store, scheduler=scheduler, engine_factory=factory, devices=devices)
 
     def index_config(self) -> IndexConfig:
         """Package indexes for built-in models: NBLLM_PACKAGE_INDEX, else pip's configuration."""
@@ -85,6 +109,10 @@ class Runtime:
         from nbllm.store.legacy import fix_blob_names
 
         fix_blob_names(self.store.blobs.root)
+        if self.devices is _llama_devices:
+            from nbllm.engine.llama.devices import log_hardware
+
+            log_hardware()
         if not self.settings.noprune:
             removed = self.store.prune()
             if removed:

@@ -72,6 +72,8 @@ class RunnerView:
     active: int
     queued: int
     unloading: bool
+    devices: tuple[str, ...] = ()
+    """The devices it runs on (``CUDA0``, ``CPU``)."""
 
 
 class Scheduler:
@@ -86,6 +88,7 @@ class Scheduler:
         max_queue: int,
         clock: Callable[[], float] = time.monotonic,
         free_memory: Callable[[], int] = available_memory,
+        place: Callable[[LoadSpec], LoadSpec] | None = None,
     ) -> None:
         self._factory = factory
         self._default_keep_alive = default_keep_alive
@@ -96,6 +99,7 @@ class Scheduler:
         self._loading: set[str] = set()
         self._waiting = 0
         self._free_memory = free_memory
+        self._place = place or (lambda spec: spec)  # GPU placement at load time (nbllm.placement)
         self._tickets: deque[int] = deque()
         self._next_ticket = 0
         self._cv = threading.Condition()
@@ -159,6 +163,7 @@ class Scheduler:
             if key in self._loading:
                 self._cv.wait()
                 continue
+            spec = self._place(spec)
             full = len(self._runners) + len(self._loading) >= self._max_loaded
             if full or not self._fits(spec):
                 victim = self._pick_victim()
@@ -172,8 +177,10 @@ class Scheduler:
             return self._load_locked(key, name, model, spec, keep_alive)
 
     def _fits(self, spec: LoadSpec) -> bool:
-        """Whether the model's estimated memory fits in what is free now (loaded models already count)."""
-        return spec.memory_estimate <= self._free_memory()
+        """Whether the model's estimated memory fits in what is free now (loaded models already count); a
+        model that would not fit in GPU memory makes others unload first (alone, it loads partly offloaded)."""
+        plan = spec.offload
+        return spec.memory_estimate <= self._free_memory() and (plan is None or plan.fits or not self._runners)
 
     def _load_locked(self, key: str, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None) -> Runner:
         self._loading.add(key)
@@ -308,6 +315,7 @@ class Scheduler:
                     active=active,
                     queued=queued,
                     unloading=r.unloading,
+                    devices=_devices(r.engine.info.extra.get("devices")),
                 )
             )
         return sorted(views, key=lambda v: v.expires_at, reverse=True)
@@ -320,6 +328,11 @@ class Scheduler:
                 self._unload_locked(runner)
             self._cv.notify_all()
         self._reaper.join(timeout=5)
+
+
+def _devices(value: object) -> tuple[str, ...]:
+    """The device names an engine reports in ``info.extra["devices"]`` (none from an engine that does not)."""
+    return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
 
 
 def _too_big(need: int, free: int) -> str:

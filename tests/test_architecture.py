@@ -24,6 +24,7 @@ LAYERS = {
     "prompt": 1,
     "scheduler": 2,
     "runtime": 2,
+    "placement": 2,
     "service": 2,
     "server": 3,
     "client": 3,

@@ -32,14 +32,14 @@ def list_rows(models: Sequence[ModelSummary], prefix: str | None = None) -> list
 
 def ps_rows(models: Sequence[ProcessModel], now: datetime | None = None) -> list[list[str]]:
     """``NAME ID SIZE PROCESSOR UNTIL`` rows: ``Forever``, ``4 minutes from now``, ``Stopping...``."""
-    from nbllm.service import processor_label
+    from nbllm.service import processor_text
 
     now = now or datetime.now(timezone.utc)
     rows = []
     for m in models:
         expires = datetime.fromisoformat(m.expires_at)
         until = "Stopping..." if expires <= now else human_time(expires, now)
-        processor = m.processor or processor_label(m.size, m.size_vram)
+        processor = processor_text(m)
         rows.append([m.name, m.digest[:12], human_bytes(m.size), processor, until])
     return rows
 

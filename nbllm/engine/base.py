@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from nbllm.engine.offload import OffloadPlan
 from nbllm.options import Options
 
 __all__ = [
@@ -56,6 +57,8 @@ class LoadSpec:
     """Bytes the loaded model is expected to take (weights + KV cache), for the scheduler's fit check."""
     load_timeout: float = field(default=float("inf"), compare=False)
     """Give up a load whose progress stalls this many seconds (OLLAMA_LOAD_TIMEOUT)."""
+    offload: OffloadPlan | None = field(default=None, compare=False)
+    """Where the layers go (``engine.offload``), decided by the scheduler when it loads; None = llama.cpp's default."""
 
 
 @dataclass(frozen=True)

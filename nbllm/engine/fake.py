@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from nbllm.engine.base import EngineInfo, FinalStats, GenerationEvent, LoadSpec, SamplingParams, TokenChunk
 from nbllm.engine.text import StreamText
@@ -41,6 +42,16 @@ class FakeEngine:
             total_bytes=1000 + spec.num_ctx * spec.parallel,
             n_layers=1,
         )
+        plan = spec.offload
+        if plan is not None:  # placed on (simulated) GPUs: report the plan as the real engine does
+            self.info = replace(
+                self.info,
+                total_bytes=plan.total_bytes,
+                vram_bytes=plan.vram_bytes,
+                gpu_layers=plan.gpu_layers,
+                n_layers=plan.total_layers,
+                extra={"devices": plan.device_names() if plan.gpu_layers else ("CPU",)},
+            )
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """One token per character."""

@@ -53,7 +53,7 @@ def ps_frame(resp: ProcessResponse) -> pd.DataFrame:
     """``ollama ps`` as a DataFrame."""
     import pandas as pd
 
-    from nbllm.service import processor_label
+    from nbllm.service import processor_text
 
     rows = []
     for m in resp.models:
@@ -63,7 +63,7 @@ def ps_frame(resp: ProcessResponse) -> pd.DataFrame:
                 "name": m.name or m.model,
                 "id": m.digest.removeprefix("sha256:")[:12],
                 "size": human_bytes(m.size),
-                "processor": m.processor or processor_label(m.size, m.size_vram),
+                "processor": processor_text(m),
                 "context": m.context_length,
                 "until": human_time(expires) if expires else "",
                 "bytes": m.size,

@@ -127,6 +127,8 @@ class ProcessModel(ResponseModel):
     """Context length per request slot."""
     processor: str | None = None
     """nbllm extension: ``100% CPU``, ``100% GPU`` or ``48%/52% CPU/GPU``."""
+    devices: list[str] | None = None
+    """nbllm extension: llama.cpp's devices it runs on (``CUDA0``, ``Metal``, ``CPU``)."""
     active_requests: int | None = None
     """nbllm extension: requests being generated now."""
     queued_requests: int | None = None

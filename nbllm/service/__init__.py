@@ -5,7 +5,16 @@ from __future__ import annotations
 from nbllm.service.create import create_model
 from nbllm.service.embed import embed, embeddings
 from nbllm.service.inference import chat, collect_chat, collect_generate, generate, settled
-from nbllm.service.models import copy_model, delete_model, list_models, processor_label, ps, pull, show
+from nbllm.service.models import (
+    copy_model,
+    delete_model,
+    list_models,
+    processor_label,
+    processor_text,
+    ps,
+    pull,
+    show,
+)
 from nbllm.service.registry import push
 
 __all__ = [
@@ -20,6 +29,7 @@ __all__ = [
     "generate",
     "list_models",
     "processor_label",
+    "processor_text",
     "ps",
     "pull",
     "push",

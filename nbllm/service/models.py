@@ -26,7 +26,7 @@ from nbllm.service.prompts import capabilities
 from nbllm.store import ModelName
 from nbllm.store.modelfile import format_parameters, render_modelfile
 
-__all__ = ["copy_model", "delete_model", "list_models", "processor_label", "ps", "pull", "show"]
+__all__ = ["copy_model", "delete_model", "list_models", "processor_label", "processor_text", "ps", "pull", "show"]
 
 
 def list_models(rt: Runtime) -> ListResponse:
@@ -98,6 +98,20 @@ def processor_label(size: int, size_vram: int) -> str:
     return f"{100 - gpu}%/{gpu}% CPU/GPU"
 
 
+def processor_text(model: ProcessModel) -> str:
+    """The PROCESSOR column of ``ps``: Ollama's label, then the GPUs it runs on, if any.
+
+    >>> m = dict(name="m", model="m", size=100, digest="d", details={}, expires_at="", context_length=1)
+    >>> processor_text(ProcessModel(**m, size_vram=100, devices=["CUDA0"]))
+    '100% GPU (CUDA0)'
+    >>> processor_text(ProcessModel(**m, size_vram=0, devices=["CPU"]))
+    '100% CPU'
+    """
+    label = model.processor or processor_label(model.size, model.size_vram)
+    gpus = [d for d in model.devices or () if d != "CPU"]
+    return f"{label} ({', '.join(gpus)})" if gpus else label
+
+
 def ps(rt: Runtime) -> ProcessResponse:
     """``/api/ps``: loaded models, with nbllm's processor split and queue depth."""
     out = []
@@ -113,6 +127,7 @@ def ps(rt: Runtime) -> ProcessResponse:
                 size_vram=view.size_vram,
                 context_length=view.context_length,
                 processor=processor_label(view.size, view.size_vram),
+                devices=list(view.devices) or None,
                 active_requests=view.active,
                 queued_requests=view.queued,
             )

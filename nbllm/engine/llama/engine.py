@@ -61,6 +61,11 @@ class LlamaEngine:
         gpu_layers = 0
         if L.llama_supports_gpu_offload() and self.spec.num_gpu != 0:
             gpu_layers = d["n_layer"] if self.spec.num_gpu < 0 else min(self.spec.num_gpu, d["n_layer"])
+        plan = self.spec.offload
+        devices = ("CPU",) if plan is None or not plan.gpu_layers else plan.device_names()
+        if plan is not None:  # the scheduler's estimate: what ps reports for size and size_vram
+            total, gpu_layers = plan.total_bytes, plan.gpu_layers
+            d = {**d, "n_layer": plan.total_layers}
         return EngineInfo(
             n_ctx=n_ctx,
             parallel=self.spec.parallel,
@@ -69,10 +74,11 @@ class LlamaEngine:
             n_vocab=self._model.n_vocab,
             weights_bytes=d["weights"],
             total_bytes=total,
-            vram_bytes=total * gpu_layers // d["n_layer"] if d["n_layer"] else 0,
+            vram_bytes=plan.vram_bytes if plan else (total * gpu_layers // d["n_layer"] if d["n_layer"] else 0),
             gpu_layers=gpu_layers,
             n_layers=d["n_layer"],
             bos_text=self._model.bos_text(),
+            extra={"devices": devices},
         )
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 import llama_cpp as L
 
 from nbllm.engine.base import LoadSpec
+from nbllm.engine.offload import attention_settings
 from nbllm.errors import ModelLoadError
 
 __all__ = ["NativeModel", "backend", "create_context", "default_threads"]
@@ -95,12 +96,14 @@ class NativeModel:
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (-1 if L.llama_supports_gpu_offload() else 0)
         mp.main_gpu = spec.main_gpu
+        split = apply_plan(mp, spec)  # referenced until the load returns
         if spec.use_mmap is not None:
             mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if spec.use_mmap else L.LLAMA_LOAD_MODE_NONE
         watchdog = _LoadWatchdog(spec.load_timeout)
         callback = L.llama_progress_callback(watchdog)  # referenced until the load returns
         mp.progress_callback = callback
         self.ptr = L.llama_model_load_from_file(str(spec.path).encode(), mp)
+        del split
         if not self.ptr and watchdog.stalled:
             raise ModelLoadError(
                 f"timed out waiting for the model to load - progress {watchdog.progress:.2f} "
@@ -233,8 +236,8 @@ def create_context(
     cp.n_batch = cp.n_ubatch = n_batch
     cp.n_seq_max = n_seq_max
     cp.n_threads = cp.n_threads_batch = threads
-    cp.flash_attn_type = {None: -1, True: 1, False: 0}[spec.flash_attention]
-    cp.type_k = cp.type_v = _KV_TYPES.get(spec.kv_cache_type, 1)
+    cp.flash_attn_type, cp.type_k = attention_types(spec)
+    cp.type_v = cp.type_k
     cp.embeddings = embeddings
     if pooling is not None:
         cp.pooling_type = pooling
@@ -251,6 +254,36 @@ def create_context(
         L.llama_free(ctx)
         raise
     return ctx
+
+
+def attention_types(spec: LoadSpec) -> tuple[int, int]:
+    """llama.cpp's flash attention mode and KV cache type for a load (the offload plan's, as Ollama resolves them)."""
+    plan = spec.offload
+    if plan is not None:
+        flash, kv_type = plan.flash_attention, plan.kv_cache_type
+    else:  # no GPU placement: the same rule (a quantized cache only with flash attention on)
+        kv_type, flash, warnings = attention_settings(spec.kv_cache_type, spec.flash_attention)
+        for warning in warnings:
+            log.warning("%s", warning)
+    return {None: -1, True: 1, False: 0}[flash], _KV_TYPES.get(kv_type, 1)
+
+
+def apply_plan(mp: Any, spec: LoadSpec) -> Any:
+    """Set the offload plan's layers and split on llama.cpp's model params; the split array to keep alive."""
+    plan = spec.offload
+    if plan is None:
+        return None
+    mp.n_gpu_layers = plan.gpu_layers
+    main = plan.main_device
+    if main is not None:  # one GPU holds it all: no split, that GPU computes
+        mp.split_mode, mp.main_gpu = L.LLAMA_SPLIT_MODE_NONE, main
+        return None
+    if not plan.layers:
+        return None
+    shares = plan.tensor_split(int(L.llama_max_devices()))
+    split = (ctypes.c_float * len(shares))(*shares)
+    mp.split_mode, mp.tensor_split = L.LLAMA_SPLIT_MODE_LAYER, split
+    return split
 
 
 def free_context(ctx: Any) -> None:
