@@ -30,6 +30,7 @@ from nbllm.schema import ProgressResponse, PushRequest
 from nbllm.server.streaming import ndjson_response, single_response
 from nbllm.store import ModelName, ModelStore
 from nbllm.store.digest import normalize_digest
+from nbllm.store.layer_contents import manifest_problems
 from nbllm.store.manifests import MEDIA_MANIFEST, Manifest, StoredManifest
 from nbllm.store.names import DEFAULT_HOST
 
@@ -126,6 +127,9 @@ async def put_manifest(namespace: str, model: str, tag: str, request: Request) -
     for layer in [*manifest.layers, manifest.config]:
         if store.blobs.size(layer.digest) != layer.size:
             return _error(400, "MANIFEST_INVALID", f"size of {layer.digest} is not {layer.size}")
+    problems = await run_in_threadpool(manifest_problems, manifest, store.blobs.read_bytes)
+    if problems:  # a params layer that is not JSON (...) would break every listing of the store
+        return _error(400, "MANIFEST_INVALID", "manifest invalid", problems)
     digest = await run_in_threadpool(store.manifests.write, name, manifest)
     headers = {
         **_API_VERSION,

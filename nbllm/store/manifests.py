@@ -134,7 +134,11 @@ class ManifestStore:
             manifest = Manifest.model_validate_json(raw)
             mtime = path.stat().st_mtime
         except (OSError, ValidationError) as exc:
-            raise StoreError(f"manifest of {name} is unreadable ({path}): {exc}") from exc
+            # (the message names no path: it reaches API clients, who have no business knowing the server's)
+            reason = exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else "not a valid manifest"
+            raise StoreError(
+                f"the manifest of {name} is unreadable ({reason}); remove the model and pull or create it again"
+            ) from exc
         real = ModelName(*path.relative_to(self.root).parts)
         return StoredManifest(
             name=real,
