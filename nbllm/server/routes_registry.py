@@ -191,7 +191,7 @@ async def start_upload(
             return _created(namespace, model, mounted)
     upload_id = uuid.uuid4().hex
     path = _upload_path(store, upload_id)
-    path.touch()
+    path.touch(mode=0o600)
     if digest:
         return await _finish(store, namespace, model, path, digest, request)
     return _session(namespace, model, upload_id, 0, status=202)

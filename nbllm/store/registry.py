@@ -215,7 +215,7 @@ def _file_part(path: Path, offset: int, size: int, progress: Callable[[int], Non
         while left > 0:
             block = fh.read(min(_CHUNK, left))
             if not block:
-                raise StoreError(f"{path} is shorter than its manifest says")
+                raise StoreError(f"blob {path.name} is shorter than its manifest says")
             left -= len(block)
             progress(len(block))
             yield block
