@@ -60,11 +60,11 @@ def check_files(store: ModelStore, files: Mapping[str, str] | None) -> None:
     also be one a filesystem takes: no NUL or other control character, no element over 255 bytes.
     """
     for path, digest in (files or {}).items():
-        parts = path.split("/")  # Go's fs.ValidPath: no empty, "." or ".." element, no leading slash
-        if any(part in ("", ".", "..") for part in parts) or "\\" in path or ":" in path:
-            raise InvalidRequest(f"file path must be relative: {path!r}")
         if any(ord(c) < 0x20 or c == "\x7f" for c in path):
             raise InvalidRequest(f"file path must not contain control characters (NUL, newline, ...): {path!r}")
+        parts = path.split("/")  # Go's fs.ValidPath: no empty, "." or ".." element, no leading slash
+        if any(part in ("", ".", "..") for part in parts) or "\\" in path or ":" in path:
+            raise InvalidRequest(f"file path must be relative: {path}")
         size = len(path.encode("utf-8", "surrogatepass"))
         longest = max(len(part.encode("utf-8", "surrogatepass")) for part in parts)
         if longest > _MAX_NAME_BYTES or size > _MAX_PATH_BYTES:

@@ -116,18 +116,19 @@ def _kind(value: object) -> str:
 
 def _check_template(data: bytes) -> None:
     from nbllm.errors import TemplateError
-    from nbllm.prompt.gotemplate import GoTemplate
+    from nbllm.prompt.template_check import check_template
 
     try:
-        GoTemplate(_text(data)).vars()
+        check_template(_text(data))
     except TemplateError as exc:
-        raise ValueError(f"the template does not parse: {exc.message}") from None
+        raise ValueError(f"the template does not work: {exc.message}") from None
 
 
 def layer_problem(media_type: str, data: bytes, *, template: bool = False) -> str | None:
     """What is wrong with a small layer's bytes (None when they are what the media type says).
 
-    Templates are checked for UTF-8 only, unless ``template`` asks for them to be parsed as well.
+    Templates are checked for UTF-8 only, unless ``template`` asks for them to be parsed and rendered once
+    with sample values as well (``verify`` does; a pull does not refuse a model for nbllm's template gaps).
 
     >>> layer_problem(MEDIA_PARAMS, b"not json")
     'the params layer is not valid: it is not JSON'

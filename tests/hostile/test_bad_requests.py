@@ -27,6 +27,7 @@ from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer
 from nbllm.store import ModelName
 from nbllm.store.digest import digest_bytes
+from nbllm.store.manifests import MEDIA_TEMPLATE
 from tests.cli.support import nbllm
 from tests.conftest import CHATML
 from tests.support.hf_models import make_hf_model
@@ -322,3 +323,29 @@ def test_an_existing_store_keeps_its_modes(tmp_path: Path) -> None:
     install_model(rt.store, "tiny", write_tiny_gguf(tmp_path / "tiny.gguf"))
     assert all(_mode(d) == 0o755 for d in (root, root / "blobs", root / "manifests"))
     rt.close()
+
+
+def test_on_the_real_engine_a_failing_template_is_a_400_and_serving_goes_on(
+    live_server: BackgroundServer, real_runtime: Runtime
+) -> None:
+    """SmolLM2 through a real server: create refuses the template; a model that has one anyway (written
+    past create) answers 400 on chat and generate, 200 on show; the good model goes on answering."""
+    url, store, bad = live_server.url, real_runtime.store, '{{ template "nope" . }}'
+    body = {"model": "h18-bad-template", "from": "smollm2:135m", "template": bad, "stream": False}
+    resp = requests.post(f"{url}/api/create", json=body, timeout=120)
+    assert resp.status_code == 400 and "template error" in resp.json()["error"], resp.text
+    smol = store.get("smollm2:135m")
+    layers = [layer for layer in smol.manifest.layers if layer.mediaType != MEDIA_TEMPLATE]
+    store.write_model(ModelName.parse("h18-bad-template"), [*layers, store.add_text_layer(MEDIA_TEMPLATE, bad)], {})
+    try:
+        hi = [{"role": "user", "content": "hi"}]
+        chat = requests.post(f"{url}/api/chat", json={"model": "h18-bad-template", "messages": hi, "stream": False})
+        assert chat.status_code == 400 and "template" in chat.json()["error"], chat.text
+        gen = requests.post(f"{url}/api/generate", json={"model": "h18-bad-template", "prompt": "hi", "stream": False})
+        assert gen.status_code == 400 and "template" in gen.json()["error"], gen.text
+        assert requests.post(f"{url}/api/show", json={"model": "h18-bad-template"}).status_code == 200
+        good = {"model": "smollm2:135m", "messages": hi, "stream": False, "options": {"num_predict": 4, "num_ctx": 256}}
+        answer = requests.post(f"{url}/api/chat", json=good, timeout=300)
+        assert answer.status_code == 200 and answer.json()["done"] and answer.json()["message"]["content"], answer.text
+    finally:
+        assert requests.delete(f"{url}/api/delete", json={"model": "h18-bad-template"}).status_code == 200

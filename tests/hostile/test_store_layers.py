@@ -201,3 +201,31 @@ def test_an_unreadable_manifest_can_be_removed(server: BackgroundServer, runtime
     gone = requests.delete(f"{server.url}/api/delete", json={"model": "junk"}, timeout=30)
     assert gone.status_code == 200, gone.text
     assert not path.exists()
+
+
+def test_a_pull_from_a_hostile_registry_is_refused(server: BackgroundServer, runtime: Runtime, tmp_path: Path) -> None:
+    """The registry (an nbllm server whose store holds a damaged model) serves a manifest with a params
+    layer that is not JSON: the pulling server refuses it and its listings go on."""
+    store = runtime.store
+    store.manifests.write(ModelName.parse("broken"), _broken_manifest(server.url, store, MEDIA_PARAMS, b"[1,2]"))
+    settings = Settings(home=tmp_path / "dest-home", models=tmp_path / "dest")
+    with Runtime.from_settings(settings, engine_factory=FakeEngineFactory()) as dest_rt:
+        dest = BackgroundServer(dest_rt, port=0).start()
+        try:
+            host = server.url.removeprefix("http://")
+            body = {"model": f"{host}/library/broken", "insecure": True, "stream": False}
+            resp = requests.post(f"{dest.url}/api/pull", json=body, timeout=60)
+            assert resp.status_code == 500 and "damaged model" in resp.json()["error"], resp.text
+            assert "params layer" in resp.json()["error"]
+            assert dest_rt.store.find(f"{host}/library/broken") is None
+            assert _names(requests.get(f"{dest.url}/api/tags", timeout=30)) == set()
+        finally:
+            dest.stop()
+
+
+def test_verify_checks_that_a_template_works(runtime: Runtime, tmp_path: Path) -> None:
+    install_model(runtime.store, "bad", write_tiny_gguf(tmp_path / "bad.gguf"), template='{{ template "nope" . }}')
+    report = verify_store(runtime.store)
+    assert report.broken_models() == ["bad:latest"]
+    [problem] = report.problems
+    assert problem.kind == "content" and 'template "nope" not defined' in problem.detail
