@@ -105,7 +105,9 @@ class Runtime:
         return self._index
 
     def startup(self) -> None:
-        """What a server does when it starts: fix legacy blob names, prune unreferenced blobs unless OLLAMA_NOPRUNE."""
+        """What a server does when it starts: fix legacy blob names, prune unreferenced blobs and abandoned
+        partial downloads unless OLLAMA_NOPRUNE."""
+        from nbllm.store.leftovers import prune_partials
         from nbllm.store.legacy import fix_blob_names
 
         fix_blob_names(self.store.blobs.root)
@@ -117,6 +119,7 @@ class Runtime:
             removed = self.store.prune()
             if removed:
                 log.info("removed %d unused blob(s)", len(removed))
+            prune_partials(self.store)
 
     def observe(self, record: GenerationRecord) -> None:
         """Tell every observer of a finished generation; an observer's failure never fails the request."""

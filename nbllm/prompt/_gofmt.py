@@ -169,11 +169,7 @@ def _fixed(digits: str, dp: int) -> str:
 
 
 def _sci(digits: str, exp: int) -> str:
-    return (
-        digits[0]
-        + ("." + digits[1:] if len(digits) > 1 else "")
-        + f"e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    )
+    return digits[0] + ("." + digits[1:] if len(digits) > 1 else "") + f"e{'-' if exp < 0 else '+'}{abs(exp):02d}"
 
 
 def _go_g(x: float, prec: int) -> str:
@@ -326,9 +322,7 @@ def go_sprintf(fmt: str, *args: object) -> str:
         if not verb:
             out.append("%!(NOVERB)")
             continue
-        sizes = [
-            _star(pending) if x == "*" else (int(x) if x else (0 if x == "" else None)) for x in (width, prec)
-        ]
+        sizes = [_star(pending) if x == "*" else (int(x) if x else (0 if x == "" else None)) for x in (width, prec)]
         if pending:
             out.append(_fmt(pending.pop(0), _Spec(verb, flags, sizes[0] or None, sizes[1])))
         else:

@@ -260,9 +260,7 @@ class _Exec:
         if isinstance(first, DotNode):
             return dot
         self.fail(
-            "nil is not a command"
-            if isinstance(first, NilNode)
-            else f"can't evaluate command {node_text(first)}"
+            "nil is not a command" if isinstance(first, NilNode) else f"can't evaluate command {node_text(first)}"
         )
 
     def not_a_function(self, args: Sequence[Node], final: object) -> None:
@@ -288,14 +286,10 @@ class _Exec:
     ) -> object:
         for step, name in enumerate(ident):
             last = step == len(ident) - 1
-            receiver = self.field(
-                name, receiver, args if last else (), final if last else _MISSING, first=step == 0
-            )
+            receiver = self.field(name, receiver, args if last else (), final if last else _MISSING, first=step == 0)
         return receiver
 
-    def field(
-        self, name: str, receiver: object, args: Sequence[Node], final: object, *, first: bool
-    ) -> object:
+    def field(self, name: str, receiver: object, args: Sequence[Node], final: object, *, first: bool) -> object:
         if receiver is None:
             if first:  # Go: an invalid receiver yields no value; a nil interface inside a chain is an error
                 return None
@@ -304,9 +298,7 @@ class _Exec:
         method = _method(receiver, name)
         if method is not None:
             if has_args:
-                self.fail(
-                    f"wrong number of args for {name}: want 0 got {len(args) - 1 + (final is not _MISSING)}"
-                )
+                self.fail(f"wrong number of args for {name}: want 0 got {len(args) - 1 + (final is not _MISSING)}")
             return method()
         if isinstance(receiver, Mapping):
             if has_args:

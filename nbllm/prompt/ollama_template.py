@@ -288,9 +288,7 @@ def _tool_call(call: Mapping[str, Any]) -> TemplateToolCall:
         Function=TemplateToolCallFunction(
             Index=int(function.get("index") or 0),
             Name=str(function.get("name") or ""),
-            Arguments=TemplateArgs(
-                {str(k): _json_value(v) for k, v in (args or {}).items()}, nil=args is None
-            ),
+            Arguments=TemplateArgs({str(k): _json_value(v) for k, v in (args or {}).items()}, nil=args is None),
         ),
     )
 
@@ -342,9 +340,7 @@ def _touched_up(template: GoTemplate) -> GoTemplate:
     if "messages" in names or "response" in names:
         return template
     root = ListNode(template.root.pos, [*template.root.nodes, _response_node(len(template.text))])
-    return GoTemplate.from_tree(
-        template.text, root, defines=template.defines, funcs=template.funcs, name=template.name
-    )
+    return GoTemplate.from_tree(template.text, root, defines=template.defines, funcs=template.funcs, name=template.name)
 
 
 def _normalize(msg: Mapping[str, Any]) -> dict[str, Any]:

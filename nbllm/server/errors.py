@@ -80,10 +80,9 @@ def status_for(exc: BaseException) -> int:
 
 
 def message_for(exc: BaseException) -> str:
-    """The message a client sees."""
-    if isinstance(exc, NbllmError):
-        return exc.message
-    return f"internal error: {type(exc).__name__}: {exc}"
+    """The message a client sees (encodable as UTF-8: a lone surrogate a client sent is echoed as ``\\udXXX``)."""
+    text = exc.message if isinstance(exc, NbllmError) else f"internal error: {type(exc).__name__}: {exc}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(exc: BaseException) -> Response:

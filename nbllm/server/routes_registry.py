@@ -31,6 +31,7 @@ from nbllm.server.errors import ErrorJSONResponse
 from nbllm.server.streaming import ndjson_response, single_response
 from nbllm.store import ModelName, ModelStore
 from nbllm.store.digest import normalize_digest
+from nbllm.store.layer_contents import manifest_problems
 from nbllm.store.manifests import MEDIA_MANIFEST, Manifest, StoredManifest
 from nbllm.store.names import DEFAULT_HOST
 
@@ -127,6 +128,9 @@ async def put_manifest(namespace: str, model: str, tag: str, request: Request) -
     for layer in [*manifest.layers, manifest.config]:
         if store.blobs.size(layer.digest) != layer.size:
             return _error(400, "MANIFEST_INVALID", f"size of {layer.digest} is not {layer.size}")
+    problems = await run_in_threadpool(manifest_problems, manifest, store.blobs.read_bytes)
+    if problems:  # a params layer that is not JSON (...) would break every listing of the store
+        return _error(400, "MANIFEST_INVALID", "manifest invalid", problems)
     digest = await run_in_threadpool(store.manifests.write, name, manifest)
     headers = {
         **_API_VERSION,
@@ -188,7 +192,7 @@ async def start_upload(
             return _created(namespace, model, mounted)
     upload_id = uuid.uuid4().hex
     path = _upload_path(store, upload_id)
-    path.touch()
+    path.touch(mode=0o600)
     if digest:
         return await _finish(store, namespace, model, path, digest, request)
     return _session(namespace, model, upload_id, 0, status=202)

@@ -42,6 +42,11 @@ def resolve_model(rt: Runtime, name: str) -> LocalModel:
     model = rt.store.find(parsed)
     if model is None:
         raise ModelNotFound(name)
+    if model.problems:  # listed, shown and removable, but not run on half of its settings
+        raise InvalidRequest(
+            f"model '{name}' is damaged: {'; '.join(model.problems)}; "
+            f"remove it (nbllm rm {name}) and pull or create it again"
+        )
     if model.model_path is None or not model.model_path.is_file():
         raise InvalidRequest(f"model '{name}' has no weights in the store; pull or create it again")
     return model
@@ -115,7 +120,7 @@ def details_of(model: LocalModel) -> ModelDetails:
         parent_model=str(config.get("parent_model", "")),
         format=str(config.get("model_format") or "gguf"),
         family=str(config.get("model_family") or ""),
-        families=list(families) if isinstance(families, list) else None,
+        families=[str(f) for f in families] if isinstance(families, list) else None,
         parameter_size=str(config.get("model_type") or ""),
         quantization_level=str(config.get("file_type") or ""),
     )

@@ -10,6 +10,7 @@ after every blob it names is in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from nbllm.service.layers import (
     quantize_layer,
 )
 from nbllm.store import LocalModel, ModelName
-from nbllm.store.digest import digest_bytes
+from nbllm.store.digest import digest_bytes, normalize_digest
 from nbllm.store.gguf import human_parameters
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
@@ -104,10 +105,10 @@ def _validate(rt: Runtime, req: CreateRequest) -> _Plan:
 
 def _validate_small_layers(req: CreateRequest) -> None:
     if req.template is not None:
-        from nbllm.prompt.gotemplate import GoTemplate
+        from nbllm.prompt.template_check import check_template
 
-        try:
-            GoTemplate(req.template)
+        try:  # parsed and rendered once: a template that fails only when run fails here, not on every chat
+            check_template(req.template)
         except TemplateError as exc:
             raise InvalidRequest(f"template error: {exc.message}") from None
     if req.parameters is not None:
@@ -117,7 +118,31 @@ def _validate_small_layers(req: CreateRequest) -> None:
 
 
 def create_model(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
-    """Create ``req.model``; yields Ollama's statuses and ends with ``success``."""
+    """Create ``req.model``; yields Ollama's statuses and ends with ``success``.
+
+    A create that fails (or is abandoned) removes the blobs it was given that no model uses: a file
+    uploaded for it by mistake (``FROM ./secret.txt``) does not stay in the store.
+    """
+    try:
+        yield from _create(rt, req)
+    except BaseException:
+        _drop_unused(rt, _given_blobs(req))
+        raise
+
+
+def _given_blobs(req: CreateRequest) -> set[str]:
+    """The uploaded blobs a request names (``files``, ``adapters``, ``from`` a digest), well-formed ones only."""
+    given = [*(req.files or {}).values(), *(req.adapters or {}).values()]
+    if req.from_ and (found := _DIGEST.fullmatch(req.from_.strip())):
+        given.append(f"sha256:{found.group(1)}")
+    out = set()
+    for digest in given:
+        with contextlib.suppress(InvalidRequest):
+            out.add(normalize_digest(digest))
+    return out
+
+
+def _create(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
     plan = _validate(rt, req)
     previous = rt.store.manifests.read(plan.name)
     ws = Workspace(rt.store)

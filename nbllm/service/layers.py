@@ -16,13 +16,14 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbllm.errors import EngineError, InvalidRequest
+from nbllm.errors import EngineError, InvalidRequest, StoreError
 from nbllm.schema import ProgressResponse
 from nbllm.store import ModelStore
 from nbllm.store.blobs import fsync_dir
 from nbllm.store.digest import digest_file, normalize_digest
 from nbllm.store.gguf import GGUFInfo, read_gguf
 from nbllm.store.manifests import MEDIA_ADAPTER, MEDIA_MODEL, MEDIA_PROJECTOR, Layer
+from nbllm.store.permissions import FILE_MODE, make_private_dirs
 
 __all__ = ["Built", "Workspace", "adapter_layers", "check_files", "file_kind", "model_layers", "quantize_layer"]
 
@@ -46,12 +47,35 @@ class Built:
         return cls(layer.mediaType, store.blobs.path(layer.digest), info, layer, f"using existing layer {layer.digest}")
 
 
+_MAX_NAME_BYTES = 255
+"""The longest file name (one path element) a filesystem takes."""
+_MAX_PATH_BYTES = 1024
+"""The longest relative path of an uploaded file (model directories are shallow)."""
+
+
 def check_files(store: ModelStore, files: Mapping[str, str] | None) -> None:
-    """Relative, clean paths and digests of blobs that are present (Ollama's wording for a bad path)."""
+    """Relative, clean paths and digests of blobs that are present (Ollama's wording for a bad path).
+
+    The files are laid out under their names in a work directory (for conversion), so a name must
+    also be one a filesystem takes: no NUL or other control character, no element over 255 bytes.
+    """
     for path, digest in (files or {}).items():
+        if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+            raise InvalidRequest(f"file path must not contain control characters (NUL, newline, ...): {path!r}")
         parts = path.split("/")  # Go's fs.ValidPath: no empty, "." or ".." element, no leading slash
         if any(part in ("", ".", "..") for part in parts) or "\\" in path or ":" in path:
             raise InvalidRequest(f"file path must be relative: {path}")
+        size = len(path.encode("utf-8", "surrogatepass"))
+        longest = max(len(part.encode("utf-8", "surrogatepass")) for part in parts)
+        if longest > _MAX_NAME_BYTES or size > _MAX_PATH_BYTES:
+            raise InvalidRequest(
+                f"file path is too long ({size} bytes, the longest name {longest}; "
+                f"at most {_MAX_PATH_BYTES} and {_MAX_NAME_BYTES}): {path[:60]!r}..."
+            )
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"file path is not valid Unicode: {path!r}") from None
         normalize_digest(digest)
         if not store.blobs.has(digest):
             raise InvalidRequest(f"blob {digest} for {path} not found: upload it first (POST /api/blobs/{digest})")
@@ -61,19 +85,27 @@ def file_kind(store: ModelStore, files: Mapping[str, str]) -> str:
     """``gguf`` or ``safetensors``: by file name, else by the GGUF magic of the blob."""
     kinds = set()
     for path, digest in files.items():
+        with store.blobs.path(digest).open("rb") as fh:
+            magic = fh.read(4) == b"GGUF"
         if path.endswith(".safetensors"):
             kinds.add("safetensors")
-        elif path.endswith(".gguf"):
+        elif path.endswith(".gguf") and not magic:
+            raise InvalidRequest(f"{path} is not a GGUF file: it does not start with the GGUF magic bytes")
+        elif magic:
             kinds.add("gguf")
-        else:
-            with store.blobs.path(digest).open("rb") as fh:
-                if fh.read(4) == b"GGUF":
-                    kinds.add("gguf")
     if len(kinds) > 1:
         raise InvalidRequest("mixed model file types: found both gguf and safetensors inputs")
     if not kinds:
         raise InvalidRequest("unknown type: the files are neither GGUF nor safetensors weights")
     return kinds.pop()
+
+
+def _read_upload(store: ModelStore, path: str, digest: str) -> GGUFInfo:
+    """The header of an uploaded GGUF file: a damaged one is the request's error, not the server's."""
+    try:
+        return read_gguf(store.blobs.path(digest))
+    except StoreError as exc:
+        raise InvalidRequest(f"{path} is not a valid GGUF file ({exc.message})") from None
 
 
 def _gguf_media_type(info: GGUFInfo) -> str:
@@ -90,7 +122,7 @@ class Workspace:
 
     def __init__(self, store: ModelStore) -> None:
         self.store = store
-        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(store.tmp_dir)
         self.dir = Path(tempfile.mkdtemp(prefix="create-", dir=store.tmp_dir))
 
     def close(self) -> None:
@@ -124,7 +156,7 @@ class Workspace:
         if not existed:
             target = self.store.blobs.path(digest)
             try:
-                os.chmod(path, 0o644)
+                os.chmod(path, FILE_MODE)  # (as every file of the store: not world-readable)
                 os.replace(path, target)
                 fsync_dir(target.parent)
             except OSError:  # another filesystem: stream it through the verifying writer
@@ -143,7 +175,7 @@ def model_layers(ws: Workspace, files: Mapping[str, str]) -> Steps:
         built = []
         for path in sorted(files):
             yield ProgressResponse(status="parsing GGUF")
-            info = read_gguf(ws.store.blobs.path(files[path]))
+            info = _read_upload(ws.store, path, files[path])
             layer = Layer(mediaType=_gguf_media_type(info), digest=files[path], size=ws.store.blobs.size(files[path]))
             built.append(Built.stored(ws.store, layer, info))
         if sum(b.media_type == MEDIA_MODEL for b in built) > 1:
@@ -178,7 +210,7 @@ def adapter_layers(ws: Workspace, adapters: Mapping[str, str], base: GGUFInfo | 
         raise InvalidRequest("only one adapter is currently supported")
     path, digest = next(iter(adapters.items()))
     yield ProgressResponse(status="parsing GGUF")
-    info = read_gguf(ws.store.blobs.path(digest))
+    info = _read_upload(ws.store, path, digest)
     if info.metadata.get("general.type") != "adapter" or info.metadata.get("adapter.type") != "lora":
         raise InvalidRequest(f"{path} is not a LoRA adapter GGUF (general.type must be 'adapter', adapter.type 'lora')")
     if info.architecture != base.architecture:

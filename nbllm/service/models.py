@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound
+from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound, StoreError
 from nbllm.options import parse_api_options
 from nbllm.runtime import Runtime
 from nbllm.schema import (
@@ -176,6 +176,12 @@ def delete_model(rt: Runtime, req: DeleteRequest) -> None:
         raise InvalidRequest("model is required")
     if not ModelName.is_valid(req.model):
         raise InvalidModelName(f'name "{req.model}" is invalid')
-    if rt.store.find(req.model) is None:
+    name = ModelName.parse(req.model)
+    try:
+        found = rt.store.find(name)
+    except StoreError:  # a manifest that cannot be read: removing it is the repair (its blobs go at the next prune)
+        rt.store.manifests.delete(name)
+        return
+    if found is None:
         raise ModelNotFound(req.model)
-    rt.store.delete(req.model)
+    rt.store.delete(name)

@@ -14,6 +14,7 @@ from types import TracebackType
 
 from nbllm.errors import BlobNotFound, DigestMismatch, StoreError
 from nbllm.store.digest import digest_from_filename, filename_for, normalize_digest
+from nbllm.store.permissions import FILE_MODE, make_private_dirs
 
 __all__ = ["BlobStore", "BlobWriter", "fsync_dir", "is_disk_full", "write_error"]
 
@@ -93,7 +94,7 @@ class BlobWriter:
             self._tmp.unlink(missing_ok=True)
             raise DigestMismatch(self._expected, digest)
         target = self._store.path(digest)
-        os.chmod(self._tmp, 0o644)  # mkstemp makes 0600; blobs are world-readable as Ollama's are
+        os.chmod(self._tmp, FILE_MODE)  # not world-readable (store.permissions; Ollama's are 0644)
         os.replace(self._tmp, target)
         fsync_dir(self._store.root)
         self.digest = digest
@@ -120,7 +121,7 @@ class BlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(root)
 
     def path(self, digest: str) -> Path:
         """Where the blob of ``digest`` lives (whether or not it exists)."""

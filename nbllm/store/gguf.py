@@ -183,7 +183,9 @@ def read_gguf(path: Path, *, keep_arrays: int = 64, tensors: bool = False) -> GG
         with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _parse(buf, keep_arrays=keep_arrays, want_tensors=tensors)
     except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read GGUF file {path}: {exc}") from exc
+        # the file's name only (a blob's digest): the message may reach API clients, the directory must not
+        reason = exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else str(exc)
+        raise StoreError(f"cannot read GGUF file {path.name}: {reason}") from exc
 
 
 def _parse(buf: mmap.mmap, *, keep_arrays: int, want_tensors: bool) -> GGUFInfo:

@@ -6,17 +6,18 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nbllm.errors import InvalidModelName, ModelNotFound, StoreError
+from nbllm.errors import InvalidModelName, ModelNotFound, NbllmError, StoreError
 from nbllm.schema import ProgressResponse
 from nbllm.store.blobs import BlobStore
 from nbllm.store.digest import digest_bytes
 from nbllm.store.gguf import GGUFInfo, read_gguf
+from nbllm.store.layer_contents import MAX_SMALL_LAYER, layer_label, parse_messages, parse_params
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
@@ -64,12 +65,21 @@ class LocalModel:
     adapters: tuple[Path, ...] = ()
     projector: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    """What could not be read (damaged small layers); such a model is listed, shown and removable, not run."""
 
     @property
     def model_digest(self) -> str | None:
         """Digest of the weights layer: the identity of the loaded engine."""
         layer = self.manifest.layer(MEDIA_MODEL)
         return layer.digest if layer else None
+
+
+def _parse_config(data: bytes) -> dict[str, Any]:
+    config = json.loads(data)
+    if not isinstance(config, dict):
+        raise ValueError("it is not a JSON object")
+    return config
 
 
 class ModelStore:
@@ -84,6 +94,8 @@ class ModelStore:
         self._texts: dict[str, str] = {}
         """Text layers (template, system, params, license, messages) by digest: a blob's content never changes,
         and every request resolves its model's manifest."""
+        self._reported: set[str] = set()
+        """Digests of damaged layers already logged."""
         self._lock = threading.Lock()
 
     @staticmethod
@@ -105,23 +117,24 @@ class ModelStore:
         return model
 
     def models(self) -> list[LocalModel]:
-        """Every model in the store, newest first."""
+        """Every model in the store, newest first; a model with damaged layers too (see ``LocalModel.problems``)."""
         models = [self._resolve(m) for m in self.manifests.all()]
         return sorted(models, key=lambda m: m.modified_at, reverse=True)
 
     def _resolve(self, stored: StoredManifest) -> LocalModel:
+        """The model of a manifest; a small layer that cannot be read is left empty and named in ``problems``."""
         m = stored.manifest
-        text = self._layer_text
-        params_layer = m.layer(MEDIA_PARAMS)
-        messages_layer = m.layer(MEDIA_MESSAGES)
+        problems: list[str] = []
+
+        def text(layer: Layer | None) -> str | None:
+            return self._layer_text(layer, problems)
+
         model_layer = m.layer(MEDIA_MODEL)
         projector = m.layer(MEDIA_PROJECTOR)
-        template = m.layer(MEDIA_TEMPLATE) or m.layer(MEDIA_PROMPT)
-        system = m.layer(MEDIA_SYSTEM)
-        try:
-            config = json.loads(self.blobs.read_bytes(m.config.digest)) if self.blobs.has(m.config.digest) else {}
-        except ValueError:
-            config = {}
+        params = self._parsed(m.layer(MEDIA_PARAMS), parse_params, problems)
+        messages = self._parsed(m.layer(MEDIA_MESSAGES), parse_messages, problems)
+        # the config only fills in ``details``: one that cannot be read leaves them blank (and is logged)
+        config = self._parsed(m.config, _parse_config, [], media_type=MEDIA_CONFIG)
         return LocalModel(
             name=stored.name,
             digest=stored.digest,
@@ -129,31 +142,69 @@ class ModelStore:
             modified_at=stored.modified_at,
             manifest=m,
             model_path=self.blobs.path(model_layer.digest) if model_layer else None,
-            template=text(template),
-            system=text(system),
-            params=json.loads(text(params_layer) or "{}"),
+            template=text(m.layer(MEDIA_TEMPLATE) or m.layer(MEDIA_PROMPT)),
+            system=text(m.layer(MEDIA_SYSTEM)),
+            params=params if isinstance(params, dict) else {},
             license=tuple(t for layer in m.layers if layer.mediaType == MEDIA_LICENSE if (t := text(layer))),
-            messages=tuple(json.loads(text(messages_layer) or "[]")),
+            messages=tuple(messages) if isinstance(messages, list) else (),
             adapters=tuple(self.blobs.path(a.digest) for a in m.layers if a.mediaType == MEDIA_ADAPTER),
             projector=self.blobs.path(projector.digest) if projector else None,
             config=config if isinstance(config, dict) else {},
+            problems=tuple(problems),
         )
 
-    def _layer_text(self, layer: Layer | None) -> str | None:
+    def _parsed(
+        self,
+        layer: Layer | None,
+        parse: Callable[[bytes], Any],
+        problems: list[str],
+        *,
+        media_type: str | None = None,
+    ) -> Any:
+        """A JSON layer parsed, or None (absent, or damaged: then noted in ``problems``)."""
+        if layer is None:
+            return None
+        data = self._layer_text(layer, problems, media_type=media_type)
+        if data is None:
+            return None
+        try:
+            return parse(data.encode())
+        except ValueError as exc:
+            self._damaged(
+                layer, f"the {layer_label(media_type or layer.mediaType)} layer is not valid: {exc}", problems
+            )
+            return None
+
+    def _layer_text(self, layer: Layer | None, problems: list[str], *, media_type: str | None = None) -> str | None:
+        """A small layer's text (cached by digest); None, noted in ``problems``, if it cannot be read."""
         if layer is None:
             return None
         text = self._texts.get(layer.digest)
         if text is not None:
             return text
+        label = layer_label(media_type or layer.mediaType)
         try:
+            if self.blobs.size(layer.digest) > MAX_SMALL_LAYER:
+                raise StoreError(f"the {label} layer is too large to be one")
             text = self.blobs.read_bytes(layer.digest).decode("utf-8")
-        except (OSError, UnicodeDecodeError, StoreError) as exc:
-            log.warning("layer %s is unreadable: %s", layer.digest, exc)
+        except UnicodeDecodeError:
+            self._damaged(layer, f"the {label} layer is not UTF-8 text", problems)
+            return None
+        except (OSError, NbllmError) as exc:
+            reason = exc.message if isinstance(exc, NbllmError) else exc.strerror or type(exc).__name__
+            self._damaged(layer, f"the {label} layer cannot be read: {reason}", problems)
             return None
         if len(self._texts) >= _TEXTS_KEPT:
             self._texts.clear()  # (a store with that many distinct text layers reads them again; rare)
         self._texts[layer.digest] = text
         return text
+
+    def _damaged(self, layer: Layer, problem: str, problems: list[str]) -> None:
+        """Note a damaged layer; warn about each one once (listings read every manifest each time)."""
+        problems.append(f"{problem} ({layer.digest})")
+        if layer.digest not in self._reported:
+            self._reported.add(layer.digest)
+            log.warning("%s (%s); `nbllm verify` lists the models it breaks", problem, layer.digest)
 
     def gguf(self, model: LocalModel, *, verbose: bool = False) -> GGUFInfo:
         """GGUF metadata of a model's weights (cached per digest)."""

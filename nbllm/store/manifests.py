@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nbllm.errors import StoreError
 from nbllm.store.blobs import fsync_dir, write_error
 from nbllm.store.names import ModelName
+from nbllm.store.permissions import make_private_dirs
 
 __all__ = [
     "MEDIA_ADAPTER",
@@ -100,7 +101,7 @@ class ManifestStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(root)
 
     def _path(self, name: ModelName) -> Path:
         # ModelName's part rules exclude separators and leading dots, so this stays inside root.
@@ -134,7 +135,11 @@ class ManifestStore:
             manifest = Manifest.model_validate_json(raw)
             mtime = path.stat().st_mtime
         except (OSError, ValidationError) as exc:
-            raise StoreError(f"manifest of {name} is unreadable ({path}): {exc}") from exc
+            # (the message names no path: it reaches API clients, who have no business knowing the server's)
+            reason = exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else "not a valid manifest"
+            raise StoreError(
+                f"the manifest of {name} is unreadable ({reason}); remove the model and pull or create it again"
+            ) from exc
         real = ModelName(*path.relative_to(self.root).parts)
         return StoredManifest(
             name=real,
@@ -147,7 +152,7 @@ class ManifestStore:
         """Write a manifest atomically (temp file, fsync, rename); return its digest hex."""
         existing = self.find(name)
         target = existing if existing is not None else self._path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         data = manifest.to_bytes()
         try:
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)

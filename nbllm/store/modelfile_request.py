@@ -184,6 +184,38 @@ def _validate(modelfile: Modelfile, base_dir: Path) -> None:
             raise InvalidRequest("requires must be a valid semver (e.g. 0.14.0)")
         elif cmd.instruction == "adapter" and _local_files(cmd.value, base_dir) is None:
             raise InvalidRequest(f"ADAPTER {cmd.value}: no such file or directory")
+        if cmd.instruction in ("from", "adapter") and not _DIGEST.fullmatch(cmd.value.strip()):
+            lone = _expand(cmd.value, base_dir).is_file()
+            for path in _local_files(cmd.value, base_dir) or []:
+                _check_weights(f"{cmd.instruction.upper()} {cmd.value}", path, lone=lone)
+
+
+_SAFETENSORS_HEADER_MAX = 100 << 20
+
+
+def _weights_kind(path: Path) -> str | None:
+    """``gguf`` or ``safetensors`` by the file's first bytes (magic, or a JSON header and its length)."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if len(head) == 9 and head[8:9] == b"{":
+        length = int.from_bytes(head[:8], "little")
+        if length <= min(_SAFETENSORS_HEADER_MAX, path.stat().st_size - 8):
+            return "safetensors"
+    return None
+
+
+def _check_weights(line: str, path: Path, *, lone: bool) -> None:
+    """A weights file that is what its name says, and a lone file that is weights at all: checked before
+    anything is uploaded, so that ``FROM ./notes.txt`` sends nothing to the server."""
+    suffix = path.suffix.lower()
+    named = suffix in (".gguf", ".safetensors")
+    if not named and not lone:
+        return  # a model directory's other files (config.json, tokenizer.model, ...)
+    kind = _weights_kind(path)
+    if kind is None or (named and kind != suffix[1:]):
+        raise InvalidRequest(f"{line}: {path.name} is not a GGUF file or safetensors weights; nothing was uploaded")
 
 
 def prepare_create(

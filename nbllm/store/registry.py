@@ -29,6 +29,7 @@ from nbllm._version import __version__
 from nbllm.errors import InvalidRequest, ModelNotFound, NbllmError, PullError, StoreError
 from nbllm.schema import ProgressResponse
 from nbllm.store.digest import normalize_digest
+from nbllm.store.layer_contents import manifest_problems
 from nbllm.store.local import ModelStore
 from nbllm.store.manifests import MEDIA_MANIFEST, Layer, Manifest
 from nbllm.store.names import ModelName
@@ -214,7 +215,7 @@ def _file_part(path: Path, offset: int, size: int, progress: Callable[[int], Non
         while left > 0:
             block = fh.read(min(_CHUNK, left))
             if not block:
-                raise StoreError(f"{path} is shorter than its manifest says")
+                raise StoreError(f"blob {path.name} is shorter than its manifest says")
             left -= len(block)
             progress(len(block))
             yield block
@@ -236,6 +237,9 @@ def pull_model(
     missing = [d for d in fetches if not store.blobs.has(d)]
     if missing:
         raise StoreError(f"blobs vanished from the store during the pull: {missing}")
+    problems = manifest_problems(manifest, store.blobs.read_bytes)
+    if problems:  # its blobs stay unreferenced until the next prune
+        raise PullError(f"{name.display}: the registry sent a damaged model: {'; '.join(problems)}")
     yield ProgressResponse(status="writing manifest")
     store.manifests.write(name, manifest)
     yield from store.prune_replaced(old.manifest if old else None, manifest, prune=prune)

@@ -29,6 +29,7 @@ from nbllm.schema import ProgressResponse
 from nbllm.store.blobs import fsync_dir, is_disk_full, write_error
 from nbllm.store.digest import filename_for
 from nbllm.store.local import ModelStore
+from nbllm.store.permissions import FILE_MODE
 
 try:  # POSIX: one download per blob at a time, across threads and processes
     import fcntl
@@ -164,7 +165,8 @@ class _Partial:
 
     def __init__(self, store: ModelStore, digest: str) -> None:
         self.path = store.blobs.root / (filename_for(digest) + "-partial")
-        self.fh = self.path.open("a+b")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)  # (mkstemp's mode, as blobs)
+        self.fh = os.fdopen(fd, "a+b")
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -225,7 +227,7 @@ def _download(store: ModelStore, registry: Sender, fetch: BlobFetch, stop: threa
             raise DigestMismatch(fetch.digest, actual)
         partial.fh.flush()
         os.fsync(partial.fh.fileno())
-        os.chmod(partial.path, 0o644)
+        os.chmod(partial.path, FILE_MODE)
         os.replace(partial.path, store.blobs.path(fetch.digest))
         fsync_dir(store.blobs.root)
     except OSError as exc:

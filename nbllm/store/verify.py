@@ -2,8 +2,10 @@
 
 Blobs are content-addressed, so a blob is intact exactly when the sha256 of its bytes is the digest
 in its name. :func:`verify_store` re-hashes each referenced blob once (models share blobs), checks
-its size against the manifest, and reports what is wrong and which models it breaks. It changes
-nothing: repairing is removing the model (``nbllm rm``) and pulling or creating it again.
+its size against the manifest, then checks that each small layer holds what its media type says
+(params a JSON object, messages a JSON array of role/content objects, a template that parses, text
+that is UTF-8, a config that is a JSON object), and reports what is wrong and which models it breaks.
+It changes nothing: repairing is removing the model (``nbllm rm``) and pulling or creating it again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from nbllm.errors import ModelNotFound, StoreError
+from nbllm.store.layer_contents import MAX_SMALL_LAYER, SMALL_LAYERS, layer_label, layer_problem
 from nbllm.store.local import ModelStore
+from nbllm.store.manifests import MEDIA_CONFIG
 from nbllm.store.names import ModelName
 
 __all__ = ["BlobProblem", "VerifyReport", "verify_store"]
@@ -28,7 +32,8 @@ class BlobProblem:
     digest: str
     """The blob's digest (``sha256:...``), or the manifest's path for an unreadable manifest."""
     kind: str
-    """``missing``, ``size``, ``corrupt`` or ``manifest``."""
+    """``missing``, ``size``, ``corrupt``, ``content`` (intact bytes that are not what the layer must hold)
+    or ``manifest``."""
     detail: str
     models: tuple[str, ...]
 
@@ -66,8 +71,13 @@ def _sha256(store: ModelStore, digest: str, progress: Callable[[int], None] | No
     return "sha256:" + h.hexdigest(), size
 
 
-def _manifests(store: ModelStore, names: Iterable[str] | None) -> tuple[dict[str, dict[str, int]], list[BlobProblem]]:
-    """``{model: {digest: size}}`` of the models asked for (all when None), and unreadable manifests."""
+def _manifests(
+    store: ModelStore, names: Iterable[str] | None, media: dict[str, str]
+) -> tuple[dict[str, dict[str, int]], list[BlobProblem]]:
+    """``{model: {digest: size}}`` of the models asked for (all when None), and unreadable manifests.
+
+    ``media`` is filled with the media type of each digest (the config's is MEDIA_CONFIG).
+    """
     wanted: dict[str, dict[str, int]] = {}
     problems: list[BlobProblem] = []
     if names is None:
@@ -85,7 +95,19 @@ def _manifests(store: ModelStore, names: Iterable[str] | None) -> tuple[dict[str
             raise ModelNotFound(name.display)
         layers = [stored.manifest.config, *stored.manifest.layers]
         wanted[stored.name.display] = {layer.digest: layer.size for layer in layers}
+        media.setdefault(stored.manifest.config.digest, MEDIA_CONFIG)
+        for layer in stored.manifest.layers:
+            media.setdefault(layer.digest, layer.mediaType)
     return wanted, problems
+
+
+def _content_problem(store: ModelStore, digest: str, media_type: str, size: int) -> str | None:
+    """What is wrong with an intact small layer's content (a template is parsed too), or None."""
+    if media_type not in SMALL_LAYERS:
+        return None  # weights, adapters, projectors: their bytes are the engine's to judge
+    if size > MAX_SMALL_LAYER:
+        return f"the {layer_label(media_type)} layer has {size} bytes, more than such a layer may"
+    return layer_problem(media_type, store.blobs.read_bytes(digest), template=True)
 
 
 def verify_store(
@@ -96,7 +118,8 @@ def verify_store(
     ``progress(n)`` is called as bytes are hashed. An unknown name raises ModelNotFound; a malformed
     one InvalidModelName.
     """
-    wanted, problems = _manifests(store, names)
+    media: dict[str, str] = {}
+    wanted, problems = _manifests(store, names, media)
     users: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
     for model, layers in wanted.items():
@@ -116,4 +139,6 @@ def verify_store(
             problems.append(BlobProblem(digest, "size", detail, models))
         elif actual != digest:
             problems.append(BlobProblem(digest, "corrupt", f"its content hashes to {actual}", models))
+        elif problem := _content_problem(store, digest, media.get(digest, ""), size):
+            problems.append(BlobProblem(digest, "content", problem, models))
     return VerifyReport(tuple(sorted(wanted)), len(users), hashed, tuple(problems))

@@ -125,8 +125,8 @@ def test_bad_blob_digests(app_client: TestClient, fake_runtime: Runtime, digest:
 def test_create_refuses_file_names_that_leave_the_store(app_client: TestClient, fake_runtime: Runtime) -> None:
     data = b"GGUF-ish"
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    assert app_client.post(f"/api/blobs/{digest}", content=data).status_code == 201
     before = snapshot(fake_runtime.store.root)
+    assert app_client.post(f"/api/blobs/{digest}", content=data).status_code == 201  # (a failed create removes it)
     for files in ({"../../evil.gguf": digest}, {"/etc/passwd": digest}, {"m.gguf": "sha256:../../x"}):
         resp = app_client.post("/api/create", json={"model": "fine", "files": files, "stream": False})
         assert resp.status_code == 400, resp.text

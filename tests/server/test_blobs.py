@@ -117,14 +117,15 @@ def test_create_converts_uploaded_safetensors(app_client: TestClient, fake_runti
         ({"x.gguf": "sha256:" + "1" * 64}, "not found: upload it first"),
         ({"x.gguf": "sha256:nope"}, "invalid digest format"),
         ({"notes.txt": "SELF"}, "unknown type"),
-        ({"a.gguf": "SELF", "b.safetensors": "SELF"}, "mixed model file types"),
+        ({"a.gguf": "GGUF", "b.safetensors": "SELF"}, "mixed model file types"),
+        ({"a.gguf": "SELF"}, "a.gguf is not a GGUF file"),
     ],
 )
 def test_create_rejects_bad_files(
     app_client: TestClient, fake_runtime: Runtime, files: dict[str, str], message: str
 ) -> None:
-    d = upload(app_client, b"not a model at all")
-    body = {"model": "bad", "files": {k: d if v == "SELF" else v for k, v in files.items()}}
+    blobs = {"SELF": upload(app_client, b"not a model at all"), "GGUF": upload(app_client, b"GGUF, it says")}
+    body = {"model": "bad", "files": {k: blobs.get(v, v) for k, v in files.items()}}
     resp = app_client.post("/api/create", json=body)
     assert resp.status_code == 400 and message in resp.json()["error"]
     assert fake_runtime.store.find("bad") is None

@@ -75,8 +75,8 @@ def test_failures_leave_no_manifest_and_no_files(local: LocalClient, fake_runtim
     store = fake_runtime.store
     src = make_hf_model(tmp_path / "hf", "qwen2")
     (src / "tokenizer.json").unlink()
-    files = upload_dir(local, src)
     before = set(store.blobs.root.iterdir())
+    files = upload_dir(local, src)  # (uploaded for this create only: removed when it fails)
     events = create_model(fake_runtime, CreateRequest(model="broken", files=files))
     assert next(events).status == "converting model"
     with pytest.raises(InvalidRequest, match=r"tokenizer\.json not found"):

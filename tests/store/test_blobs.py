@@ -22,7 +22,7 @@ def test_put_and_read(tmp_path: Path) -> None:
     digest = blobs.put_bytes(b"hello")
     assert digest == "sha256:" + hashlib.sha256(b"hello").hexdigest()
     assert blobs.has(digest) and blobs.read_bytes(digest) == b"hello"
-    assert oct(blobs.path(digest).stat().st_mode & 0o777) == "0o644"
+    assert oct(blobs.path(digest).stat().st_mode & 0o777) == "0o600"  # not world-readable (store.permissions)
 
 
 def test_digest_mismatch_stores_nothing(tmp_path: Path) -> None:

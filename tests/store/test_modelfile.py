@@ -193,7 +193,8 @@ def test_request_from_a_model_directory_uploads_only_model_files(tmp_path: Path)
         "chat_template.jinja",
         "optimizer.pt",
     ):
-        (d / name).write_text(name)
+        header = b'{"__metadata__": {}}' if name.endswith(".safetensors") else b""  # weights must look like weights
+        (d / name).write_bytes(len(header).to_bytes(8, "little") + header if header else name.encode())
     up = Uploads()
     req = prepare_create(parse_modelfile(f"FROM {d}"), base_dir=tmp_path, upload=up).request
     assert sorted(req.files or {}) == [

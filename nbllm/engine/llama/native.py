@@ -92,7 +92,7 @@ class NativeModel:
     def __init__(self, spec: LoadSpec) -> None:
         backend()
         if not spec.path.is_file():
-            raise ModelLoadError(f"model file {spec.path} does not exist")
+            raise ModelLoadError(f"model file {spec.path.name} does not exist")  # (no server path to clients)
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (-1 if L.llama_supports_gpu_offload() else 0)
         mp.main_gpu = spec.main_gpu

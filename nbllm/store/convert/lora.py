@@ -56,8 +56,13 @@ def convert_adapter(src: Path, dst: Path, *, architecture: str, head_count: int,
     """Convert the PEFT adapter in ``src`` for a base model of ``architecture`` into the GGUF ``dst``."""
     try:
         config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"adapter_config.json is missing or invalid: {exc}") from None
+    except FileNotFoundError:
+        raise InvalidRequest("adapter_config.json is missing: upload it with the adapter's safetensors") from None
+    except (OSError, ValueError) as exc:  # (the reason without the file's path: the server's is no client's business)
+        reason = exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else str(exc)
+        raise InvalidRequest(f"adapter_config.json is not valid: {reason}") from None
+    if not isinstance(config, dict):
+        raise InvalidRequest("adapter_config.json is not valid: it is not a JSON object")
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise InvalidRequest(f"only LoRA adapters are supported, not {config.get('peft_type')}")
     rank = int(config.get("r") or 0)
