@@ -126,7 +126,7 @@ async def put_manifest(namespace: str, model: str, tag: str, request: Request) -
     for layer in [*manifest.layers, manifest.config]:
         if store.blobs.size(layer.digest) != layer.size:
             return _error(400, "MANIFEST_INVALID", f"size of {layer.digest} is not {layer.size}")
-    digest = await run_in_threadpool(store.manifests.write, name, manifest)
+    digest = await run_in_threadpool(store.put_manifest, name, manifest)  # checks the blobs again, locked
     headers = {
         **_API_VERSION,
         "Location": f"/v2/{namespace}/{model}/manifests/{tag}",

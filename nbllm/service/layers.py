@@ -22,6 +22,7 @@ from nbllm.store import ModelStore
 from nbllm.store.blobs import fsync_dir
 from nbllm.store.digest import digest_file, normalize_digest
 from nbllm.store.gguf import GGUFInfo, read_gguf
+from nbllm.store.lock import Pin
 from nbllm.store.manifests import MEDIA_ADAPTER, MEDIA_MODEL, MEDIA_PROJECTOR, Layer
 
 __all__ = ["Built", "Workspace", "adapter_layers", "check_files", "file_kind", "model_layers", "quantize_layer"]
@@ -88,8 +89,10 @@ def _gguf_media_type(info: GGUFInfo) -> str:
 class Workspace:
     """A private directory for one create: staged uploads, conversion and quantization outputs."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, pin: Pin | None = None) -> None:
         self.store = store
+        self.pin = pin
+        """Pins what this create puts in the store until its manifest is written."""
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="create-", dir=store.tmp_dir))
 
@@ -120,6 +123,8 @@ class Workspace:
         path = built.path
         digest = digest_file(path)
         size = path.stat().st_size
+        if self.pin is not None:
+            self.pin.add([digest])
         existed = self.store.blobs.has(digest)
         if not existed:
             target = self.store.blobs.path(digest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ from nbllm.schema import ProgressResponse
 from nbllm.store.blobs import BlobStore
 from nbllm.store.digest import digest_bytes
 from nbllm.store.gguf import GGUFInfo, read_gguf
+from nbllm.store.lock import Pin, StoreLock
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
@@ -85,6 +87,8 @@ class ModelStore:
         """Text layers (template, system, params, license, messages) by digest: a blob's content never changes,
         and every request resolves its model's manifest."""
         self._lock = threading.Lock()
+        self.lock = StoreLock(root)
+        """Held to write a manifest (after checking its blobs) and to decide which blobs to remove."""
 
     @staticmethod
     def parse_name(name: str | ModelName) -> ModelName:
@@ -169,73 +173,112 @@ class ModelStore:
         return cached
 
     def write_model(self, name: ModelName, layers: Iterable[Layer], config: dict[str, Any]) -> StoredManifest:
-        """Write the config blob and the manifest (all layer blobs must already be present)."""
+        """Write the config blob and the manifest (all layer blobs must already be present, and pinned by the
+        caller if anything else could remove them meanwhile)."""
         layer_list = list(layers)
-        missing = [layer.digest for layer in layer_list if not self.blobs.has(layer.digest)]
-        if missing:
-            raise StoreError(f"refusing to write a manifest that references missing blobs: {missing}")
         config = {**config, "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layer_list]}}
         config_bytes = json.dumps(config).encode()
-        config_digest = self.blobs.put_bytes(config_bytes)
-        manifest = Manifest(
-            config=Layer(mediaType=MEDIA_CONFIG, digest=config_digest, size=len(config_bytes)),
-            layers=layer_list,
-        )
-        self.manifests.write(name, manifest)
-        stored = self.manifests.read(name)
+        with self.lock.held():  # the config blob is unreferenced until the manifest is written
+            config_digest = self.blobs.put_bytes(config_bytes)
+            manifest = Manifest(
+                config=Layer(mediaType=MEDIA_CONFIG, digest=config_digest, size=len(config_bytes)),
+                layers=layer_list,
+            )
+            self.put_manifest(name, manifest)
+            stored = self.manifests.read(name)
         if stored is None:  # pragma: no cover - we just wrote it
             raise StoreError(f"manifest of {name} vanished after writing")
         return stored
 
-    def add_text_layer(self, media_type: str, text: str) -> Layer:
-        """Store a small text layer and describe it."""
+    def put_manifest(self, name: ModelName, manifest: Manifest) -> str:
+        """Write a manifest if every blob it names is present (checked under the store lock); its digest hex."""
+        with self.lock.held():
+            missing = sorted(d for d in manifest.digests() if not self.blobs.has(d))
+            if missing:
+                raise StoreError(
+                    f"refusing to write the manifest of {name.display}: its blobs {missing} are not in the store "
+                    "(removed while it was being made?); try again"
+                )
+            return self.manifests.write(name, manifest)
+
+    def pin(self) -> Pin:
+        """A pin for an operation in progress: delete and prune keep the blobs it names (see store.lock)."""
+        return self.lock.pin()
+
+    def claim(self, name: str | ModelName, pin: Pin) -> LocalModel | None:
+        """The model of that name with its blobs pinned, or None; a delete racing this one either ran before
+        (None) or keeps the blobs."""
+        with self.lock.held():
+            model = self.find(name)
+            if model is not None:
+                pin.add(model.manifest.digests())
+            return model
+
+    def add_text_layer(self, media_type: str, text: str, *, pin: Pin | None = None) -> Layer:
+        """Store a small text layer (pinned first, when a pin is given) and describe it."""
         data = text.encode()
-        digest = self.blobs.put_bytes(data) if not self.blobs.has(digest_bytes(data)) else digest_bytes(data)
+        digest = digest_bytes(data)
+        if pin is not None:
+            pin.add([digest])
+        if not self.blobs.has(digest):
+            self.blobs.put_bytes(data)
         return Layer(mediaType=media_type, digest=digest, size=len(data))
 
     def copy(self, source: str | ModelName, destination: str | ModelName) -> None:
         """Give a model a second name (a new manifest over the same blobs)."""
         src = self.parse_name(source)
         dst = self.parse_name(destination)
-        stored = self.manifests.read(src)
-        if stored is None:
-            raise ModelNotFound(str(source))
-        self.manifests.write(dst, stored.manifest)
+        with self.lock.held():  # the source's blobs cannot go between reading it and writing the copy
+            stored = self.manifests.read(src)
+            if stored is None:
+                raise ModelNotFound(str(source))
+            self.put_manifest(dst, stored.manifest)
 
     def delete(self, name: str | ModelName) -> None:
-        """Remove a model's manifest, then the blobs no other manifest references."""
+        """Remove a model's manifest, then the blobs no other manifest (or operation in progress) needs."""
         parsed = self.parse_name(name)
-        stored = self.manifests.read(parsed)
-        if stored is None:
-            raise ModelNotFound(str(name))
-        self.manifests.delete(stored.name)
-        unused = stored.manifest.digests() - self.referenced()
-        for digest in unused:
-            self.blobs.delete(digest)
+        with self.lock.held():
+            stored = self.manifests.read(parsed)
+            if stored is None:
+                raise ModelNotFound(str(name))
+            self.manifests.delete(stored.name)
+            self.drop_unreferenced(stored.manifest.digests())
+
+    def drop_unreferenced(self, digests: Iterable[str]) -> list[str]:
+        """Remove those of ``digests`` that no manifest references and no pin holds; return them."""
+        with self.lock.held():
+            unused = sorted(set(digests) - self.referenced() - self.lock.pinned())
+            for digest in unused:
+                self.blobs.delete(digest)
+        return unused
 
     def prune_replaced(self, old: Manifest | None, new: Manifest, *, prune: bool) -> Iterator[ProgressResponse]:
         """After a pull replaced ``old`` with ``new``: drop the blobs nothing uses any more (Ollama's status)."""
         if old is None or not prune:
             return
-        unused = old.digests() - new.digests() - self.referenced()
-        if unused:
+        if self.drop_unreferenced(old.digests() - new.digests()):
             yield ProgressResponse(status="removing unused layers")
-            for digest in unused:
-                self.blobs.delete(digest)
 
     def referenced(self) -> set[str]:
-        """Every digest some manifest references."""
+        """Every digest some manifest references (an unreadable manifest keeps every digest its text names)."""
         refs: set[str] = set()
-        for stored in self.manifests.all():
-            refs |= stored.manifest.digests()
+        paths = (p for p in self.manifests.root.glob("*/*/*/*") if not p.name.startswith(".tmp-"))
+        for path in paths:
+            try:
+                refs |= Manifest.model_validate_json(path.read_bytes()).digests()
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            except (OSError, ValueError):  # (a directory, a damaged file: scan its text)
+                refs |= _digests_named(path)
         return refs
 
     def prune(self) -> list[str]:
-        """Remove unreferenced blobs and leftovers of interrupted writes (startup, unless OLLAMA_NOPRUNE)."""
-        self.blobs.clean_temp()
-        self.manifests.clean_temp()
-        self._clean_work_dir()
-        return self.blobs.gc(self.referenced())
+        """Remove unreferenced, unpinned blobs and leftovers of interrupted writes (startup, unless OLLAMA_NOPRUNE)."""
+        with self.lock.held():
+            self.blobs.clean_temp()
+            self.manifests.clean_temp()
+            self._clean_work_dir()
+            return self.blobs.gc(self.referenced() | self.lock.pinned())
 
     def _clean_work_dir(self) -> None:
         """Work files a crashed create or pull left in the store's own temporary directory.
@@ -258,3 +301,17 @@ class ModelStore:
             return ModelName.parse(name)
         except InvalidModelName:
             raise InvalidModelName(f'name "{name}" is invalid') from None
+
+
+_NAMED_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
+
+
+def _digests_named(path: Path) -> set[str]:
+    """Digests an unreadable manifest's bytes mention: its blobs are kept rather than guessed unused."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        if path.is_file():
+            log.warning("manifest %s is unreadable (%s): its blobs may be pruned", path, exc)
+        return set()
+    return {"sha256:" + m.group(1).decode() for m in _NAMED_DIGEST.finditer(data)}

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nbllm.errors import StoreError
+from nbllm.errors import InvalidRequest, StoreError
 from nbllm.store.blobs import fsync_dir, write_error
+from nbllm.store.digest import normalize_digest
 from nbllm.store.names import ModelName
 
 __all__ = [
@@ -53,8 +54,20 @@ class Layer(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     mediaType: str
     digest: str
+    """Always ``sha256:<hex>``: either spelling is accepted and normalised here, so that digests from
+    disk, a registry or a request compare equal as strings."""
     size: int
     from_: str | None = Field(default=None, alias="from")
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _normalize_digest(cls, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError("digest must be a string")
+        try:
+            return normalize_digest(value)
+        except InvalidRequest as exc:
+            raise ValueError(f"invalid digest {value[:80]!r}") from exc
 
 
 class Manifest(BaseModel):
@@ -115,7 +128,10 @@ class ManifestStore:
         for part in name.parts():
             if not current.is_dir():
                 return None
-            match = next((p for p in current.iterdir() if p.name.lower() == part.lower()), None)
+            try:
+                match = next((p for p in current.iterdir() if p.name.lower() == part.lower()), None)
+            except (FileNotFoundError, NotADirectoryError):  # removed by a delete meanwhile
+                return None
             if match is None:
                 return None
             current = match
@@ -128,11 +144,13 @@ class ManifestStore:
             return None
         return self._load(path, name)
 
-    def _load(self, path: Path, name: ModelName) -> StoredManifest:
+    def _load(self, path: Path, name: ModelName) -> StoredManifest | None:
         try:
             raw = path.read_bytes()
             manifest = Manifest.model_validate_json(raw)
             mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return None  # deleted between finding and reading it: not there
         except (OSError, ValidationError) as exc:
             raise StoreError(f"manifest of {name} is unreadable ({path}): {exc}") from exc
         real = ModelName(*path.relative_to(self.root).parts)
@@ -172,7 +190,10 @@ class ManifestStore:
         path = self.find(name)
         if path is None:
             return False
-        path.unlink()
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another delete won
+            return False
         parent = path.parent
         while parent != self.root:
             with contextlib.suppress(OSError):
@@ -198,6 +219,8 @@ class ManifestStore:
             parts = path.relative_to(self.root).parts
             try:
                 name = ModelName.parse(f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[3]}")
-                yield self._load(path, name)
+                stored = self._load(path, name)
             except (StoreError, ValueError):
                 continue
+            if stored is not None:
+                yield stored

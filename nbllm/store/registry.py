@@ -231,13 +231,15 @@ def pull_model(
     fetches: dict[str, BlobFetch] = {}
     for layer in [*manifest.layers, manifest.config]:
         fetches.setdefault(layer.digest, BlobFetch(layer.digest, layer.size, url=f"{url}/blobs/{layer.digest}"))
-    yield from fetch_blobs(store, registry, list(fetches.values()))
-    yield ProgressResponse(status="verifying sha256 digest")
-    missing = [d for d in fetches if not store.blobs.has(d)]
-    if missing:
-        raise StoreError(f"blobs vanished from the store during the pull: {missing}")
-    yield ProgressResponse(status="writing manifest")
-    store.manifests.write(name, manifest)
+    with store.pin() as pin:  # downloaded blobs stay while the manifest is not written yet
+        pin.add(fetches)
+        yield from fetch_blobs(store, registry, list(fetches.values()))
+        yield ProgressResponse(status="verifying sha256 digest")
+        missing = [d for d in fetches if not store.blobs.has(d)]
+        if missing:
+            raise StoreError(f"blobs vanished from the store during the pull: {missing}")
+        yield ProgressResponse(status="writing manifest")
+        store.put_manifest(name, manifest)
     yield from store.prune_replaced(old.manifest if old else None, manifest, prune=prune)
     yield ProgressResponse(status="success")
 
