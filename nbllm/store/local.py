@@ -167,7 +167,12 @@ class ModelStore:
         with self._lock:
             cached = self._gguf_cache.get(key)
         if cached is None:
-            cached = read_gguf(model.model_path, keep_arrays=1 << 30 if verbose else 5, tensors=verbose)
+            try:
+                cached = read_gguf(model.model_path, keep_arrays=1 << 30 if verbose else 5, tensors=verbose)
+            except StoreError:
+                if self.manifests.read(model.name) is None:  # deleted since it was found: a read racing a delete
+                    raise ModelNotFound(model.name.display) from None
+                raise
             with self._lock:
                 self._gguf_cache[key] = cached
         return cached
