@@ -22,7 +22,7 @@ from nbllm.store import ModelStore
 from nbllm.store.blobs import fsync_dir
 from nbllm.store.digest import digest_file, normalize_digest
 from nbllm.store.gguf import GGUFInfo, read_gguf
-from nbllm.store.lock import Pin
+from nbllm.store.lock import IN_USE, Pin, hold_file
 from nbllm.store.manifests import MEDIA_ADAPTER, MEDIA_MODEL, MEDIA_PROJECTOR, Layer
 
 __all__ = ["Built", "Workspace", "adapter_layers", "check_files", "file_kind", "model_layers", "quantize_layer"]
@@ -94,11 +94,15 @@ class Workspace:
         self.pin = pin
         """Pins what this create puts in the store until its manifest is written."""
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="create-", dir=store.tmp_dir))
+        with store.lock.held():  # a startup prune in another process sees it in use from the start
+            self.dir = Path(tempfile.mkdtemp(prefix="create-", dir=store.tmp_dir))
+            self._in_use = (self.dir / IN_USE).open("wb")
+            hold_file(self._in_use.fileno())
 
     def close(self) -> None:
         """Remove everything left in the work directory."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._in_use.close()
 
     def stage(self, files: Mapping[str, str], name: str) -> Path:
         """A directory holding the uploaded blobs under their file names (links, not copies, when possible)."""

@@ -18,7 +18,7 @@ from nbllm.schema import ProgressResponse
 from nbllm.store.blobs import BlobStore
 from nbllm.store.digest import digest_bytes
 from nbllm.store.gguf import GGUFInfo, read_gguf
-from nbllm.store.lock import Pin, StoreLock
+from nbllm.store.lock import IN_USE, Pin, StoreLock, in_use
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
@@ -79,7 +79,9 @@ class ModelStore:
 
     def __init__(self, root: Path, *, tmp_dir: Path | None = None) -> None:
         self.root = root
-        self.blobs = BlobStore(root / "blobs")
+        self.lock = StoreLock(root)
+        """Held to write a manifest (after checking its blobs) and to decide which blobs to remove."""
+        self.blobs = BlobStore(root / "blobs", self.lock)
         self.manifests = ManifestStore(root / "manifests")
         self.tmp_dir = tmp_dir or root / ".nbllm-tmp"
         self._gguf_cache: dict[tuple[str, bool], GGUFInfo] = {}
@@ -87,8 +89,6 @@ class ModelStore:
         """Text layers (template, system, params, license, messages) by digest: a blob's content never changes,
         and every request resolves its model's manifest."""
         self._lock = threading.Lock()
-        self.lock = StoreLock(root)
-        """Held to write a manifest (after checking its blobs) and to decide which blobs to remove."""
 
     @staticmethod
     def parse_name(name: str | ModelName) -> ModelName:
@@ -267,8 +267,7 @@ class ModelStore:
     def referenced(self) -> set[str]:
         """Every digest some manifest references (an unreadable manifest keeps every digest its text names)."""
         refs: set[str] = set()
-        paths = (p for p in self.manifests.root.glob("*/*/*/*") if not p.name.startswith(".tmp-"))
-        for path in paths:
+        for path in self.manifests.paths():
             try:
                 refs |= Manifest.model_validate_json(path.read_bytes()).digests()
             except FileNotFoundError:
@@ -296,6 +295,8 @@ class ModelStore:
             if entry.name.endswith(".partial"):
                 continue
             if entry.is_dir() and not entry.is_symlink():
+                if in_use(entry / IN_USE):  # a create in progress, in this process or another
+                    continue
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)

@@ -32,12 +32,37 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Pin", "StoreLock"]
+__all__ = ["IN_USE", "Pin", "StoreLock", "hold_file", "in_use"]
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".nbllm-lock"
 PINS_DIR = ".nbllm-pins"
+IN_USE = ".in-use"
+"""A work directory's marker file, held (:func:`hold_file`) while its owner works in it."""
+
+
+def hold_file(fd: int) -> None:
+    """Mark an open temporary file as in use (a shared ``flock``, released when the file is closed)."""
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def in_use(path: Path) -> bool:
+    """Whether a live writer holds ``path`` (see :func:`hold_file`); a crashed writer's file is not in use."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class StoreLock:

@@ -211,9 +211,23 @@ class ManifestStore:
                 with contextlib.suppress(OSError):
                     parent.rmdir()  # only succeeds when empty
 
+    def paths(self) -> list[Path]:
+        """Every file four levels down (``<host>/<namespace>/<model>/<tag>``), tolerating directories that a
+        concurrent delete removes while they are listed."""
+        level = [self.root]
+        for _ in range(4):
+            below: list[Path] = []
+            for parent in level:
+                try:
+                    below += [p for p in parent.iterdir() if not p.name.startswith(".tmp-")]
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+            level = below
+        return sorted(level)
+
     def all(self) -> Iterator[StoredManifest]:
         """Every readable manifest in the store (unreadable ones are skipped)."""
-        for path in self.root.glob("*/*/*/*"):
+        for path in self.paths():
             if not path.is_file() or path.name.startswith(".tmp-"):
                 continue
             parts = path.relative_to(self.root).parts

@@ -62,9 +62,13 @@ def _pool(pulled: str) -> list[str]:
 def _one_op(client: BaseClient, rng: random.Random, upload: str, pulled: str) -> str:
     """Do one random operation; return what it was."""
     pool = _pool(pulled)
-    kind = rng.choices(["copy", "delete", "from", "files", "pull", "show", "list"], [3, 3, 3, 1, 1, 2, 1])[0]
+    kinds = ["copy", "delete", "from", "files", "pull", "show", "list", "restart"]
+    kind = rng.choices(kinds, [3, 3, 3, 1, 1, 2, 1, 1 if isinstance(client, LocalClient) else 0])[0]
     src, dst = rng.choice(pool), rng.choice(NAMES)
-    if kind == "copy":
+    if kind == "restart":  # a new runtime on the store starting as a server does: pruning unreferenced blobs
+        settings = client.runtime.settings
+        Runtime.from_settings(settings, engine_factory=FakeEngineFactory()).startup()
+    elif kind == "copy":
         client.copy(src, dst)
     elif kind == "delete":
         client.delete(src)
@@ -205,11 +209,13 @@ def test_random_operations_from_a_server_and_a_second_process_never_break_the_st
     child.start()
     broken: list[tuple[int, list[str], list[str]]] = []
     failures: list[str] = []
+    done = 0
     try:
         for r in range(ROUNDS):
             mine = run_ops(rig.client, f"parent-{r}", PARENT_THREADS, barrier, rig.upload, rig.pulled)
             ops, theirs = results.get(timeout=180)
             failures += [f"round {r}: {f}" for f in mine.failures + theirs]
+            done += len(mine.ops) + len(ops)
             found = problems(rig.rt.store, rig.listed())
             if found:
                 broken.append((r, found, mine.ops + ops))
@@ -218,7 +224,10 @@ def test_random_operations_from_a_server_and_a_second_process_never_break_the_st
         child.join(timeout=60)
         if child.is_alive():
             child.kill()
-    summary = f"{len(broken)} of {ROUNDS} rounds broke the store; {len(failures)} operations failed with 5xx"
+    summary = (
+        f"{len(broken)} of {ROUNDS} rounds broke the store; {len(failures)} operations failed with 5xx; "
+        f"{done} succeeded"
+    )
     print(summary)
     assert not broken and not failures, (summary, broken[:3], failures[:10])
 
