@@ -133,7 +133,8 @@ def create_model(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
     with rt.store.pin() as pin:
         plan = _validate(rt, req, pin)
         previous = yield from _build(rt, req, plan, pin)
-    _drop_unused(rt, (previous.digests() if previous else set()) | plan.converted_sources)
+        held = set(pin.digests)  # (a base deleted meanwhile leaves the layers this model did not take)
+    _drop_unused(rt, (previous.digests() if previous else set()) | plan.converted_sources | held)
     yield ProgressResponse(status="success")
 
 

@@ -223,7 +223,6 @@ def pull_hf_model(
     """Pull a GGUF from a Hugging Face repository, yielding Ollama's statuses."""
     hub = hub or HubOptions()
     repo_id = f"{name.namespace}/{name.model}"
-    old = store.manifests.read(name)
     yield ProgressResponse(status="pulling manifest")
     commit, files = _list_repo(repo_id, hub)
     gguf = select_gguf(files, name.tag, repo_id)
@@ -243,7 +242,10 @@ def pull_hf_model(
         if not store.blobs.has(fetch.digest):
             raise PullError(f"{gguf.name} vanished from the store during the pull")
         yield ProgressResponse(status="writing manifest")
-        stored = store.write_model(name, layers, _config(store, fetch.digest, repo_id, gguf.name))
+        config = _config(store, fetch.digest, repo_id, gguf.name)
+        with store.lock.held():  # what it replaces is read where it is replaced
+            old = store.manifests.read(name)
+            stored = store.write_model(name, layers, config)
     yield from store.prune_replaced(old.manifest if old else None, stored.manifest, prune=prune)
     yield ProgressResponse(status="success")
 

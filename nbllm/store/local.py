@@ -237,7 +237,10 @@ class ModelStore:
             stored = self.manifests.read(src)
             if stored is None:
                 raise ModelNotFound(str(source))
+            replaced = self.manifests.read(dst)
             self.put_manifest(dst, stored.manifest)
+            if replaced is not None:  # a copy over another model frees what only that model used
+                self.drop_unreferenced(replaced.manifest.digests())
 
     def delete(self, name: str | ModelName) -> None:
         """Remove a model's manifest, then the blobs no other manifest (or operation in progress) needs."""
@@ -258,10 +261,11 @@ class ModelStore:
         return unused
 
     def prune_replaced(self, old: Manifest | None, new: Manifest, *, prune: bool) -> Iterator[ProgressResponse]:
-        """After a pull replaced ``old`` with ``new``: drop the blobs nothing uses any more (Ollama's status)."""
-        if old is None or not prune:
+        """After a pull replaced ``old`` with ``new`` (and released its pin): drop the blobs nothing uses any
+        more (Ollama's status), ``new``'s own too if it was deleted before the pull ended."""
+        if not prune:
             return
-        if self.drop_unreferenced(old.digests() - new.digests()):
+        if self.drop_unreferenced((old.digests() if old else set()) | new.digests()) and old is not None:
             yield ProgressResponse(status="removing unused layers")
 
     def referenced(self) -> set[str]:

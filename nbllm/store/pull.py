@@ -35,6 +35,7 @@ from nbllm.store.manifests import (
     MEDIA_SYSTEM,
     MEDIA_TEMPLATE,
     Layer,
+    Manifest,
 )
 from nbllm.store.names import ModelName
 from nbllm.store.pypi import (
@@ -217,18 +218,20 @@ def pull_model(
 ) -> Iterator[ProgressResponse]:
     """Pull a built-in model, yielding Ollama's progress statuses."""
     with store.pin() as pin:  # its blobs stay while the manifest is not written yet
-        yield from _pull(store, name, index, pin, prune=prune)
+        old, new = yield from _pull(store, name, index, pin)
+    yield from store.prune_replaced(old, new, prune=prune)
+    yield ProgressResponse(status="success")
 
 
 def _pull(
-    store: ModelStore, name: ModelName, index: PackageIndexClient, pin: Pin, *, prune: bool
-) -> Iterator[ProgressResponse]:
+    store: ModelStore, name: ModelName, index: PackageIndexClient, pin: Pin
+) -> Generator[ProgressResponse, None, tuple[Manifest | None, Manifest]]:
+    """Everything up to the manifest written; the manifest it replaced and the new one."""
     yield ProgressResponse(status="pulling manifest")
     entry = find_entry(name)
     if entry is None:
         known = ", ".join(n for e in CATALOG for n in e.names)
         raise PullError(f"pull model manifest: file does not exist (nbllm's built-in library has {known})")
-    old = store.manifests.read(name)
     pin.add([entry.model_digest])
     license_text = _existing_license(store, entry)
     cached = store.blobs.has(entry.model_digest) and (license_text is not None or entry.license_file is None)
@@ -261,9 +264,10 @@ def _pull(
         "architecture": "amd64",
         "os": "linux",
     }
-    stored = store.write_model(name, layers, config)
-    yield from store.prune_replaced(old.manifest if old else None, stored.manifest, prune=prune)
-    yield ProgressResponse(status="success")
+    with store.lock.held():  # what it replaces is read where it is replaced
+        old = store.manifests.read(name)
+        stored = store.write_model(name, layers, config)
+    return (old.manifest if old else None), stored.manifest
 
 
 def _done(status: str, digest: str, size: int) -> ProgressResponse:

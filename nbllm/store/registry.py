@@ -224,7 +224,6 @@ def pull_model(
     store: ModelStore, name: ModelName, registry: RegistryClient, *, prune: bool = True
 ) -> Iterator[ProgressResponse]:
     """Pull ``name`` from its registry, yielding Ollama's statuses; the manifest appears only when complete."""
-    old = store.manifests.read(name)
     yield ProgressResponse(status="pulling manifest")
     manifest = registry.manifest(name)
     url = registry.repo_url(name)
@@ -239,7 +238,9 @@ def pull_model(
         if missing:
             raise StoreError(f"blobs vanished from the store during the pull: {missing}")
         yield ProgressResponse(status="writing manifest")
-        store.put_manifest(name, manifest)
+        with store.lock.held():  # what it replaces is read where it is replaced
+            old = store.manifests.read(name)
+            store.put_manifest(name, manifest)
     yield from store.prune_replaced(old.manifest if old else None, manifest, prune=prune)
     yield ProgressResponse(status="success")
 
