@@ -132,16 +132,19 @@ def create_model(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
     """Create ``req.model``; yields Ollama's statuses and ends with ``success``."""
     with rt.store.pin() as pin:
         plan = _validate(rt, req, pin)
-        previous = yield from _build(rt, req, plan, pin)
-        held = set(pin.digests)  # (a base deleted meanwhile leaves the layers this model did not take)
-    _drop_unused(rt, (previous.digests() if previous else set()) | plan.converted_sources | held)
+        previous, written = yield from _build(rt, req, plan, pin)
+    # Unused now: the replaced model's layers, converted uploads; and, after races that the pin made
+    # delete skip, a base deleted meanwhile (its layers this model did not take), this model deleted.
+    unused = previous.digests() if previous else set()
+    unused |= plan.base.manifest.digests() if plan.base else set()
+    _drop_unused(rt, unused | plan.converted_sources | written.digests())
     yield ProgressResponse(status="success")
 
 
 def _build(
     rt: Runtime, req: CreateRequest, plan: _Plan, pin: Pin
-) -> Generator[ProgressResponse, None, Manifest | None]:
-    """Make the layers and write the manifest; return the manifest it replaced."""
+) -> Generator[ProgressResponse, None, tuple[Manifest | None, Manifest]]:
+    """Make the layers and write the manifest; return the manifest it replaced and the new one."""
     ws = Workspace(rt.store, pin)
     try:
         if plan.base is not None:
@@ -170,15 +173,14 @@ def _build(
         config = _config(plan, req, next((b for b in built if b.media_type == MEDIA_MODEL), None))
         with rt.store.lock.held():  # what this replaces is read where it is replaced (two creates of one name)
             previous = rt.store.manifests.read(plan.name)
-            rt.store.write_model(plan.name, [b.layer for b in built if b.layer], config)
-        return previous.manifest if previous else None
+            written = rt.store.write_model(plan.name, [b.layer for b in built if b.layer], config)
+        return (previous.manifest if previous else None), written.manifest
     finally:
         ws.close()
 
 
 def _drop_unused(rt: Runtime, digests: set[str]) -> None:
-    """Remove blobs no manifest (or create in progress) needs any more: the replaced model's old layers,
-    converted uploads."""
+    """Remove those blobs that no manifest (or operation in progress) needs any more."""
     if not rt.settings.noprune:
         rt.store.drop_unreferenced(digests)
 
