@@ -97,11 +97,15 @@ class StoreLock:
     def _acquire(self) -> int | None:
         if fcntl is None:
             return None
+        path = self.root / LOCK_FILE
         try:
-            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:  # a read-only store: nothing here can write it anyway
-            log.debug("store lock %s unavailable: %s", self.root / LOCK_FILE, exc)
-            return None
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            try:  # another user's lock file (flock needs no write access)
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:  # a read-only store: nothing here can write it anyway
+                log.debug("store lock %s unavailable: %s", path, exc)
+                return None
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
