@@ -131,7 +131,7 @@ async def put_manifest(namespace: str, model: str, tag: str, request: Request) -
     problems = await run_in_threadpool(manifest_problems, manifest, store.blobs.read_bytes)
     if problems:  # a params layer that is not JSON (...) would break every listing of the store
         return _error(400, "MANIFEST_INVALID", "manifest invalid", problems)
-    digest = await run_in_threadpool(store.manifests.write, name, manifest)
+    digest = await run_in_threadpool(store.put_manifest, name, manifest)  # checks the blobs again, locked
     headers = {
         **_API_VERSION,
         "Location": f"/v2/{namespace}/{model}/manifests/{tag}",

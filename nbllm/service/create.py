@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from nbllm.service.layers import (
 from nbllm.store import LocalModel, ModelName
 from nbllm.store.digest import digest_bytes, normalize_digest
 from nbllm.store.gguf import human_parameters
+from nbllm.store.lock import Pin
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
     MEDIA_LICENSE,
@@ -43,6 +44,7 @@ from nbllm.store.manifests import (
     MEDIA_SYSTEM,
     MEDIA_TEMPLATE,
     Layer,
+    Manifest,
 )
 
 __all__ = ["create_model"]
@@ -58,33 +60,43 @@ class _Plan:
     name: ModelName
     base: LocalModel | None
     files: dict[str, str]
+    adapters: dict[str, str]
+    """Uploaded files and adapters, each digest normalised (``sha256:<hex>``)."""
     quantize: str | None
     converted_sources: set[str]
     """Uploaded blobs that are converted, not kept: removed once the model is written."""
 
 
-def _validate(rt: Runtime, req: CreateRequest) -> _Plan:
+def _normalized(files: dict[str, str] | None) -> dict[str, str]:
+    """File digests spelled one way (``sha256:<hex>``): the store compares digests as strings."""
+    return {path: normalize_digest(digest) for path, digest in (files or {}).items()}
+
+
+def _validate(rt: Runtime, req: CreateRequest, pin: Pin) -> _Plan:
+    """The checked request; the blobs it names are pinned (a concurrent delete keeps them)."""
     if not req.model:
         raise InvalidRequest("model is required")
     try:
         name = ModelName.parse(req.model)
     except InvalidModelName:
         raise InvalidModelName(f"invalid model name '{req.model}'") from None
-    files = dict(req.files or {})
+    files = _normalized(req.files)
+    adapters = _normalized(req.adapters)
     base = None
     if req.from_ and (digest := _DIGEST.fullmatch(req.from_.strip())):
         files = {f"sha256-{digest.group(1)}": f"sha256:{digest.group(1)}"}  # FROM a blob: a file of its own
     elif req.from_:
         try:
-            base = rt.store.find(req.from_)
+            base = rt.store.claim(req.from_, pin)
         except InvalidModelName:
             raise InvalidModelName(f"invalid model name '{req.from_}'") from None
         if base is None:
             raise ModelNotFound(req.from_)
     elif not files:
         raise InvalidRequest("neither 'from' or 'files' was specified")
+    pin.add([*(files.values() if base is None else ()), *adapters.values()])
     check_files(rt.store, files if base is None else {})
-    check_files(rt.store, req.adapters)
+    check_files(rt.store, adapters)
     quantize = None
     if req.quantize:
         from nbllm.engine.quantize import parse_quantization
@@ -97,10 +109,10 @@ def _validate(rt: Runtime, req: CreateRequest) -> _Plan:
         if rt.store.gguf(base).file_type not in ("F16", "BF16", "F32", quantize):
             raise InvalidRequest("quantization is only supported for F16, BF16 and F32 models")
     converted = set()
-    for given in (files if base is None else {}, req.adapters or {}):
+    for given in (files if base is None else {}, adapters):
         if given and file_kind(rt.store, given) == "safetensors":
             converted |= set(given.values())
-    return _Plan(name=name, base=base, files=files, quantize=quantize, converted_sources=converted)
+    return _Plan(name=name, base=base, files=files, adapters=adapters, quantize=quantize, converted_sources=converted)
 
 
 def _validate_small_layers(req: CreateRequest) -> None:
@@ -143,9 +155,22 @@ def _given_blobs(req: CreateRequest) -> set[str]:
 
 
 def _create(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
-    plan = _validate(rt, req)
-    previous = rt.store.manifests.read(plan.name)
-    ws = Workspace(rt.store)
+    with rt.store.pin() as pin:
+        plan = _validate(rt, req, pin)
+        previous, written = yield from _build(rt, req, plan, pin)
+    # Unused now: the replaced model's layers, converted uploads; and, after races that the pin made
+    # delete skip, a base deleted meanwhile (its layers this model did not take), this model deleted.
+    unused = previous.digests() if previous else set()
+    unused |= plan.base.manifest.digests() if plan.base else set()
+    _drop_unused(rt, unused | plan.converted_sources | written.digests())
+    yield ProgressResponse(status="success")
+
+
+def _build(
+    rt: Runtime, req: CreateRequest, plan: _Plan, pin: Pin
+) -> Generator[ProgressResponse, None, tuple[Manifest | None, Manifest]]:
+    """Make the layers and write the manifest; return the manifest it replaced and the new one."""
+    ws = Workspace(rt.store, pin)
     try:
         if plan.base is not None:
             info = rt.store.gguf(plan.base) if plan.base.model_path is not None else None
@@ -157,8 +182,8 @@ def _create(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
         else:
             built = yield from model_layers(ws, plan.files)
         model = next((b for b in built if b.media_type == MEDIA_MODEL), None)
-        if req.adapters:
-            adapters = yield from adapter_layers(ws, req.adapters, model.info if model else None)
+        if plan.adapters:
+            adapters = yield from adapter_layers(ws, plan.adapters, model.info if model else None)
             built = [b for b in built if b.media_type != MEDIA_ADAPTER] + adapters
         if plan.quantize:
             if model is None or model.info is None:
@@ -166,29 +191,28 @@ def _create(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
             quantized = yield from quantize_layer(ws, model, plan.quantize)
             built = [quantized if b is model else b for b in built]
         built = [ws.commit(b) for b in built]
-        built += [_text_layer(rt, media_type, text) for media_type, text in _text_layers(plan.base, req)]
+        built += [_text_layer(rt, media_type, text, pin) for media_type, text in _text_layers(plan.base, req)]
         for b in built:
             yield ProgressResponse(status=b.status)
         yield ProgressResponse(status="writing manifest")
-        model = next((b for b in built if b.media_type == MEDIA_MODEL), None)
-        rt.store.write_model(plan.name, [b.layer for b in built if b.layer], _config(plan, req, model))
+        config = _config(plan, req, next((b for b in built if b.media_type == MEDIA_MODEL), None))
+        with rt.store.lock.held():  # what this replaces is read where it is replaced (two creates of one name)
+            previous = rt.store.manifests.read(plan.name)
+            written = rt.store.write_model(plan.name, [b.layer for b in built if b.layer], config)
+        return (previous.manifest if previous else None), written.manifest
     finally:
         ws.close()
-    _drop_unused(rt, (previous.manifest.digests() if previous else set()) | plan.converted_sources)
-    yield ProgressResponse(status="success")
 
 
 def _drop_unused(rt: Runtime, digests: set[str]) -> None:
-    """Remove blobs no manifest needs any more: the replaced model's old layers, converted uploads."""
-    if rt.settings.noprune:
-        return
-    for digest in digests - rt.store.referenced():
-        rt.store.blobs.delete(digest)
+    """Remove those blobs that no manifest (or operation in progress) needs any more."""
+    if not rt.settings.noprune:
+        rt.store.drop_unreferenced(digests)
 
 
-def _text_layer(rt: Runtime, media_type: str, text: str) -> Built:
+def _text_layer(rt: Runtime, media_type: str, text: str, pin: Pin) -> Built:
     existed = rt.store.blobs.has(digest_bytes(text.encode()))
-    layer = rt.store.add_text_layer(media_type, text)
+    layer = rt.store.add_text_layer(media_type, text, pin=pin)
     status = f"{'using existing' if existed else 'creating new'} layer {layer.digest}"
     return Built(media_type, rt.store.blobs.path(layer.digest), None, layer, status)
 

@@ -22,6 +22,7 @@ from nbllm.store import ModelStore
 from nbllm.store.blobs import fsync_dir
 from nbllm.store.digest import digest_file, normalize_digest
 from nbllm.store.gguf import GGUFInfo, read_gguf
+from nbllm.store.lock import IN_USE, Pin, hold_file
 from nbllm.store.manifests import MEDIA_ADAPTER, MEDIA_MODEL, MEDIA_PROJECTOR, Layer
 from nbllm.store.permissions import FILE_MODE, make_private_dirs
 
@@ -120,14 +121,20 @@ def _gguf_media_type(info: GGUFInfo) -> str:
 class Workspace:
     """A private directory for one create: staged uploads, conversion and quantization outputs."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, pin: Pin | None = None) -> None:
         self.store = store
+        self.pin = pin
+        """Pins what this create puts in the store until its manifest is written."""
         make_private_dirs(store.tmp_dir)
-        self.dir = Path(tempfile.mkdtemp(prefix="create-", dir=store.tmp_dir))
+        with store.lock.held():  # a startup prune in another process sees it in use from the start
+            self.dir = Path(tempfile.mkdtemp(prefix="create-", dir=store.tmp_dir))
+            self._in_use = (self.dir / IN_USE).open("wb")
+            hold_file(self._in_use.fileno())
 
     def close(self) -> None:
         """Remove everything left in the work directory."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._in_use.close()
 
     def stage(self, files: Mapping[str, str], name: str) -> Path:
         """A directory holding the uploaded blobs under their file names (links, not copies, when possible)."""
@@ -152,6 +159,8 @@ class Workspace:
         path = built.path
         digest = digest_file(path)
         size = path.stat().st_size
+        if self.pin is not None:
+            self.pin.add([digest])
         existed = self.store.blobs.has(digest)
         if not existed:
             target = self.store.blobs.path(digest)

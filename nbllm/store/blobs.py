@@ -14,6 +14,7 @@ from types import TracebackType
 
 from nbllm.errors import BlobNotFound, DigestMismatch, StoreError
 from nbllm.store.digest import digest_from_filename, filename_for, normalize_digest
+from nbllm.store.lock import StoreLock, hold_file, in_use
 from nbllm.store.permissions import FILE_MODE, make_private_dirs
 
 __all__ = ["BlobStore", "BlobWriter", "fsync_dir", "is_disk_full", "write_error"]
@@ -64,7 +65,9 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self.size = 0
         try:
-            fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".blob", dir=store.root)
+            with store.lock.held() if store.lock else contextlib.nullcontext():  # (a startup prune sees it held)
+                fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".blob", dir=store.root)
+                hold_file(fd)  # in use: a prune in another process leaves it alone
         except OSError as exc:
             raise write_error(exc, f"a blob in {store.root}") from exc
         self._fh = os.fdopen(fd, "wb")
@@ -85,17 +88,20 @@ class BlobWriter:
         try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
-            self._fh.close()
+            if os.name == "nt":  # Windows cannot rename an open file; elsewhere it stays held until in place
+                self._fh.close()
         except OSError as exc:
             self.abort()
             raise write_error(exc, f"a blob in {self._store.root}") from exc
         digest = "sha256:" + self._hash.hexdigest()
         if self._expected is not None and digest != self._expected:
-            self._tmp.unlink(missing_ok=True)
+            self.abort()
             raise DigestMismatch(self._expected, digest)
         target = self._store.path(digest)
         os.chmod(self._tmp, FILE_MODE)  # not world-readable (store.permissions; Ollama's are 0644)
         os.replace(self._tmp, target)
+        with contextlib.suppress(OSError):
+            self._fh.close()
         fsync_dir(self._store.root)
         self.digest = digest
         return digest
@@ -119,8 +125,10 @@ class BlobWriter:
 class BlobStore:
     """The ``blobs/`` directory of a model store."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lock: StoreLock | None = None) -> None:
         self.root = root
+        self.lock = lock
+        """The store's lock (None for a bare blobs directory)."""
         make_private_dirs(root)
 
     def path(self, digest: str) -> Path:
@@ -185,10 +193,11 @@ class BlobStore:
         return removed
 
     def clean_temp(self) -> None:
-        """Remove temporary files left by writes that never finished (a crash); call at startup."""
+        """Remove temporary files left by writes that never finished (a crash), not those of live writers."""
         for entry in self.root.glob(".tmp-*.blob"):
-            with contextlib.suppress(OSError):
-                entry.unlink()
+            if not in_use(entry):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
 
     def check_writable(self) -> None:
         """Raise StoreError if the blobs directory cannot be written."""

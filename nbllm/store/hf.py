@@ -223,25 +223,29 @@ def pull_hf_model(
     """Pull a GGUF from a Hugging Face repository, yielding Ollama's statuses."""
     hub = hub or HubOptions()
     repo_id = f"{name.namespace}/{name.model}"
-    old = store.manifests.read(name)
     yield ProgressResponse(status="pulling manifest")
     commit, files = _list_repo(repo_id, hub)
     gguf = select_gguf(files, name.tag, repo_id)
     extras = _extras(registry, repo_id, commit, files, hub)
     fetch = _model_fetch(repo_id, commit, gguf, hub)
-    yield from fetch_blobs(store, registry, [fetch])
-    layers = [Layer(mediaType=MEDIA_MODEL, digest=fetch.digest, size=fetch.size)]
-    for media, text in extras:
-        layer = store.add_text_layer(media, text)
-        layers.append(layer)
-        yield ProgressResponse(
-            status=f"pulling {layer.digest[7:19]}", digest=layer.digest, total=layer.size, completed=layer.size
-        )
-    yield ProgressResponse(status="verifying sha256 digest")
-    if not store.blobs.has(fetch.digest):
-        raise PullError(f"{gguf.name} vanished from the store during the pull")
-    yield ProgressResponse(status="writing manifest")
-    stored = store.write_model(name, layers, _config(store, fetch.digest, repo_id, gguf.name))
+    with store.pin() as pin:  # the blobs stay while the manifest is not written yet
+        pin.add([fetch.digest])
+        yield from fetch_blobs(store, registry, [fetch])
+        layers = [Layer(mediaType=MEDIA_MODEL, digest=fetch.digest, size=fetch.size)]
+        for media, text in extras:
+            layer = store.add_text_layer(media, text, pin=pin)
+            layers.append(layer)
+            yield ProgressResponse(
+                status=f"pulling {layer.digest[7:19]}", digest=layer.digest, total=layer.size, completed=layer.size
+            )
+        yield ProgressResponse(status="verifying sha256 digest")
+        if not store.blobs.has(fetch.digest):
+            raise PullError(f"{gguf.name} vanished from the store during the pull")
+        yield ProgressResponse(status="writing manifest")
+        config = _config(store, fetch.digest, repo_id, gguf.name)
+        with store.lock.held():  # what it replaces is read where it is replaced
+            old = store.manifests.read(name)
+            stored = store.write_model(name, layers, config)
     yield from store.prune_replaced(old.manifest if old else None, stored.manifest, prune=prune)
     yield ProgressResponse(status="success")
 
@@ -250,8 +254,9 @@ def _config(store: ModelStore, digest: str, repo_id: str, filename: str) -> dict
     try:
         info = read_gguf(store.blobs.path(digest))
     except NbllmError as exc:
-        if digest not in store.referenced():
-            store.blobs.delete(digest)
+        with store.lock.held():  # not a GGUF: of no use to anyone, pinned or not
+            if digest not in store.referenced():
+                store.blobs.delete(digest)
         raise PullError(f"{filename} from {repo_id} is not a readable GGUF file: {exc.message}") from exc
     return {
         "model_format": "gguf",

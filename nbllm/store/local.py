@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +19,7 @@ from nbllm.store.blobs import BlobStore
 from nbllm.store.digest import digest_bytes
 from nbllm.store.gguf import GGUFInfo, read_gguf
 from nbllm.store.layer_contents import MAX_SMALL_LAYER, layer_label, parse_messages, parse_params
+from nbllm.store.lock import IN_USE, Pin, StoreLock, in_use
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
@@ -87,7 +89,9 @@ class ModelStore:
 
     def __init__(self, root: Path, *, tmp_dir: Path | None = None) -> None:
         self.root = root
-        self.blobs = BlobStore(root / "blobs")
+        self.lock = StoreLock(root)
+        """Held to write a manifest (after checking its blobs) and to decide which blobs to remove."""
+        self.blobs = BlobStore(root / "blobs", self.lock)
         self.manifests = ManifestStore(root / "manifests")
         self.tmp_dir = tmp_dir or root / ".nbllm-tmp"
         self._gguf_cache: dict[tuple[str, bool], GGUFInfo] = {}
@@ -214,79 +218,126 @@ class ModelStore:
         with self._lock:
             cached = self._gguf_cache.get(key)
         if cached is None:
-            cached = read_gguf(model.model_path, keep_arrays=1 << 30 if verbose else 5, tensors=verbose)
+            try:
+                cached = read_gguf(model.model_path, keep_arrays=1 << 30 if verbose else 5, tensors=verbose)
+            except StoreError:
+                if self.manifests.read(model.name) is None:  # deleted since it was found: a read racing a delete
+                    raise ModelNotFound(model.name.display) from None
+                raise
             with self._lock:
                 self._gguf_cache[key] = cached
         return cached
 
     def write_model(self, name: ModelName, layers: Iterable[Layer], config: dict[str, Any]) -> StoredManifest:
-        """Write the config blob and the manifest (all layer blobs must already be present)."""
+        """Write the config blob and the manifest (all layer blobs must already be present, and pinned by the
+        caller if anything else could remove them meanwhile)."""
         layer_list = list(layers)
-        missing = [layer.digest for layer in layer_list if not self.blobs.has(layer.digest)]
-        if missing:
-            raise StoreError(f"refusing to write a manifest that references missing blobs: {missing}")
         config = {**config, "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layer_list]}}
         config_bytes = json.dumps(config).encode()
-        config_digest = self.blobs.put_bytes(config_bytes)
-        manifest = Manifest(
-            config=Layer(mediaType=MEDIA_CONFIG, digest=config_digest, size=len(config_bytes)),
-            layers=layer_list,
-        )
-        self.manifests.write(name, manifest)
-        stored = self.manifests.read(name)
+        with self.lock.held():  # the config blob is unreferenced until the manifest is written
+            config_digest = self.blobs.put_bytes(config_bytes)
+            manifest = Manifest(
+                config=Layer(mediaType=MEDIA_CONFIG, digest=config_digest, size=len(config_bytes)),
+                layers=layer_list,
+            )
+            self.put_manifest(name, manifest)
+            stored = self.manifests.read(name)
         if stored is None:  # pragma: no cover - we just wrote it
             raise StoreError(f"manifest of {name} vanished after writing")
         return stored
 
-    def add_text_layer(self, media_type: str, text: str) -> Layer:
-        """Store a small text layer and describe it."""
+    def put_manifest(self, name: ModelName, manifest: Manifest) -> str:
+        """Write a manifest if every blob it names is present (checked under the store lock); its digest hex."""
+        with self.lock.held():
+            missing = sorted(d for d in manifest.digests() if not self.blobs.has(d))
+            if missing:
+                raise StoreError(
+                    f"refusing to write the manifest of {name.display}: its blobs {missing} are not in the store "
+                    "(removed while it was being made?); try again"
+                )
+            return self.manifests.write(name, manifest)
+
+    def pin(self) -> Pin:
+        """A pin for an operation in progress: delete and prune keep the blobs it names (see store.lock)."""
+        return self.lock.pin()
+
+    def claim(self, name: str | ModelName, pin: Pin) -> LocalModel | None:
+        """The model of that name with its blobs pinned, or None; a delete racing this one either ran before
+        (None) or keeps the blobs."""
+        with self.lock.held():
+            model = self.find(name)
+            if model is not None:
+                pin.add(model.manifest.digests())
+            return model
+
+    def add_text_layer(self, media_type: str, text: str, *, pin: Pin | None = None) -> Layer:
+        """Store a small text layer (pinned first, when a pin is given) and describe it."""
         data = text.encode()
-        digest = self.blobs.put_bytes(data) if not self.blobs.has(digest_bytes(data)) else digest_bytes(data)
+        digest = digest_bytes(data)
+        if pin is not None:
+            pin.add([digest])
+        if not self.blobs.has(digest):
+            self.blobs.put_bytes(data)
         return Layer(mediaType=media_type, digest=digest, size=len(data))
 
     def copy(self, source: str | ModelName, destination: str | ModelName) -> None:
         """Give a model a second name (a new manifest over the same blobs)."""
         src = self.parse_name(source)
         dst = self.parse_name(destination)
-        stored = self.manifests.read(src)
-        if stored is None:
-            raise ModelNotFound(str(source))
-        self.manifests.write(dst, stored.manifest)
+        with self.lock.held():  # the source's blobs cannot go between reading it and writing the copy
+            stored = self.manifests.read(src)
+            if stored is None:
+                raise ModelNotFound(str(source))
+            replaced = self.manifests.read(dst)
+            self.put_manifest(dst, stored.manifest)
+            if replaced is not None:  # a copy over another model frees what only that model used
+                self.drop_unreferenced(replaced.manifest.digests())
 
     def delete(self, name: str | ModelName) -> None:
-        """Remove a model's manifest, then the blobs no other manifest references."""
+        """Remove a model's manifest, then the blobs no other manifest (or operation in progress) needs."""
         parsed = self.parse_name(name)
-        stored = self.manifests.read(parsed)
-        if stored is None:
-            raise ModelNotFound(str(name))
-        self.manifests.delete(stored.name)
-        unused = stored.manifest.digests() - self.referenced()
-        for digest in unused:
-            self.blobs.delete(digest)
+        with self.lock.held():
+            stored = self.manifests.read(parsed)
+            if stored is None:
+                raise ModelNotFound(str(name))
+            self.manifests.delete(stored.name)
+            self.drop_unreferenced(stored.manifest.digests())
 
-    def prune_replaced(self, old: Manifest | None, new: Manifest, *, prune: bool) -> Iterator[ProgressResponse]:
-        """After a pull replaced ``old`` with ``new``: drop the blobs nothing uses any more (Ollama's status)."""
-        if old is None or not prune:
-            return
-        unused = old.digests() - new.digests() - self.referenced()
-        if unused:
-            yield ProgressResponse(status="removing unused layers")
+    def drop_unreferenced(self, digests: Iterable[str]) -> list[str]:
+        """Remove those of ``digests`` that no manifest references and no pin holds; return them."""
+        with self.lock.held():
+            unused = sorted(set(digests) - self.referenced() - self.lock.pinned())
             for digest in unused:
                 self.blobs.delete(digest)
+        return unused
+
+    def prune_replaced(self, old: Manifest | None, new: Manifest, *, prune: bool) -> Iterator[ProgressResponse]:
+        """After a pull replaced ``old`` with ``new`` (and released its pin): drop the blobs nothing uses any
+        more (Ollama's status), ``new``'s own too if it was deleted before the pull ended."""
+        if not prune:
+            return
+        if self.drop_unreferenced((old.digests() if old else set()) | new.digests()) and old is not None:
+            yield ProgressResponse(status="removing unused layers")
 
     def referenced(self) -> set[str]:
-        """Every digest some manifest references."""
+        """Every digest some manifest references (an unreadable manifest keeps every digest its text names)."""
         refs: set[str] = set()
-        for stored in self.manifests.all():
-            refs |= stored.manifest.digests()
+        for path in self.manifests.paths():
+            try:
+                refs |= Manifest.model_validate_json(path.read_bytes()).digests()
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            except (OSError, ValueError):  # (a directory, a damaged file: scan its text)
+                refs |= _digests_named(path)
         return refs
 
     def prune(self) -> list[str]:
-        """Remove unreferenced blobs and leftovers of interrupted writes (startup, unless OLLAMA_NOPRUNE)."""
-        self.blobs.clean_temp()
-        self.manifests.clean_temp()
-        self._clean_work_dir()
-        return self.blobs.gc(self.referenced())
+        """Remove unreferenced, unpinned blobs and leftovers of interrupted writes (startup, unless OLLAMA_NOPRUNE)."""
+        with self.lock.held():
+            self.blobs.clean_temp()
+            self.manifests.clean_temp()
+            self._clean_work_dir()
+            return self.blobs.gc(self.referenced() | self.lock.pinned())
 
     def _clean_work_dir(self) -> None:
         """Work files a crashed create or pull left in the store's own temporary directory.
@@ -299,6 +350,8 @@ class ModelStore:
             if entry.name.endswith(".partial"):
                 continue
             if entry.is_dir() and not entry.is_symlink():
+                if in_use(entry / IN_USE):  # a create in progress, in this process or another
+                    continue
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
@@ -309,3 +362,17 @@ class ModelStore:
             return ModelName.parse(name)
         except InvalidModelName:
             raise InvalidModelName(f'name "{name}" is invalid') from None
+
+
+_NAMED_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
+
+
+def _digests_named(path: Path) -> set[str]:
+    """Digests an unreadable manifest's bytes mention: its blobs are kept rather than guessed unused."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        if path.is_file():
+            log.warning("manifest %s is unreadable (%s): its blobs may be pruned", path, exc)
+        return set()
+    return {"sha256:" + m.group(1).decode() for m in _NAMED_DIGEST.finditer(data)}

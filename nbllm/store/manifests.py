@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nbllm.errors import StoreError
+from nbllm.errors import InvalidRequest, StoreError
 from nbllm.store.blobs import fsync_dir, write_error
+from nbllm.store.digest import normalize_digest
 from nbllm.store.names import ModelName
 from nbllm.store.permissions import make_private_dirs
 
@@ -54,8 +55,20 @@ class Layer(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     mediaType: str
     digest: str
+    """Always ``sha256:<hex>``: either spelling is accepted and normalised here, so that digests from
+    disk, a registry or a request compare equal as strings."""
     size: int
     from_: str | None = Field(default=None, alias="from")
+
+    @field_validator("digest", mode="before")
+    @classmethod
+    def _normalize_digest(cls, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError("digest must be a string")
+        try:
+            return normalize_digest(value)
+        except InvalidRequest as exc:
+            raise ValueError(f"invalid digest {value[:80]!r}") from exc
 
 
 class Manifest(BaseModel):
@@ -116,7 +129,10 @@ class ManifestStore:
         for part in name.parts():
             if not current.is_dir():
                 return None
-            match = next((p for p in current.iterdir() if p.name.lower() == part.lower()), None)
+            try:
+                match = next((p for p in current.iterdir() if p.name.lower() == part.lower()), None)
+            except (FileNotFoundError, NotADirectoryError):  # removed by a delete meanwhile
+                return None
             if match is None:
                 return None
             current = match
@@ -129,11 +145,13 @@ class ManifestStore:
             return None
         return self._load(path, name)
 
-    def _load(self, path: Path, name: ModelName) -> StoredManifest:
+    def _load(self, path: Path, name: ModelName) -> StoredManifest | None:
         try:
             raw = path.read_bytes()
             manifest = Manifest.model_validate_json(raw)
             mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return None  # deleted between finding and reading it: not there
         except (OSError, ValidationError) as exc:
             # (the message names no path: it reaches API clients, who have no business knowing the server's)
             reason = exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else "not a valid manifest"
@@ -177,7 +195,10 @@ class ManifestStore:
         path = self.find(name)
         if path is None:
             return False
-        path.unlink()
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another delete won
+            return False
         parent = path.parent
         while parent != self.root:
             with contextlib.suppress(OSError):
@@ -195,14 +216,30 @@ class ManifestStore:
                 with contextlib.suppress(OSError):
                     parent.rmdir()  # only succeeds when empty
 
+    def paths(self) -> list[Path]:
+        """Every file four levels down (``<host>/<namespace>/<model>/<tag>``), tolerating directories that a
+        concurrent delete removes while they are listed."""
+        level = [self.root]
+        for _ in range(4):
+            below: list[Path] = []
+            for parent in level:
+                try:
+                    below += [p for p in parent.iterdir() if not p.name.startswith(".tmp-")]
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+            level = below
+        return sorted(level)
+
     def all(self) -> Iterator[StoredManifest]:
         """Every readable manifest in the store (unreadable ones are skipped)."""
-        for path in self.root.glob("*/*/*/*"):
+        for path in self.paths():
             if not path.is_file() or path.name.startswith(".tmp-"):
                 continue
             parts = path.relative_to(self.root).parts
             try:
                 name = ModelName.parse(f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[3]}")
-                yield self._load(path, name)
+                stored = self._load(path, name)
             except (StoreError, ValueError):
                 continue
+            if stored is not None:
+                yield stored

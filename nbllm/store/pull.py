@@ -27,6 +27,7 @@ from nbllm.store.blobs import is_disk_full, write_error
 from nbllm.store.catalog import CATALOG, CatalogEntry, PackageFile, find_entry
 from nbllm.store.gguf import read_gguf
 from nbllm.store.local import ModelStore
+from nbllm.store.lock import Pin
 from nbllm.store.manifests import (
     MEDIA_LICENSE,
     MEDIA_MODEL,
@@ -34,6 +35,7 @@ from nbllm.store.manifests import (
     MEDIA_SYSTEM,
     MEDIA_TEMPLATE,
     Layer,
+    Manifest,
 )
 from nbllm.store.names import ModelName
 from nbllm.store.permissions import make_private_dirs
@@ -217,12 +219,22 @@ def pull_model(
     store: ModelStore, name: ModelName, index: PackageIndexClient, *, prune: bool = True
 ) -> Iterator[ProgressResponse]:
     """Pull a built-in model, yielding Ollama's progress statuses."""
+    with store.pin() as pin:  # its blobs stay while the manifest is not written yet
+        old, new = yield from _pull(store, name, index, pin)
+    yield from store.prune_replaced(old, new, prune=prune)
+    yield ProgressResponse(status="success")
+
+
+def _pull(
+    store: ModelStore, name: ModelName, index: PackageIndexClient, pin: Pin
+) -> Generator[ProgressResponse, None, tuple[Manifest | None, Manifest]]:
+    """Everything up to the manifest written; the manifest it replaced and the new one."""
     yield ProgressResponse(status="pulling manifest")
     entry = find_entry(name)
     if entry is None:
         known = ", ".join(n for e in CATALOG for n in e.names)
         raise PullError(f"pull model manifest: file does not exist (nbllm's built-in library has {known})")
-    old = store.manifests.read(name)
+    pin.add([entry.model_digest])
     license_text = _existing_license(store, entry)
     cached = store.blobs.has(entry.model_digest) and (license_text is not None or entry.license_file is None)
     with contextlib.ExitStack() as stack:
@@ -237,7 +249,7 @@ def pull_model(
         small.append((MEDIA_PARAMS, json.dumps(entry.params) if entry.params else None))
         for media_type, text in small:
             if text:
-                layer = store.add_text_layer(media_type, text)
+                layer = store.add_text_layer(media_type, text, pin=pin)
                 layers.append(layer)
                 yield _done(f"pulling {layer.digest[7:19]}", layer.digest, layer.size)
         yield ProgressResponse(status="verifying sha256 digest")
@@ -254,9 +266,10 @@ def pull_model(
         "architecture": "amd64",
         "os": "linux",
     }
-    stored = store.write_model(name, layers, config)
-    yield from store.prune_replaced(old.manifest if old else None, stored.manifest, prune=prune)
-    yield ProgressResponse(status="success")
+    with store.lock.held():  # what it replaces is read where it is replaced
+        old = store.manifests.read(name)
+        stored = store.write_model(name, layers, config)
+    return (old.manifest if old else None), stored.manifest
 
 
 def _done(status: str, digest: str, size: int) -> ProgressResponse:

@@ -225,23 +225,26 @@ def pull_model(
     store: ModelStore, name: ModelName, registry: RegistryClient, *, prune: bool = True
 ) -> Iterator[ProgressResponse]:
     """Pull ``name`` from its registry, yielding Ollama's statuses; the manifest appears only when complete."""
-    old = store.manifests.read(name)
     yield ProgressResponse(status="pulling manifest")
     manifest = registry.manifest(name)
     url = registry.repo_url(name)
     fetches: dict[str, BlobFetch] = {}
     for layer in [*manifest.layers, manifest.config]:
         fetches.setdefault(layer.digest, BlobFetch(layer.digest, layer.size, url=f"{url}/blobs/{layer.digest}"))
-    yield from fetch_blobs(store, registry, list(fetches.values()))
-    yield ProgressResponse(status="verifying sha256 digest")
-    missing = [d for d in fetches if not store.blobs.has(d)]
-    if missing:
-        raise StoreError(f"blobs vanished from the store during the pull: {missing}")
-    problems = manifest_problems(manifest, store.blobs.read_bytes)
-    if problems:  # its blobs stay unreferenced until the next prune
-        raise PullError(f"{name.display}: the registry sent a damaged model: {'; '.join(problems)}")
-    yield ProgressResponse(status="writing manifest")
-    store.manifests.write(name, manifest)
+    with store.pin() as pin:  # downloaded blobs stay while the manifest is not written yet
+        pin.add(fetches)
+        yield from fetch_blobs(store, registry, list(fetches.values()))
+        yield ProgressResponse(status="verifying sha256 digest")
+        missing = [d for d in fetches if not store.blobs.has(d)]
+        if missing:
+            raise StoreError(f"blobs vanished from the store during the pull: {missing}")
+        problems = manifest_problems(manifest, store.blobs.read_bytes)
+        if problems:  # its blobs stay unreferenced until the next prune
+            raise PullError(f"{name.display}: the registry sent a damaged model: {'; '.join(problems)}")
+        yield ProgressResponse(status="writing manifest")
+        with store.lock.held():  # what it replaces is read where it is replaced
+            old = store.manifests.read(name)
+            store.put_manifest(name, manifest)
     yield from store.prune_replaced(old.manifest if old else None, manifest, prune=prune)
     yield ProgressResponse(status="success")
 

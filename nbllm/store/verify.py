@@ -81,7 +81,7 @@ def _manifests(
     wanted: dict[str, dict[str, int]] = {}
     problems: list[BlobProblem] = []
     if names is None:
-        paths = [p for p in store.manifests.root.glob("*/*/*/*") if p.is_file() and not p.name.startswith(".")]
+        paths = [p for p in store.manifests.paths() if p.is_file() and not p.name.startswith(".")]
         candidates = [ModelName(*p.relative_to(store.manifests.root).parts) for p in paths]
     else:
         candidates = [store.parse_name(n) for n in names]
@@ -92,6 +92,8 @@ def _manifests(
             problems.append(BlobProblem(str(name), "manifest", exc.message, (name.display,)))
             continue
         if stored is None:
+            if names is None:
+                continue  # deleted since it was listed
             raise ModelNotFound(name.display)
         layers = [stored.manifest.config, *stored.manifest.layers]
         wanted[stored.name.display] = {layer.digest: layer.size for layer in layers}
