@@ -138,10 +138,10 @@ def test_output_formats_code_text_and_json(shell: InteractiveShell, nb: NbllmMag
     assert "def add" in inserted and CODE_NOTE in code.final.data["text/markdown"]
     text = cell(shell, "chat", f"--new -f text {SHORT} --var t", "Say hi.")
     assert set(text.final.data) == {"text/plain"} and text.final.data["text/plain"].startswith(shell.user_ns["t"].text)
-    as_json = cell(
-        shell, "chat", "--new -f json -o temperature=0 -o num_predict=40 --var j", "A JSON object with a name."
-    )
-    assert as_json.final.data["application/json"] == shell.user_ns["j"].json()  # asked for JSON, shown as JSON
+    shell.user_ns["Pet"] = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    as_json = cell(shell, "chat", "--new -f json --format Pet -o temperature=0 -o num_predict=60 --var j", "A pet.")
+    pet = shell.user_ns["j"].json()
+    assert as_json.final.data["application/json"] == pet and isinstance(pet["name"], str)  # shown as JSON
 
 
 def test_the_backend_is_said_once_when_it_changes(shell: InteractiveShell, nb: NbllmMagics) -> None:
