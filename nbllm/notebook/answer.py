@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,30 +97,36 @@ class Answer:
 
 
 def render_body(
-    answers: list[Answer], calls: list[list[ToolCallRecord]], *, as_json: bool = False, partial: bool = False
+    answers: list[Answer],
+    calls: list[list[ToolCallRecord]],
+    *,
+    as_json: bool = False,
+    partial: bool = False,
+    escape: bool = True,
 ) -> str:
     """Markdown of a (possibly multi-round) answer: thinking folded, text, tool calls as quoted lines.
 
-    The model's text is shown as written: tag-like text in it is escaped (:func:`escape_html`).
+    The model's text is shown as written: tag-like text in it is escaped (:func:`escape_html`);
+    ``escape=False`` gives the same layout with the text as the model wrote it (for ``text/plain``).
     """
+    shown = escape_html if escape else str
     parts: list[str] = []
     for i, answer in enumerate(answers):
         if answer.thought:
-            thought = escape_html(answer.thought.strip())
-            parts.append(f"<details><summary>Thinking</summary>\n\n{thought}\n\n</details>")
+            parts.append(f"<details><summary>Thinking</summary>\n\n{shown(answer.thought.strip())}\n\n</details>")
         if answer.text:
-            parts.append(_as_json_block(answer.text) if as_json and not partial else escape_html(answer.text))
+            parts.append(_as_json_block(answer.text, shown) if as_json and not partial else shown(answer.text))
         for record in calls[i] if i < len(calls) else []:
             parts.append(f"> 🔧 `{record.summary()}`")
     text = "\n\n".join(p for p in parts if p)
     return close_fences(text) if partial else text
 
 
-def _as_json_block(text: str) -> str:
+def _as_json_block(text: str, shown: Callable[[str], str]) -> str:
     try:
         pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     except ValueError:
-        return escape_html(text)
+        return shown(text)
     return f"```json\n{pretty}\n```"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from nbllm.client import BaseClient
 from nbllm.errors import Cancelled, InvalidRequest, NbllmError
 from nbllm.notebook.answer import Answer, ChatResult, render_body
-from nbllm.notebook.display import LiveDisplay, show
+from nbllm.notebook.display import LiveDisplay, escape_html, show
 from nbllm.notebook.magic_args import ChatArgs
 from nbllm.notebook.outputs import final_bundle, status_bundle
 from nbllm.notebook.session import NotebookSession
@@ -196,19 +196,23 @@ def _finish(
     ctx: CellContext,
     args: ChatArgs,
     display: LiveDisplay,
-    body: str,
+    bodies: tuple[str, str],
     last: Answer,
     footer: str,
     metadata: dict[str, Any],
 ) -> dict[str, Any]:
-    """Show the final bundle (in ``-f``'s format); a failed request raises after keeping what had streamed."""
+    """Show the final bundle (in ``-f``'s format); a failed request raises after keeping what had streamed.
+
+    ``bodies`` is the answer rendered as Markdown and as plain text (:func:`render_body`).
+    """
     err = last.error
-    text = last.text
+    body, plain = bodies
     if err is None or isinstance(err, Cancelled):
         bundle = final_bundle(
             args.output,
             markdown=body,
-            text=text,
+            text=last.text,
+            plain=plain,
             footer=footer,
             show_stats=ctx.show_stats,
             set_next_input=ctx.set_next_input if not metadata["nbllm"]["interrupted"] else None,
@@ -218,7 +222,12 @@ def _finish(
     message = err.message if isinstance(err, NbllmError) else f"{type(err).__name__}: {err}"
     if body:
         bundle = final_bundle(
-            "markdown", markdown=f"{body}\n\n**error:** {message}", text=text, footer=footer, show_stats=ctx.show_stats
+            "markdown",
+            markdown=f"{body}\n\n**error:** {escape_html(message)}",
+            text=last.text,
+            plain=f"{plain}\n\nerror: {message}",
+            footer=footer,
+            show_stats=ctx.show_stats,
         )
         display.finish(bundle, metadata)
     else:
@@ -278,11 +287,12 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
         calls[-1] = _execute_calls(ctx, toolbox, answer, inspector, messages)
         redraw()
     body = render_body(answers, calls, as_json=fmt is not None, partial=interrupted)
+    plain = render_body(answers, calls, as_json=fmt is not None, partial=interrupted, escape=False)
     if answers[-1].tool_calls and not interrupted and answers[-1].error is None:
-        body += f"\n\n*(stopped after {ctx.max_tool_rounds} rounds of tool calls)*"
-    bundle = _finish(
-        ctx, args, display, body, answers[-1], _footer(model, records), _metadata(ctx, args, model, "chat", records)
-    )
+        stopped = f"\n\n*(stopped after {ctx.max_tool_rounds} rounds of tool calls)*"
+        body, plain = body + stopped, plain + stopped
+    meta = _metadata(ctx, args, model, "chat", records)
+    bundle = _finish(ctx, args, display, (body, plain), answers[-1], _footer(model, records), meta)
     result = ChatResult(
         model=model,
         text=answers[-1].text,
@@ -367,10 +377,13 @@ def run_generate(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> C
     interrupted = stream_answer(ctx, answer, generate_source(ctx.client, req), redraw)
     record = answer.timing(kind="generate", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
     keep_timing(ctx, answer, record)
-    body = render_body([answer], [], as_json=fmt is not None, partial=interrupted)
-    bundle = _finish(
-        ctx, args, display, body, answer, _footer(model, [record]), _metadata(ctx, args, model, "generate", [record])
+    bodies = tuple(
+        render_body([answer], [], as_json=fmt is not None, partial=interrupted, escape=escape)
+        for escape in (True, False)
     )
+    meta = _metadata(ctx, args, model, "generate", [record])
+    bundle = _finish(ctx, args, display, (bodies[0], bodies[1]), answer, _footer(model, [record]), meta)
+    body = bodies[0]
     result = ChatResult(
         model=model,
         text=answer.text,

@@ -28,7 +28,7 @@ from nbllm.notebook.chat import (
     probe_loading,
     resolve_format,
 )
-from nbllm.notebook.display import LiveDisplay, markdown_table
+from nbllm.notebook.display import LiveDisplay, escape_html, markdown_table
 from nbllm.notebook.magic_args import ChatArgs
 from nbllm.notebook.streaming import StreamPump
 from nbllm.notebook.timing import TimingRecord
@@ -157,10 +157,11 @@ def _source(ctx: CellContext, req: ChatRequest | GenerateRequest) -> Callable[[]
     return chat_source(ctx.client, req) if isinstance(req, ChatRequest) else generate_source(ctx.client, req)
 
 
-def _error_line(answer: Answer) -> str:
+def _error_line(answer: Answer, *, markdown: bool = True) -> str:
     if answer.error is None or isinstance(answer.error, Cancelled):
         return ""
-    return f"\n\n**error:** {html.escape(str(getattr(answer.error, 'message', answer.error)), quote=False)}"
+    message = str(getattr(answer.error, "message", answer.error))
+    return f"\n\n**error:** {escape_html(message)}" if markdown else f"\nerror: {message}"
 
 
 def _live(answers: list[Answer]) -> dict[str, str]:
@@ -178,7 +179,7 @@ def _final(
     for answer, record in zip(answers, records, strict=True):
         body = render_body([answer], [], as_json=as_json, partial=interrupted) + _error_line(answer)
         bodies.append(body or "*(empty answer)*")
-        plain.append(f"== {answer.model} ==\n{answer.text}{_error_line(answer)}")
+        plain.append(f"== {answer.model} ==\n{answer.text}{_error_line(answer, markdown=False)}")
         results.append(
             ChatResult(
                 model=answer.model,

@@ -31,11 +31,17 @@ def final_bundle(
     markdown: str,
     text: str,
     footer: str,
+    plain: str | None = None,
     show_stats: bool = True,
     set_next_input: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The static bundle of an answer: ``markdown`` is its rendered body, ``text`` what the model wrote."""
-    plain = f"{text}\n\n[{footer}]" if text else f"[{footer}]"
+    """The static bundle of an answer.
+
+    ``markdown`` is its rendered body, ``text`` the answer as the model wrote it, ``plain`` the body
+    for ``text/plain`` (default ``text``: with tool calls, it also lists them).
+    """
+    body_plain = text if plain is None else plain
+    plain = f"{body_plain}\n\n[{footer}]" if body_plain else f"[{footer}]"
     if output == "text":
         return {"text/plain": plain}
     if output == "json" and text:
