@@ -134,7 +134,7 @@ def test_side_by_side_models_finish_with_a_comparison_table(shell: InteractiveSh
     assert run.outputs[0].data["text/markdown"].startswith("<table>")  # the columns, from the start
     final = run.final
     markdown = final.data["text/markdown"]
-    assert "### smollm2:135m" in markdown and "### smollm2-greedy:135m" in markdown
+    assert "<th>smollm2:135m<br><sub>" in markdown and "<th>smollm2-greedy:135m<br><sub>" in markdown
     assert "| model | tokens | tok/s |" in markdown
     assert final.metadata["nbllm"]["models"] == ["smollm2:135m", "smollm2-greedy:135m"]
     results = shell.user_ns["both"]
