@@ -17,6 +17,7 @@ The hierarchy::
      ├── ModelLoadError            the engine could not load a model (500)
      ├── EngineError               the engine failed while generating (500)
      ├── PullError                 a download or a package index failed (500)
+     │    └── RegistryUnreachable  no answer from the registry (DNS, connection, TLS)
      ├── PushError                 an upload to a registry failed (500)
      ├── StoreError                the model store could not be read or written (500)
      ├── ServerBusy                the request queue is full (503)
@@ -45,6 +46,7 @@ __all__ = [
     "NotFound",
     "PullError",
     "PushError",
+    "RegistryUnreachable",
     "ServerBusy",
     "ServerUnreachable",
     "StoreError",
@@ -137,6 +139,10 @@ class EngineError(NbllmError):
 
 class PullError(NbllmError):
     """Downloading a model failed (index unreachable, file missing, bad archive, ...)."""
+
+
+class RegistryUnreachable(PullError):
+    """A model registry could not be reached (no network, DNS failure, refused connection)."""
 
 
 class PushError(NbllmError):

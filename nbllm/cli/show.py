@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from nbllm.humanize import show_summary_rows
 from nbllm.schema import ShowResponse
+from nbllm.store.catalog import note_for
 
 __all__ = ["format_show", "go_float", "head", "metadata_value"]
 
@@ -85,6 +87,9 @@ def format_show(resp: ShowResponse, flags: Mapping[str, bool]) -> str:
         if flags.get(flag):
             return text or ""
     lines = _section("Model", show_summary_rows(resp))
+    note = note_for(resp.modelfile or "")
+    if note:
+        lines += _section("Note", [[line] for line in textwrap.wrap(note, 96, break_on_hyphens=False)])
     lines += _section("Capabilities", [[c] for c in resp.capabilities])
     params = [line.split(None, 1) for line in (resp.parameters or "").splitlines() if line.strip()]
     lines += _section("Parameters", params)

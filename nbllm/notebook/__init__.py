@@ -1,4 +1,4 @@
-"""nbllm in Jupyter: ``%load_ext nbllm`` registers the magics (and nothing else).
+"""nbllm in Jupyter: ``%load_ext nbllm`` registers the magics and one ``post_run_cell`` callback (``{Err}``).
 
 Line magics: ``%pull``, ``%list``, ``%show``, ``%ps``, ``%stop``, ``%rm``, ``%serve``, ``%timings``,
 ``%bench``; cell magics: ``%%chat`` and ``%%generate``. IPython, ipywidgets and pandas are imported
@@ -21,7 +21,7 @@ _REGISTRY_KEY = "NbllmMagics"
 
 
 def load_ipython_extension(ipython: Any, *, session: NotebookSession | None = None) -> NbllmMagics:
-    """Register nbllm's magics on ``ipython`` (what ``%load_ext nbllm`` calls); no hooks are installed."""
+    """Register nbllm's magics on ``ipython`` (what ``%load_ext nbllm`` calls) and the callback keeping ``{Err}``."""
     from nbllm.notebook.magics import NbllmMagics
 
     instance = NbllmMagics(shell=ipython, session=session)
@@ -29,6 +29,7 @@ def load_ipython_extension(ipython: Any, *, session: NotebookSession | None = No
     instance.shadowed = {name: line_table[name] for name in instance.magics["line"] if name in line_table}
     _set_default_aliases(ipython, instance, hide=True)
     ipython.register_magics(instance)
+    ipython.events.register("post_run_cell", instance.errors.record)  # for {Err} in prompts
     return instance
 
 
@@ -56,6 +57,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         for name in instance.magics[kind]:
             table.pop(name, None)
     manager.magics["line"].update(instance.shadowed)
+    if instance.errors.record in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.unregister("post_run_cell", instance.errors.record)
     _set_default_aliases(ipython, instance, hide=False)
     if instance in getattr(ipython, "configurables", []):
         ipython.configurables.remove(instance)

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbllm.notebook.display import close_fences
+from nbllm.notebook.display import close_fences, escape_html
 from nbllm.notebook.timing import TimingRecord
 from nbllm.notebook.tools import ToolCallRecord
 from nbllm.schema import ChatResponse, GenerateResponse, Message, Metrics, ToolCall
 
-__all__ = ["Answer", "ChatResult"]
+__all__ = ["LONG_ANSWER_SECONDS", "LONG_ANSWER_TOKENS", "STOP_HINT", "Answer", "ChatResult", "code_blocks"]
+
+LONG_ANSWER_TOKENS = 200
+LONG_ANSWER_SECONDS = 10.0
+"""After this many tokens or seconds of streaming, the live status says how to stop the answer."""
+STOP_HINT = "press ■ / interrupt the kernel to stop"
+
+_CODE_BLOCK = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]{0,3}\1[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
 @dataclass
@@ -28,6 +37,8 @@ class Answer:
     last_at: float | None = None
     chunks: int = 0
     error: BaseException | None = None
+    loading: bool = False
+    """Set (from a probe thread) when the model was not loaded as the request went out."""
 
     def feed(self, chunk: ChatResponse | GenerateResponse, at: float) -> None:
         """Add a streamed chunk received at ``at`` (``perf_counter`` seconds)."""
@@ -70,37 +81,65 @@ class Answer:
         wall = (self.last_at or self.started_at) - self.started_at
         return TimingRecord.from_metrics(self.model, self.final, ttft_s=ttft, wall_s=wall, **extra)
 
+    @property
+    def finished(self) -> bool:
+        """Whether the response ended normally (its final chunk, with the server's stats, arrived)."""
+        return self.final is not None
+
     def live_status(self) -> str:
-        """Client-side progress while streaming: ``37 chunks · 12.3 chunks/s``."""
+        """Client-side progress while streaming: ``37 tokens · 12.3 tok/s`` (and how to stop a long one)."""
         if self.first_at is None or self.last_at is None:
-            return "waiting for the first token…"
+            return f"loading {self.model}…" if self.loading else "waiting for the first token…"
         span = self.last_at - self.first_at
         rate = f" · {self.chunks / span:.1f} tok/s" if span > 0 else ""
-        return f"{self.chunks} tokens{rate}"
+        hint = f" · {STOP_HINT}" if self.chunks >= LONG_ANSWER_TOKENS or span >= LONG_ANSWER_SECONDS else ""
+        return f"{self.chunks} tokens{rate}{hint}"
 
 
 def render_body(
-    answers: list[Answer], calls: list[list[ToolCallRecord]], *, as_json: bool = False, partial: bool = False
+    answers: list[Answer],
+    calls: list[list[ToolCallRecord]],
+    *,
+    as_json: bool = False,
+    partial: bool = False,
+    escape: bool = True,
 ) -> str:
-    """Markdown of a (possibly multi-round) answer: thinking folded, text, tool calls as quoted lines."""
+    """Markdown of a (possibly multi-round) answer: thinking folded, text, tool calls as quoted lines.
+
+    The model's text is shown as written: tag-like text in it is escaped (:func:`escape_html`);
+    ``escape=False`` gives the same layout with the text as the model wrote it (for ``text/plain``).
+    """
+    shown = escape_html if escape else str
     parts: list[str] = []
     for i, answer in enumerate(answers):
         if answer.thought:
-            parts.append(f"<details><summary>Thinking</summary>\n\n{answer.thought.strip()}\n\n</details>")
+            parts.append(f"<details><summary>Thinking</summary>\n\n{shown(answer.thought.strip())}\n\n</details>")
         if answer.text:
-            parts.append(_as_json_block(answer.text) if as_json and not partial else answer.text)
+            parts.append(_as_json_block(answer.text, shown) if as_json and not partial else shown(answer.text))
         for record in calls[i] if i < len(calls) else []:
             parts.append(f"> 🔧 `{record.summary()}`")
     text = "\n\n".join(p for p in parts if p)
     return close_fences(text) if partial else text
 
 
-def _as_json_block(text: str) -> str:
+def _as_json_block(text: str, shown: Callable[[str], str]) -> str:
     try:
         pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     except ValueError:
-        return text
+        return shown(text)
     return f"```json\n{pretty}\n```"
+
+
+def code_blocks(text: str) -> str:
+    """The contents of the fenced code blocks of ``text``, one after another (``text`` when it has none).
+
+    >>> code_blocks("Try:\\n```python\\nx = 1\\n```\\nthen\\n```\\ny = 2\\n```")
+    'x = 1\\n\\ny = 2'
+    >>> code_blocks("x = 1")
+    'x = 1'
+    """
+    blocks = [m.group(2).rstrip("\n") for m in _CODE_BLOCK.finditer(text)]
+    return "\n\n".join(blocks) if blocks else text.strip()
 
 
 @dataclass

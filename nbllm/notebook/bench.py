@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nbllm.notebook.answer import Answer
-from nbllm.notebook.chat import CellContext, as_nbllm_error, chat_source, stream_answer
+from nbllm.notebook.chat import CellContext, as_nbllm_error, chat_source, keep_timing, stream_answer
 from nbllm.notebook.display import LiveDisplay, markdown_table, show
 from nbllm.notebook.magic_args import BenchArgs
 from nbllm.notebook.plots import model_stats
@@ -59,9 +59,9 @@ def run_bench(ctx: CellContext, args: BenchArgs) -> pd.DataFrame:
                 model=model, messages=[Message(role="user", content=args.prompt)], options=dict(args.options)
             )
             answer = Answer(model=model, started_at=0.0)
-            interrupted = stream_answer(ctx, answer, chat_source(ctx.client, req), lambda: None)
+            interrupted = stream_answer(ctx, answer, chat_source(ctx.client, req), lambda: None, probe=False)
             record = answer.timing(kind="bench", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
-            ctx.session.timings.add(record)
+            keep_timing(ctx, answer, record)
             if interrupted:
                 progress.finish(_progress(len(records), total, model, None))
                 raise KeyboardInterrupt

@@ -9,6 +9,7 @@ answer on screen; the interrupted exchange is not added to the conversation (as 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 from nbllm.client import BaseClient
 from nbllm.errors import Cancelled, InvalidRequest, NbllmError
 from nbllm.notebook.answer import Answer, ChatResult, render_body
-from nbllm.notebook.display import LiveDisplay, show
+from nbllm.notebook.display import LiveDisplay, escape_html, show
 from nbllm.notebook.magic_args import ChatArgs
+from nbllm.notebook.outputs import final_bundle, status_bundle
 from nbllm.notebook.session import NotebookSession
 from nbllm.notebook.streaming import StreamPump
 from nbllm.notebook.timing import TimingRecord
@@ -28,6 +30,9 @@ __all__ = [
     "CellContext",
     "Interrupted",
     "as_nbllm_error",
+    "backend_note",
+    "keep_timing",
+    "live_bundle",
     "prepare_thread",
     "resolve_format",
     "resolve_tools",
@@ -58,6 +63,8 @@ class CellContext:
     max_tool_rounds: int = 8
     cell: int | None = None
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+    set_next_input: Callable[[str], None] | None = None
+    """Puts text into a new cell below (``-f code``); None outside a shell."""
 
 
 def resolve_format(value: str | None, namespace: dict[str, Any]) -> str | dict[str, Any] | None:
@@ -108,11 +115,41 @@ def _footer(model: str, records: list[TimingRecord]) -> str:
     return f"{model} · {last.summary()}" + (f" · {len(records)} rounds" if len(records) > 1 else "")
 
 
-def _bundle(ctx: CellContext, body: str, footer: str) -> dict[str, str]:
-    markdown = body or "*(empty answer)*"
-    if ctx.show_stats:
-        markdown += f"\n\n<sub>{footer}</sub>"
-    return {"text/markdown": markdown, "text/plain": f"{body}\n\n[{footer}]" if body else f"[{footer}]"}
+def live_bundle(body: str, status: str) -> dict[str, Any]:
+    """A streaming answer: only the status line until text arrives, then the text above it."""
+    if not body:
+        return status_bundle(status)
+    return {"text/markdown": f"{body}\n\n<sub>{status}</sub>", "text/plain": f"{body}\n\n[{status}]"}
+
+
+def keep_timing(ctx: CellContext, answer: Answer, record: TimingRecord) -> None:
+    """Add a response's stats to ``%timings``: only a finished answer, or one interrupted (marked so)."""
+    if answer.finished or record.interrupted:
+        ctx.session.timings.add(record)
+
+
+def backend_note(previous: str | None, host: str) -> str | None:
+    """One line when the cell magics' backend changed since the last answer (as after ``%serve stop``)."""
+    if previous is None or previous == host:
+        return None
+    if host == "in-process":
+        return "answering in this kernel (in-process): no server is in use now; %serve starts one"
+    return f"answering through the server at {host}"
+
+
+def probe_loading(client: BaseClient, answer: Answer) -> None:
+    """Mark ``answer`` as loading when its model is not loaded yet (asked in a daemon thread)."""
+
+    def probe() -> None:
+        name = answer.model if ":" in answer.model.rsplit("/", 1)[-1] else f"{answer.model}:latest"
+        try:
+            loaded = {m.name or m.model for m in client.ps().models}
+        except Exception:  # the request itself will report an unreachable server
+            log.debug("ps failed; not showing the load", exc_info=True)
+            return
+        answer.loading = name not in loaded and answer.first_at is None
+
+    threading.Thread(target=probe, name="nbllm-load-probe", daemon=True).start()
 
 
 def chat_source(client: BaseClient, req: ChatRequest) -> Callable[[], Iterator[ChatResponse]]:
@@ -126,9 +163,16 @@ def generate_source(client: BaseClient, req: GenerateRequest) -> Callable[[], It
 
 
 def stream_answer(
-    ctx: CellContext, answer: Answer, make: Callable[[], Iterable[Any]], redraw: Callable[[], None]
+    ctx: CellContext,
+    answer: Answer,
+    make: Callable[[], Iterable[Any]],
+    redraw: Callable[[], None],
+    *,
+    probe: bool = True,
 ) -> bool:
     """Stream one response into ``answer``; True when the kernel interrupted it."""
+    if probe:
+        probe_loading(ctx.client, answer)
     pump: StreamPump[Any] = StreamPump([make]).start()
     answer.started_at = pump.started_at[0] or answer.started_at
     try:
@@ -149,17 +193,43 @@ def stream_answer(
 
 
 def _finish(
-    ctx: CellContext, display: LiveDisplay, body: str, last: Answer, footer: str, metadata: dict[str, Any]
-) -> dict[str, str]:
-    """Show the final bundle; a failed request raises after keeping what had streamed."""
+    ctx: CellContext,
+    args: ChatArgs,
+    display: LiveDisplay,
+    bodies: tuple[str, str],
+    last: Answer,
+    footer: str,
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """Show the final bundle (in ``-f``'s format); a failed request raises after keeping what had streamed.
+
+    ``bodies`` is the answer rendered as Markdown and as plain text (:func:`render_body`).
+    """
     err = last.error
+    body, plain = bodies
     if err is None or isinstance(err, Cancelled):
-        bundle = _bundle(ctx, body, footer)
+        bundle = final_bundle(
+            args.output,
+            markdown=body,
+            text=last.text,
+            plain=plain,
+            footer=footer,
+            show_stats=ctx.show_stats,
+            set_next_input=ctx.set_next_input if not metadata["nbllm"]["interrupted"] else None,
+        )
         display.finish(bundle, metadata)
         return bundle
     message = err.message if isinstance(err, NbllmError) else f"{type(err).__name__}: {err}"
     if body:
-        display.finish(_bundle(ctx, f"{body}\n\n**error:** {message}", footer), metadata)
+        bundle = final_bundle(
+            "markdown",
+            markdown=f"{body}\n\n**error:** {escape_html(message)}",
+            text=last.text,
+            plain=f"{plain}\n\nerror: {message}",
+            footer=footer,
+            show_stats=ctx.show_stats,
+        )
+        display.finish(bundle, metadata)
     else:
         display.finish({"text/plain": ""})
     raise as_nbllm_error(err)
@@ -197,7 +267,7 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
     records: list[TimingRecord] = []
 
     def redraw() -> None:
-        display.update(lambda: _bundle(ctx, render_body(answers, calls, partial=True), answers[-1].live_status()))
+        display.update(lambda: live_bundle(render_body(answers, calls, partial=True), answers[-1].live_status()))
 
     interrupted = False
     for round_no in range(ctx.max_tool_rounds + 1):
@@ -208,7 +278,7 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
         interrupted = stream_answer(ctx, answer, chat_source(ctx.client, req), redraw)
         record = answer.timing(kind="chat", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
         records.append(record)
-        ctx.session.timings.add(record)
+        keep_timing(ctx, answer, record)
         if interrupted or answer.error is not None:
             break
         messages.append(answer.message())
@@ -217,11 +287,12 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
         calls[-1] = _execute_calls(ctx, toolbox, answer, inspector, messages)
         redraw()
     body = render_body(answers, calls, as_json=fmt is not None, partial=interrupted)
+    plain = render_body(answers, calls, as_json=fmt is not None, partial=interrupted, escape=False)
     if answers[-1].tool_calls and not interrupted and answers[-1].error is None:
-        body += f"\n\n*(stopped after {ctx.max_tool_rounds} rounds of tool calls)*"
-    bundle = _finish(
-        ctx, display, body, answers[-1], _footer(model, records), _metadata(ctx, args, model, "chat", records)
-    )
+        stopped = f"\n\n*(stopped after {ctx.max_tool_rounds} rounds of tool calls)*"
+        body, plain = body + stopped, plain + stopped
+    meta = _metadata(ctx, args, model, "chat", records)
+    bundle = _finish(ctx, args, display, (body, plain), answers[-1], _footer(model, records), meta)
     result = ChatResult(
         model=model,
         text=answers[-1].text,
@@ -229,7 +300,7 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
         tool_calls=[c for round_calls in calls for c in round_calls],
         timings=records,
         interrupted=interrupted,
-        markdown=bundle["text/markdown"],
+        markdown=bundle.get("text/markdown", body),
         inspector=inspector,
     )
     if interrupted:
@@ -301,22 +372,25 @@ def run_generate(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> C
     answer = Answer(model=model, started_at=0.0)
 
     def redraw() -> None:
-        display.update(lambda: _bundle(ctx, render_body([answer], [], partial=True), answer.live_status()))
+        display.update(lambda: live_bundle(render_body([answer], [], partial=True), answer.live_status()))
 
     interrupted = stream_answer(ctx, answer, generate_source(ctx.client, req), redraw)
     record = answer.timing(kind="generate", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
-    ctx.session.timings.add(record)
-    body = render_body([answer], [], as_json=fmt is not None, partial=interrupted)
-    bundle = _finish(
-        ctx, display, body, answer, _footer(model, [record]), _metadata(ctx, args, model, "generate", [record])
+    keep_timing(ctx, answer, record)
+    bodies = tuple(
+        render_body([answer], [], as_json=fmt is not None, partial=interrupted, escape=escape)
+        for escape in (True, False)
     )
+    meta = _metadata(ctx, args, model, "generate", [record])
+    bundle = _finish(ctx, args, display, (bodies[0], bodies[1]), answer, _footer(model, [record]), meta)
+    body = bodies[0]
     result = ChatResult(
         model=model,
         text=answer.text,
         thinking=answer.thought,
         timings=[record],
         interrupted=interrupted,
-        markdown=bundle["text/markdown"],
+        markdown=bundle.get("text/markdown", body),
     )
     if interrupted:
         raise Interrupted(result)

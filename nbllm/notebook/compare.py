@@ -1,15 +1,17 @@
 """``%%chat -m A -m B``: several models answer the same cell side by side, then a comparison table.
 
-All requests run at once (one worker each). While they stream, a :class:`StreamColumns` widget
-shows one column per model with live stats; at the end it is replaced by a static bundle: each
-answer under its model's heading, then the comparison table. The conversation is used as context
-but not extended (a comparison is a side trip).
+All requests run at once (one worker each). The answers stream into one output area as columns,
+one per model under its name and live status, and stay in the same columns when they end, with the
+comparison table below: the layout does not move from the first token to the final output. The
+columns are an HTML table holding Markdown (blank lines around each answer), which JupyterLab,
+Notebook, VS Code and GitHub render side by side; ``text/plain`` has the answers one after another.
+The conversation is used as context but not extended (a comparison is a side trip).
 """
 
 from __future__ import annotations
 
+import html
 import math
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,19 +23,21 @@ from nbllm.notebook.chat import (
     as_nbllm_error,
     chat_source,
     generate_source,
+    keep_timing,
     prepare_thread,
+    probe_loading,
     resolve_format,
 )
-from nbllm.notebook.display import LiveDisplay, markdown_table
+from nbllm.notebook.display import LiveDisplay, escape_html, markdown_table
 from nbllm.notebook.magic_args import ChatArgs
 from nbllm.notebook.streaming import StreamPump
 from nbllm.notebook.timing import TimingRecord
 from nbllm.schema import ChatRequest, GenerateRequest, Message
 
-__all__ = ["comparison_markdown", "run_compare"]
+__all__ = ["columns_markdown", "comparison_markdown", "run_compare"]
 
 
-def _num(value: float, fmt: str) -> str:
+def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None or math.isnan(value) else format(value, fmt)
 
 
@@ -70,25 +74,47 @@ def _requests(args: ChatArgs, models: list[str], prompt: str, kind: str, ctx: Ce
     return [ChatRequest(model=m, messages=messages, **common) for m in models]
 
 
-def run_compare(ctx: CellContext, args: ChatArgs, models: list[str], prompt: str, kind: str) -> list[ChatResult]:
-    """Stream every model's answer into its column; finish with the answers and the comparison table."""
-    from nbllm.notebook.widgets.stream import StreamColumns
+def columns_markdown(titles: list[str], statuses: list[str], bodies: list[str]) -> str:
+    """One column per model: its name and status on top, its answer (Markdown) below.
 
+    >>> print(columns_markdown(["a"], ["3 tokens"], ["*hi*"]))
+    <table>
+    <tr>
+    <th>a<br><sub>3 tokens</sub></th>
+    </tr>
+    <tr>
+    <td valign="top" width="100%">
+    <BLANKLINE>
+    *hi*
+    <BLANKLINE>
+    </td>
+    </tr>
+    </table>
+    """
+    width = 100 // max(1, len(titles))
+    heads = [f"<th>{html.escape(t)}<br><sub>{html.escape(s)}</sub></th>" for t, s in zip(titles, statuses, strict=True)]
+    cells = [f'<td valign="top" width="{width}%">\n\n{body}\n\n</td>' for body in bodies]
+    return "\n".join(["<table>", "<tr>", *heads, "</tr>", "<tr>", *cells, "</tr>", "</table>"])
+
+
+def run_compare(ctx: CellContext, args: ChatArgs, models: list[str], prompt: str, kind: str) -> list[ChatResult]:
+    """Stream every model's answer into its column; finish with the answers in place and the comparison table."""
     if args.tools:
         raise InvalidRequest("--tools works with one model at a time")
     requests = _requests(args, models, prompt, kind, ctx)
-    columns = StreamColumns(models)
+    answers = [Answer(model=m, started_at=0.0) for m in models]
     display = LiveDisplay(interval=ctx.interval, live=args.stream)
-    display.show(columns)
+    display.show(_live(answers), raw=True)
+    for answer in answers:
+        probe_loading(ctx.client, answer)
     pump: StreamPump[Any] = StreamPump([_source(ctx, r) for r in requests]).start()
-    answers = [Answer(model=m, started_at=pump.started_at[i]) for i, m in enumerate(models)]
-    interrupted = _consume(pump, answers, columns, ctx.interval)
+    interrupted = _consume(pump, answers, display, ctx.interval)
     records = []
     for answer in answers:
         record = answer.timing(kind=kind, host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
-        ctx.session.timings.add(record)
+        keep_timing(ctx, answer, record)
         records.append(record)
-    bundle, results = _final(ctx, answers, records, interrupted=interrupted, as_json=args.format is not None)
+    bundle, results = _final(answers, records, interrupted=interrupted, as_json=args.format is not None)
     meta = {
         "nbllm": {
             "models": models,
@@ -109,10 +135,8 @@ def run_compare(ctx: CellContext, args: ChatArgs, models: list[str], prompt: str
     return results
 
 
-def _consume(pump: StreamPump[Any], answers: list[Answer], columns: Any, interval: float) -> bool:
-    """Feed every stream's chunks to its answer, redrawing changed columns; True when interrupted."""
-    dirty: set[int] = set()
-    last_draw = 0.0
+def _consume(pump: StreamPump[Any], answers: list[Answer], display: LiveDisplay, interval: float) -> bool:
+    """Feed every stream's chunks to its answer, redrawing (throttled) as they come; True when interrupted."""
     try:
         for event in pump.events(tick=min(0.05, interval)):
             if event is not None:
@@ -122,10 +146,7 @@ def _consume(pump: StreamPump[Any], answers: list[Answer], columns: Any, interva
                     answer.error = event.error
                 elif event.item is not None:
                     answer.feed(event.item, event.at)
-                dirty.add(event.source)
-            if dirty and time.monotonic() - last_draw >= interval:
-                _draw(columns, answers, dirty)
-                last_draw = time.monotonic()
+            display.update(lambda: _live(answers))
     except KeyboardInterrupt:
         pump.stop()
         return True
@@ -136,27 +157,29 @@ def _source(ctx: CellContext, req: ChatRequest | GenerateRequest) -> Callable[[]
     return chat_source(ctx.client, req) if isinstance(req, ChatRequest) else generate_source(ctx.client, req)
 
 
-def _draw(columns: Any, answers: list[Answer], dirty: set[int]) -> None:
-    for index in sorted(dirty):
-        answer = answers[index]
-        text = render_body([answer], [], partial=True)
-        if answer.error is not None:
-            text += f"\n\n**error:** {answer.error}"
-        columns.set_markdown(index, text)
-        columns.set_status(index, answer.timing().summary() if answer.final is not None else answer.live_status())
-    dirty.clear()
+def _error_line(answer: Answer, *, markdown: bool = True) -> str:
+    if answer.error is None or isinstance(answer.error, Cancelled):
+        return ""
+    message = str(getattr(answer.error, "message", answer.error))
+    return f"\n\n**error:** {escape_html(message)}" if markdown else f"\nerror: {message}"
+
+
+def _live(answers: list[Answer]) -> dict[str, str]:
+    """The columns while streaming (the same layout as the final output)."""
+    statuses = [a.timing().summary() if a.finished else a.live_status() for a in answers]
+    bodies = [render_body([a], [], partial=True) + _error_line(a) for a in answers]
+    plain = "\n\n".join(f"== {a.model} == [{s}]\n{a.text}" for a, s in zip(answers, statuses, strict=True))
+    return {"text/markdown": columns_markdown([a.model for a in answers], statuses, bodies), "text/plain": plain}
 
 
 def _final(
-    ctx: CellContext, answers: list[Answer], records: list[TimingRecord], *, interrupted: bool, as_json: bool
+    answers: list[Answer], records: list[TimingRecord], *, interrupted: bool, as_json: bool
 ) -> tuple[dict[str, str], list[ChatResult]]:
-    sections, plain, results = [], [], []
+    bodies, plain, results = [], [], []
     for answer, record in zip(answers, records, strict=True):
-        body = render_body([answer], [], as_json=as_json, partial=interrupted)
-        if answer.error is not None:
-            body += f"\n\n**error:** {getattr(answer.error, 'message', answer.error)}"
-        sections.append(f"### {answer.model}\n\n{body or '*(empty answer)*'}")
-        plain.append(f"== {answer.model} ==\n{body}")
+        body = render_body([answer], [], as_json=as_json, partial=interrupted) + _error_line(answer)
+        bodies.append(body or "*(empty answer)*")
+        plain.append(f"== {answer.model} ==\n{answer.text}{_error_line(answer, markdown=False)}")
         results.append(
             ChatResult(
                 model=answer.model,
@@ -168,5 +191,6 @@ def _final(
             )
         )
     table = comparison_markdown(records)
-    markdown = "\n\n".join(sections) + "\n\n---\n\n" + table
+    columns = columns_markdown([a.model for a in answers], [r.summary() for r in records], bodies)
+    markdown = columns + "\n\n" + table
     return {"text/markdown": markdown, "text/plain": "\n\n".join(plain) + "\n\n" + table}, results

@@ -13,9 +13,11 @@ from typing import Any
 
 from IPython import display as _ipython_display
 
-__all__ = ["LiveDisplay", "Note", "Rich", "close_fences", "markdown_table", "show"]
+__all__ = ["LiveDisplay", "Note", "Rich", "close_fences", "escape_html", "markdown_table", "show"]
 
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})", re.MULTILINE)
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)
+_HTML_CHARS = {"&": "&amp;", "<": "&lt;"}  # ">" stays: it starts a block quote and opens no tag
 
 Bundle = dict[str, Any]
 
@@ -43,6 +45,57 @@ def close_fences(text: str) -> str:
     if opener is None:
         return text
     return text + ("" if text.endswith("\n") else "\n") + opener
+
+
+def escape_html(text: str) -> str:
+    """Model text as Markdown that shows every character: raw HTML is escaped, code is left as code.
+
+    A Markdown renderer hides tag-like text (``<think>``, ``<tool_response>``, ``<|im_end|>``, HTML
+    the model writes); outside code fences and code spans, ``&`` and ``<`` become entities.
+
+    >>> escape_html("<think>hm</think> a < b & `<b>` and\\n```html\\n<p>x</p>\\n```")
+    '&lt;think>hm&lt;/think> a &lt; b &amp; `<b>` and\\n```html\\n<p>x</p>\\n```'
+    """
+    out: list[str] = []
+    pos = 0
+    for start, end in _fenced_blocks(text):
+        out.append(_escape_prose(text[pos:start]))
+        out.append(text[start:end])
+        pos = end
+    out.append(_escape_prose(text[pos:]))
+    return "".join(out)
+
+
+def _fenced_blocks(text: str) -> list[tuple[int, int]]:
+    """Spans of fenced code blocks (an unclosed fence runs to the end, as it renders)."""
+    blocks: list[tuple[int, int]] = []
+    opener: tuple[str, int] | None = None
+    for match in _FENCE.finditer(text):
+        fence = match.group(1)
+        if opener is None:
+            opener = (fence, match.start())
+        elif fence[0] == opener[0][0] and len(fence) >= len(opener[0]):
+            line_end = text.find("\n", match.end())
+            blocks.append((opener[1], len(text) if line_end < 0 else line_end))
+            opener = None
+    if opener is not None:
+        blocks.append((opener[1], len(text)))
+    return blocks
+
+
+def _escape_prose(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for match in _CODE_SPAN.finditer(text):
+        out.append(_escape_chars(text[pos : match.start()]))
+        out.append(match.group(0))
+        pos = match.end()
+    out.append(_escape_chars(text[pos:]))
+    return "".join(out)
+
+
+def _escape_chars(text: str) -> str:
+    return "".join(_HTML_CHARS.get(ch, ch) for ch in text)
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

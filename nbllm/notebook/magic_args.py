@@ -160,10 +160,22 @@ class ChatArgs:
     interpolate: bool = True
     stream: bool = True
     host: str | None = None
+    output: str = "markdown"
+    """``-f/--output-format``: markdown, text, json or code (see :mod:`nbllm.notebook.outputs`)."""
 
 
 def _host(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="server URL (Ollama or nbllm), or 'local' for this kernel")
+
+
+def _output_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--output-format",
+        default="markdown",
+        choices=("markdown", "md", "text", "json", "code"),
+        help="show the answer as markdown (default), text, json (asks for JSON), or code (into a new cell below)",
+    )
 
 
 @functools.cache
@@ -221,6 +233,7 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
         p.add_argument("--var", default=None, help="also store the result in this variable")
         p.add_argument("--no-interp", action="store_true", help="send {braces} exactly as written")
         p.add_argument("--no-stream", action="store_true", help="show only the final answer")
+        _output_format(p)
         _host(p)
         if name == "chat":
             p.add_argument("--tools", default="", help="comma-separated names of Python functions the model may call")
@@ -248,11 +261,16 @@ def _models(ns: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _chat(ns: argparse.Namespace) -> ChatArgs:
+    output = "markdown" if ns.output_format == "md" else ns.output_format
+    models = _models(ns)
+    if output != "markdown" and len(models) > 1:
+        raise MagicArgumentError(f"-f {output} works with one model at a time")
     return ChatArgs(
-        models=_models(ns),
+        models=models,
+        output=output,
         system=ns.system,
         options=parse_options(ns.options),
-        format=ns.format,
+        format=ns.format if ns.format is not None or output != "json" else "json",
         tools=tuple(t.strip() for t in getattr(ns, "tools", "").split(",") if t.strip()),
         tool_choice=getattr(ns, "tool_choice", None),
         thread=getattr(ns, "thread", "default"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from traitlets import Bool, Float, Int, Unicode
 from nbllm.client import BaseClient
 from nbllm.errors import NbllmError, NotFound
 from nbllm.notebook.display import LiveDisplay, Note, Rich
-from nbllm.notebook.interpolation import interpolate, strip_markers
+from nbllm.notebook.interpolation import CellErrors, interpolate, strip_markers
 from nbllm.notebook.magic_args import HelpRequested, MagicArgumentError, parse
 from nbllm.notebook.session import NotebookSession
 from nbllm.schema import GenerateRequest
@@ -69,6 +70,10 @@ class NbllmMagics(Magics):
         """Line magics of the same names that loading replaced (IPython's ``%rm`` alias), restored on unload."""
         self.shadowed_aliases: list[tuple[str, str]] = []
         """IPython default aliases of the same names, kept from being re-defined while loaded."""
+        self.errors = CellErrors()
+        """Errors of failed cells, for ``{Err}`` in prompts (recorded by a ``post_run_cell`` callback)."""
+        self.last_host: str | None = None
+        """The backend of the last cell magic, to say once when it changes (after ``%serve stop``)."""
         self.magics["line"]["list"] = self.list_models  # `list` is a builtin: the method has another name
         self._handlers: dict[str, Callable[[Any], Any]] = {
             "pull": self._pull,
@@ -102,6 +107,7 @@ class NbllmMagics(Magics):
             show_stats=self.show_stats,
             max_tool_rounds=self.max_tool_rounds,
             cell=getattr(self.shell, "execution_count", None),
+            set_next_input=self._set_next_input if self.shell is not None else None,
         )
 
     # -- line magics --------------------------------------------------------------------------------
@@ -171,12 +177,13 @@ class NbllmMagics(Magics):
         args = dataclasses.replace(args, stream=args.stream and self.stream)
         prompt = strip_markers(cell)
         if args.interpolate and self.interpolate and self.shell is not None:
-            prompt = interpolate(prompt, self.shell.user_ns)
+            prompt = interpolate(prompt, ChainMap(self.shell.user_ns, {"Err": self.errors}))
         prompt = prompt.strip("\n")
         if not prompt.strip():
             raise UsageError(f"the cell is empty: write the {'message' if kind == 'chat' else 'prompt'} under %%{kind}")
         models = list(args.models) or [self.default_model]
         ctx = self._context(self._client(args.host))
+        self._say_backend(ctx.client.host)
         try:
             if len(models) > 1:
                 result: Any = run_compare(ctx, args, models, prompt, kind)
@@ -190,6 +197,19 @@ class NbllmMagics(Magics):
             raise KeyboardInterrupt from None
         if args.var and self.shell is not None:
             self.shell.user_ns[args.var] = result
+
+    def _set_next_input(self, text: str) -> None:
+        if self.shell is not None:
+            self.shell.set_next_input(text, replace=False)
+
+    def _say_backend(self, host: str) -> None:
+        from nbllm.notebook.chat import backend_note
+        from nbllm.notebook.display import show
+
+        note = backend_note(self.last_host, host)
+        self.last_host = host
+        if note is not None:
+            show(Note(note))
 
     # -- handlers -----------------------------------------------------------------------------------
 
@@ -213,7 +233,7 @@ class NbllmMagics(Magics):
             pump.stop()
             live.finish({"text/plain": progress.text() + "\ninterrupted"})
             raise
-        text = progress.text() + (f"\nerror: {getattr(error, 'message', error)}" if error is not None else "")
+        text = progress.text()  # an error is shown once, by the UsageError below
         live.finish({"text/plain": text, "text/markdown": f"```\n{text}\n```"}, {"nbllm": {"pull": args.model}})
         if error is not None:
             raise error if isinstance(error, NbllmError) else NbllmError(str(error))

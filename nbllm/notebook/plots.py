@@ -1,7 +1,9 @@
 """Matplotlib comparisons of timing stats: generation speed per model with its spread, and where the time went.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no backend needed) and shown
-as a PNG mimebundle, so they render in any frontend and in saved notebooks.
+as a PNG mimebundle, so they render in any frontend and in saved notebooks. The PNG is white with a
+thin grey frame, so that it reads as a picture on a dark theme too; the legend sits under the bars
+it explains, never over them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ComparisonPlot", "comparison_plot"]
 
+_FRAME = "#b0b0b0"
 _STAGES = (
     ("load_s", "load", "#c7c7c7"),
     ("prompt_eval_s", "prompt eval", "#9ecae1"),
@@ -34,7 +37,7 @@ class ComparisonPlot:
     def png(self) -> bytes:
         """The figure as PNG bytes."""
         buf = io.BytesIO()
-        self.figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        self.figure.savefig(buf, format="png", dpi=100)
         return buf.getvalue()
 
     def savefig(self, *args: Any, **kwargs: Any) -> None:
@@ -73,7 +76,13 @@ def comparison_plot(frame: pd.DataFrame, *, title: str | None = None) -> Compari
         raise ValueError("no timings to plot yet: run %%chat, %%generate or %bench first")
     stats = model_stats(frame)
     models = [str(m) for m in stats.index]
-    fig = Figure(figsize=(11, 0.6 * len(models) + 2.6), layout="constrained")
+    fig = Figure(
+        figsize=(11, 0.6 * len(models) + 3.0),
+        layout="constrained",
+        facecolor="white",
+        edgecolor=_FRAME,
+        linewidth=1.5,
+    )
     speed, stages = fig.subplots(1, 2)
     positions = list(range(len(models)))
     speed.barh(positions, stats["eval_tok_s"], xerr=stats["eval_tok_s_std"], color="#3182bd", alpha=0.7, capsize=4)
@@ -93,7 +102,8 @@ def comparison_plot(frame: pd.DataFrame, *, title: str | None = None) -> Compari
     stages.invert_yaxis()
     stages.set_xlabel("seconds (mean per response)")
     stages.set_title("where the time goes")
-    stages.legend(loc="lower right", fontsize="small")
+    handles, labels = stages.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower right", ncols=len(_STAGES), fontsize="small", frameon=False)
     if title:
         fig.suptitle(title)
     return ComparisonPlot(figure=fig, stats=stats)

@@ -7,6 +7,7 @@ from typing import Any
 from nbllm.humanize import show_summary_rows
 from nbllm.notebook.display import markdown_table
 from nbllm.schema import ShowResponse
+from nbllm.store.catalog import note_for
 
 __all__ = ["ShowView"]
 
@@ -29,8 +30,10 @@ class ShowView:
         """The titled tables of the summary."""
         resp = self.response
         params = [([*line.split(None, 1), ""])[:2] for line in (resp.parameters or "").splitlines() if line.strip()]
+        note = note_for(resp.modelfile or "")
         out = [
             ("Model", show_summary_rows(resp)),
+            ("Note", [[note]] if note else []),
             ("Capabilities", [[c] for c in resp.capabilities]),
             ("Parameters", params),
         ]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from nbllm.notebook.plots import ComparisonPlot
 
-__all__ = ["COLUMNS", "TimingLog", "TimingRecord", "timing_frame"]
+__all__ = ["COLUMNS", "DISPLAY_DECIMALS", "TimingLog", "TimingRecord", "timing_frame"]
 
 COLUMNS = [
     "model",
@@ -44,6 +44,12 @@ COLUMNS = [
     "time",
 ]
 
+DISPLAY_DECIMALS = {
+    **dict.fromkeys(("prompt_tok_s", "eval_tok_s"), 1),
+    **dict.fromkeys(("load_s", "ttft_s", "total_s", "prompt_eval_s", "eval_s", "wall_s"), 3),
+}
+"""Decimals shown by a timing DataFrame's display (the values themselves are not rounded)."""
+
 
 def _seconds(ns: int | None) -> float:
     return ns / 1e9 if ns else math.nan
@@ -55,12 +61,12 @@ def _rate(count: int | None, ns: int | None) -> float:
 
 @dataclass(frozen=True)
 class TimingRecord:
-    """The stats of one response (NaN where the server did not report a value)."""
+    """The stats of one response (token counts None, other figures NaN, where the server reported none)."""
 
     model: str
-    prompt_tokens: float
+    prompt_tokens: int | None
     prompt_tok_s: float
-    eval_tokens: float
+    eval_tokens: int | None
     eval_tok_s: float
     load_s: float
     ttft_s: float
@@ -83,9 +89,9 @@ class TimingRecord:
         m = final or Metrics()
         return cls(
             model=model,
-            prompt_tokens=float(m.prompt_eval_count) if m.prompt_eval_count is not None else math.nan,
+            prompt_tokens=m.prompt_eval_count,
             prompt_tok_s=_rate(m.prompt_eval_count, m.prompt_eval_duration),
-            eval_tokens=float(m.eval_count) if m.eval_count is not None else math.nan,
+            eval_tokens=m.eval_count,
             eval_tok_s=_rate(m.eval_count, m.eval_duration),
             load_s=_seconds(m.load_duration),
             ttft_s=ttft_s if ttft_s is not None else math.nan,
@@ -100,8 +106,8 @@ class TimingRecord:
     def summary(self) -> str:
         """``48 tokens · 95.1 tok/s · first token 0.12 s · total 0.61 s``."""
         parts = []
-        if not math.isnan(self.eval_tokens):
-            parts.append(f"{int(self.eval_tokens)} tokens")
+        if self.eval_tokens is not None:
+            parts.append(f"{self.eval_tokens} tokens")
         if not math.isnan(self.eval_tok_s):
             parts.append(f"{self.eval_tok_s:.1f} tok/s")
         if not math.isnan(self.ttft_s):
@@ -155,12 +161,27 @@ class TimingLog:
 
 
 def timing_frame(records: Iterable[TimingRecord]) -> pd.DataFrame:
-    """A DataFrame of timing records whose ``.plot()`` draws the per-model comparison."""
+    """A DataFrame of timing records whose ``.plot()`` draws the per-model comparison.
+
+    Token counts are integers (pandas' nullable ``Int64``); the frame keeps every figure at full
+    precision and only its display rounds them (:data:`DISPLAY_DECIMALS`).
+    """
     import pandas as pd
 
     frame_cls = _frame_class()
     data = [asdict(r) for r in records]
-    return frame_cls(pd.DataFrame(data, columns=COLUMNS))
+    frame = pd.DataFrame(data, columns=COLUMNS).astype({"prompt_tokens": "Int64", "eval_tokens": "Int64"})
+    return frame_cls(frame)
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """A plain copy of ``frame`` rounded for display: rates to 0.1, seconds to 1 ms, times to the second."""
+    import pandas as pd
+
+    shown = pd.DataFrame(frame).round({k: v for k, v in DISPLAY_DECIMALS.items() if k in frame.columns})
+    if "time" in shown.columns and isinstance(shown["time"].dtype, pd.DatetimeTZDtype):
+        shown["time"] = shown["time"].dt.floor("s")
+    return shown
 
 
 @functools.cache
@@ -178,6 +199,13 @@ def _frame_class() -> type[pd.DataFrame]:
         @property
         def plot(self) -> _PlotAccessor:
             return _PlotAccessor(self)
+
+        def __repr__(self) -> str:
+            return repr(_rounded(self))
+
+        def _repr_html_(self) -> str | None:
+            html: str | None = _rounded(self)._repr_html_()
+            return html
 
     return TimingFrame
 

@@ -7,9 +7,10 @@ for everything else -- ``registry.ollama.ai`` by default, or any host named in t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
-from nbllm.errors import InvalidModelName, InvalidRequest, PullError, PushError
+from nbllm.errors import InvalidModelName, InvalidRequest, PullError, PushError, RegistryUnreachable
 from nbllm.runtime import Runtime
 from nbllm.schema import ProgressResponse, PushRequest
 from nbllm.store import ModelName
@@ -17,6 +18,8 @@ from nbllm.store.catalog import CATALOG
 from nbllm.store.names import DEFAULT_HOST, DEFAULT_NAMESPACE
 
 __all__ = ["pull_remote", "push"]
+
+log = logging.getLogger(__name__)
 
 
 def _parse(model: str) -> ModelName:
@@ -41,10 +44,16 @@ def pull_remote(rt: Runtime, name: ModelName, *, insecure: bool) -> Iterator[Pro
         try:
             yield from pull_model(rt.store, name, registry, prune=prune)
         except PullError as exc:
-            if name.host.lower() == DEFAULT_HOST and name.namespace.lower() == DEFAULT_NAMESPACE:
-                known = ", ".join(n for e in CATALOG for n in e.names)
-                raise PullError(f"{exc.message} (nbllm's built-in library has {known})") from exc
-            raise
+            if name.host.lower() != DEFAULT_HOST or name.namespace.lower() != DEFAULT_NAMESPACE:
+                raise
+            known = ", ".join(n for e in CATALOG for n in e.names)
+            if isinstance(exc, RegistryUnreachable):  # offline: say so in one line, not as a DNS error
+                log.info("%s", exc.message)
+                raise RegistryUnreachable(
+                    f"pull model manifest: '{name.model}:{name.tag}' is not one of nbllm's built-in models "
+                    f"({known}), and the registry {name.host} could not be reached"
+                ) from exc
+            raise PullError(f"{exc.message} (nbllm's built-in library has {known})") from exc
 
 
 def push(rt: Runtime, req: PushRequest) -> Iterator[ProgressResponse]:

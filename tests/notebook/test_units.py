@@ -240,3 +240,88 @@ def test_thinking_is_folded_and_partial_fences_closed() -> None:
     body = render_body([answer], [], partial=True)
     assert body == "<details><summary>Thinking</summary>\n\nhmm\n\n</details>\n\n```py\nx\n```"
     assert answer.first_at == 0.1 and answer.message().thinking == "hmm"
+
+
+def test_model_text_is_escaped_outside_code_and_kept_inside() -> None:
+    from nbllm.notebook.answer import Answer, render_body
+    from nbllm.notebook.display import escape_html
+    from nbllm.schema import ChatResponse, Message
+
+    text = (
+        "<tool_response>{'temp': 21}</tool_response> and <think>x</think> a<b & c<|im_end|>\n"
+        "> quoted\n\n`<kbd>` stays\n\n```html\n<p>kept</p>\n```\n<b>after</b>"
+    )
+    answer = Answer(model="m", started_at=0.0)
+    answer.feed(ChatResponse(model="m", created_at="t", message=Message(role="assistant", content=text)), 0.1)
+    body = render_body([answer], [])
+    assert body == escape_html(text)
+    assert body.startswith("&lt;tool_response>{'temp': 21}&lt;/tool_response> and &lt;think>x&lt;/think> a&lt;b &amp; ")
+    assert "c&lt;|im_end|>\n> quoted" in body  # a block quote is still a block quote
+    assert "`<kbd>` stays" in body and "```html\n<p>kept</p>\n```" in body  # code is shown as written
+    assert body.endswith("&lt;b>after&lt;/b>")
+    assert escape_html("```\n<open fence") == "```\n<open fence"  # a fence still streaming is code
+
+
+def test_live_status_says_loading_then_counts_and_how_to_stop_a_long_answer() -> None:
+    from nbllm.notebook.answer import LONG_ANSWER_TOKENS, STOP_HINT, Answer
+    from nbllm.notebook.chat import live_bundle
+    from nbllm.schema import ChatResponse, Message
+
+    answer = Answer(model="smollm2:135m", started_at=0.0)
+    assert live_bundle("", answer.live_status()) == {
+        "text/plain": "waiting for the first token…",
+        "text/markdown": "<sub>waiting for the first token…</sub>",
+    }
+    answer.loading = True
+    assert live_bundle("", answer.live_status())["text/plain"] == "loading smollm2:135m…"  # no "(empty answer)"
+    chunk = ChatResponse(model="m", created_at="t", message=Message(role="assistant", content="a"))
+    for i in range(LONG_ANSWER_TOKENS - 1):
+        answer.feed(chunk, 1.0 + i * 0.01)
+    assert answer.live_status().startswith(f"{LONG_ANSWER_TOKENS - 1} tokens · ")
+    assert STOP_HINT not in answer.live_status()
+    answer.feed(chunk, 3.0)
+    assert answer.live_status().endswith(f"{LONG_ANSWER_TOKENS} tokens · 100.0 tok/s · {STOP_HINT}")
+
+
+def test_output_format_flags_and_code_extraction() -> None:
+    from nbllm.notebook.answer import code_blocks
+    from nbllm.notebook.outputs import CODE_NOTE, final_bundle
+
+    assert parse("chat", "-f code").output == "code"
+    assert parse("chat", "--output-format md").output == "markdown"
+    assert parse("chat", "-f json").format == "json"  # -f json asks the model for JSON
+    assert parse("chat", "-f json --format Person").format == "Person"
+    assert parse("generate", "-f text").output == "text"
+    with pytest.raises(MagicArgumentError, match="invalid choice"):
+        parse("chat", "-f html")
+    with pytest.raises(MagicArgumentError, match="-f code works with one model at a time"):
+        parse("chat", "-m a -m b -f code")
+    assert code_blocks("So:\n```python\ndef f():\n    return 1\n```\nand\n~~~\nf()\n~~~\n") == (
+        "def f():\n    return 1\n\nf()"
+    )
+    inserted: list[str] = []
+    code = final_bundle("code", markdown="m", text="```py\nx = 1\n```", footer="f", set_next_input=inserted.append)
+    assert inserted == ["x = 1"] and CODE_NOTE in code["text/markdown"]
+    assert final_bundle("text", markdown="*a*", text="<a>", footer="f") == {"text/plain": "<a>\n\n[f]"}
+    as_json = final_bundle("json", markdown="m", text='{"a": [1, 2]}', footer="f")
+    assert as_json["application/json"] == {"a": [1, 2]}
+    broken = final_bundle("json", markdown="m", text='{"a": ', footer="f")
+    assert "not valid JSON" in broken["text/markdown"]
+
+
+def test_err_interpolation_by_cell_and_last() -> None:
+    from nbllm.notebook.interpolation import CellErrors
+
+    errors = CellErrors()
+    ns = {"Err": errors, "In": ["", "1/0"], "Out": {2: 42}}
+    assert interpolate("{Err} {Err[-1]} {Err[3]}", ns) == "{Err} {Err[-1]} {Err[3]}"  # none yet: left alone
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError as exc:
+        errors.add(3, exc)
+    errors.add(5, KeyError("k"))
+    assert interpolate("{Err[3]}", ns).startswith("Traceback (most recent call last):")
+    assert interpolate("{Err[3]}", ns).endswith("ZeroDivisionError: division by zero")
+    assert interpolate("{Err}", ns) == interpolate("{Err[-1]}", ns) == interpolate("{Err[5]}", ns) == "KeyError: 'k'"
+    assert interpolate("{Err[-2]}", ns) == interpolate("{Err[3]}", ns)
+    assert interpolate("{Err[4]} {In[1]} {Out[2]}", ns) == "{Err[4]} 1/0 42"

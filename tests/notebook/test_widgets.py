@@ -118,7 +118,10 @@ def test_timing_frame_and_comparison_plot() -> None:
     speed, stages = plot.figure.axes
     assert [t.get_text() for t in speed.get_yticklabels()] == ["a", "b"]
     assert len(stages.patches) == 3 * 2  # load, prompt eval and generation bars for two models
-    assert [t.get_text() for t in stages.get_legend().get_texts()] == ["load", "prompt eval", "generation"]
+    assert stages.get_legend() is None  # the legend is the figure's, under the bars, never over them
+    (legend,) = plot.figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["load", "prompt eval", "generation"]
+    assert plot.figure.get_facecolor() == (1.0, 1.0, 1.0, 1.0) and plot.figure.get_linewidth() > 0  # a frame
     assert plot._repr_mimebundle_()["text/plain"] == "<nbllm timing comparison: a, b>"
     with pytest.raises(ValueError, match="no timings to plot"):
         comparison_plot(timing_frame([]))
