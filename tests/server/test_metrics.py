@@ -25,6 +25,8 @@ from tests.support.models import install_model
 from tests.support.tiny_gguf import write_tiny_gguf
 
 SMOL = "smollm2:135m"
+
+
 @pytest.fixture
 def server(real_runtime: Runtime) -> Iterator[BackgroundServer]:
     """A server of its own (its own registry) on the session's real runtime."""
