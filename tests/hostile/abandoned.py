@@ -17,7 +17,7 @@ import httpx
 
 from tests.support.metrics import scrape, value
 
-__all__ = ["Vanishing", "decode_cpu", "engine", "pending", "until"]
+__all__ = ["Vanishing", "decode_cpu", "engine", "finished", "pending", "until"]
 
 
 class Vanishing:
@@ -54,6 +54,11 @@ def engine(url: str) -> tuple[int, int]:
 def pending(url: str) -> float:
     """Requests waiting (for a model, or a slot), as ``/metrics`` says."""
     return value(scrape(url), "nbllm_scheduler_pending")
+
+
+def finished(url: str) -> float:
+    """Generations that ran to their end (a cancelled one never does), as ``/metrics`` counts them."""
+    return sum(v for (name, _), v in scrape(url).items() if name == "nbllm_generations_total")
 
 
 def until(cond: Callable[[], bool], timeout: float = 120.0) -> float:

@@ -20,7 +20,7 @@ import pytest
 from nbllm.config import Settings
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer
-from tests.hostile.abandoned import Vanishing, decode_cpu, engine, pending, until
+from tests.hostile.abandoned import Vanishing, decode_cpu, engine, finished, pending, until
 from tests.support.index_server import IndexServer
 from tests.support.models import install_model
 
@@ -57,7 +57,14 @@ def body(path: str, *, stream: bool, text: str = PROMPT, **options: Any) -> dict
     messages = [{"role": "user", "content": text}]
     if path == "/api/chat":
         return {"model": SMOL, "messages": messages, "stream": stream, "options": opts}
-    return {"model": SMOL, "messages": messages, "stream": stream, "max_tokens": FOREVER, "options": opts}
+    return {
+        "model": SMOL,
+        "messages": messages,
+        "stream": stream,
+        "max_tokens": FOREVER,
+        "temperature": 0,
+        "options": opts,
+    }
 
 
 def idle(url: str) -> bool:
@@ -108,6 +115,8 @@ CASES = [
 @pytest.mark.parametrize(("path", "phase", "mode"), CASES, ids=lambda v: v.strip("/").replace("/", "-"))
 def test_a_client_that_leaves_stops_its_work(url: str, path: str, phase: str, mode: str) -> None:
     stream = mode == "stream"
+    rate = prefill_rate(url, f"rate {stream}") if phase == "prefill" else 0.0
+    ended = finished(url)
     blocker = None
     if phase in ("model", "slot"):  # the one sequence is busy with someone else's long answer
         blocker = Vanishing(url, "/api/generate", body("/api/generate", stream=True))
@@ -120,7 +129,6 @@ def test_a_client_that_leaves_stops_its_work(url: str, path: str, phase: str, mo
         client = Vanishing(url, path, body(path, stream=stream))
         until(lambda: engine(url) == (1, 1))
     elif phase == "prefill":
-        rate = prefill_rate(url, f"rate {stream}")
         words = 3500  # (about as many tokens: the whole prompt would take `expected` seconds)
         client = Vanishing(url, path, body(path, stream=stream, text=long_prompt(f"prefill {stream}", words)))
         admitted = until(lambda: engine(url)[0] == 1)
@@ -141,12 +149,14 @@ def test_a_client_that_leaves_stops_its_work(url: str, path: str, phase: str, mo
     else:
         until(lambda: engine(url)[0] == 0, timeout=STOPPED)
     took = time.monotonic() - closed
-    print(f"{path} {phase} stream={stream}: stopped {took:.3f} s after the client left")
+    left = f" (of about {expected:.1f} s of prompt left)" if phase == "prefill" else ""
+    print(f"{path} {phase} stream={stream}: stopped {took:.3f} s after the client left{left}")
     if phase == "prefill":  # long before the prompt would have been evaluated
         assert took < expected / 2, (took, expected)
     if blocker is not None:
         blocker.close()
     assert_quiet(url)
+    assert finished(url) == ended  # cancelled, both: neither ran to its end
     answer = httpx.post(url + "/api/generate", json=body("/api/generate", stream=False, num_predict=2), timeout=300)
     assert answer.status_code == 200 and answer.json()["eval_count"] == 2  # and the server goes on serving
 
