@@ -13,7 +13,10 @@
   unload first; if it cannot fit even alone, the request fails with a clear error.
 - Loads, reloads and evictions are decided one request at a time, first come first served; a
   request whose model is already loaded as asked goes straight through.
-- More than ``OLLAMA_MAX_QUEUE`` requests waiting → ServerBusy (HTTP 503).
+- Every request that would wait -- for a model to load, reload or get room, or, its model loaded, for
+  one of the engine's ``parallel`` slots -- counts against ``OLLAMA_MAX_QUEUE``; one more than that
+  many → ServerBusy (HTTP 503) at once. A request that gets a slot straight away is never refused.
+- A request whose cancel flag is set (its client left) stops waiting within ``_CANCEL_POLL`` seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from nbllm.engine import Engine, EngineFactory, LoadSpec
-from nbllm.errors import ModelLoadError, NbllmError, ServerBusy
+from nbllm.errors import Cancelled, ModelLoadError, NbllmError, ServerBusy
 from nbllm.store import LocalModel
 from nbllm.system import available_memory
 
@@ -38,6 +41,9 @@ __all__ = ["Runner", "RunnerView", "Scheduler"]
 log = logging.getLogger(__name__)
 
 _FOREVER_DATE = datetime(2318, 1, 1, tzinfo=timezone.utc)
+_BUSY = "server busy, please try again.  maximum pending requests exceeded"
+_CANCEL_POLL = 0.05
+"""Seconds between two looks at a waiting request's cancel flag."""
 
 
 @dataclass(eq=False)
@@ -109,33 +115,74 @@ class Scheduler:
 
     # ── acquiring ───────────────────────────────────────────────────────────────────────────
     @contextmanager
-    def acquire(self, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None) -> Iterator[Runner]:
-        """Hold a runner for the model for the duration of a request."""
-        runner = self._get(name, model, spec, keep_alive)
+    def acquire(
+        self,
+        name: str,
+        model: LocalModel,
+        spec: LoadSpec,
+        keep_alive: float | None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Runner]:
+        """Hold a runner for the model for the duration of a request; ``cancel`` set stops the wait for it."""
+        runner = self._get(name, model, spec, keep_alive, cancel)
         try:
             yield runner
         finally:
             self._release(runner)
 
-    def _get(self, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None) -> Runner:
+    def _get(
+        self, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None, cancel: threading.Event | None
+    ) -> Runner:
         key = _runner_key(model)
         with self._cv:
-            if self._waiting >= self._max_queue:
-                raise ServerBusy("server busy, please try again.  maximum pending requests exceeded")
+            runner = self._runners.get(key)
+            free = runner is not None and self._ready(runner, spec) and runner.refs < runner.spec.parallel
+            if not free and self._pending_locked() >= self._max_queue:
+                raise ServerBusy(_BUSY)
             self._waiting += 1
             ticket = self._next_ticket
             self._next_ticket += 1
             self._tickets.append(ticket)
             try:
-                runner = self._wait_for_runner(key, name, model, spec, keep_alive, ticket)
+                runner = self._wait_for_runner(key, name, model, spec, keep_alive, ticket, cancel)
             finally:
                 self._waiting -= 1
                 self._tickets.remove(ticket)
                 self._cv.notify_all()
+        if cancel is not None and cancel.is_set():  # it left while the model loaded: the model stays
+            self._release(runner)
+            raise Cancelled("request canceled")
         return runner
 
+    @staticmethod
+    def _ready(runner: Runner, spec: LoadSpec) -> bool:
+        """Whether a request asking for ``spec`` can use this runner now."""
+        return not runner.unloading and runner.spec == spec
+
+    def _pending_locked(self) -> int:
+        """Requests waiting: for a model here, and for a slot in a loaded model's engine (its references
+        beyond its ``parallel`` slots: taken here, before the engine's queue, so a burst is counted exactly)."""
+        return self._waiting + sum(max(0, r.refs - r.spec.parallel) for r in self._runners.values())
+
+    def _wait(self, cancel: threading.Event | None) -> None:
+        """Wait for a change (the lock held); a request whose client left stops waiting."""
+        if cancel is None:
+            self._cv.wait()
+            return
+        self._cv.wait(_CANCEL_POLL)
+        if cancel.is_set():
+            raise Cancelled("request canceled")
+
     def _wait_for_runner(
-        self, key: str, name: str, model: LocalModel, spec: LoadSpec, keep_alive: float | None, ticket: int
+        self,
+        key: str,
+        name: str,
+        model: LocalModel,
+        spec: LoadSpec,
+        keep_alive: float | None,
+        ticket: int,
+        cancel: threading.Event | None,
     ) -> Runner:
         """Called with the lock held; returns a runner with a reference taken.
 
@@ -146,22 +193,24 @@ class Scheduler:
             if self._closed:
                 raise ModelLoadError("server is shutting down")
             runner = self._runners.get(key)
-            if runner is not None and not runner.unloading and runner.spec == spec:
+            if runner is not None and self._ready(runner, spec):
                 self._take(runner, keep_alive)
                 runner.name, runner.model = name, model  # ps shows the name it was last used under
                 return runner
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("request canceled")
             if self._tickets[0] != ticket:  # FIFO: earlier requests decide first
-                self._cv.wait()
+                self._wait(cancel)
                 continue
             if runner is not None:  # different load-time options, or being unloaded: reload when idle
                 if runner.refs == 0:
                     self._unload_locked(runner)
                     continue
                 runner.unloading = True
-                self._cv.wait()
+                self._wait(cancel)
                 continue
             if key in self._loading:
-                self._cv.wait()
+                self._wait(cancel)
                 continue
             spec = self._place(spec)
             full = len(self._runners) + len(self._loading) >= self._max_loaded
@@ -170,7 +219,7 @@ class Scheduler:
                 if victim is None and not self._runners and not full:
                     raise ModelLoadError(_too_big(spec.memory_estimate, self._free_memory()))
                 if victim is None:
-                    self._cv.wait()
+                    self._wait(cancel)
                     continue
                 self._unload_locked(victim)
                 continue
@@ -270,9 +319,9 @@ class Scheduler:
 
     @property
     def pending(self) -> int:
-        """Requests waiting here for a model to load, reload or get room (``OLLAMA_MAX_QUEUE`` caps them)."""
+        """Requests waiting for a model to load, reload or get room, or for a slot (``OLLAMA_MAX_QUEUE`` caps them)."""
         with self._cv:
-            return self._waiting
+            return self._pending_locked()
 
     def is_loaded(self, model: LocalModel) -> bool:
         """Whether the model's weights are loaded."""

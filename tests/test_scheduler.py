@@ -11,7 +11,7 @@ import pytest
 
 from nbllm.engine import LoadSpec
 from nbllm.engine.fake import FakeEngineFactory
-from nbllm.errors import ModelLoadError, ServerBusy
+from nbllm.errors import Cancelled, ModelLoadError, ServerBusy
 from nbllm.scheduler import Scheduler
 from nbllm.store import LocalModel, ModelStore
 from tests.support.models import install_model
@@ -140,6 +140,44 @@ def test_queue_limit_is_a_busy_error(models: list[LocalModel]) -> None:
     t.join()
     assert errors and "maximum pending requests exceeded" in str(errors[0])
     assert s.pending == 0
+    s.close()
+
+
+def test_requests_waiting_for_a_slot_count_against_the_queue(models: list[LocalModel]) -> None:
+    s = make(FakeEngineFactory(), max_queue=2)
+    m, sp = models[0], spec(models[0], parallel=2)
+    with s.acquire("m0", m, sp, None), s.acquire("m0", m, sp, None):  # both slots: nobody waits
+        assert s.pending == 0
+        with s.acquire("m0", m, sp, None), s.acquire("m0", m, sp, None):  # two wait for a slot
+            assert s.pending == 2
+            with pytest.raises(ServerBusy, match="maximum pending requests exceeded"), s.acquire("m0", m, sp, None):
+                pass
+        with s.acquire("m0", m, sp, None):  # room again
+            assert s.pending == 1
+    assert s.pending == 0
+    s.close()
+
+
+def test_a_cancelled_request_stops_waiting_for_its_model(models: list[LocalModel]) -> None:
+    s = make(FakeEngineFactory(), max_loaded=1)
+    cancel = threading.Event()
+    outcome: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            with s.acquire("m1", models[1], spec(models[1]), None, cancel=cancel):
+                pass
+        except Cancelled as exc:
+            outcome.append(exc)
+
+    with s.acquire("m0", models[0], spec(models[0]), None):  # the one place is busy: m1 waits
+        t = threading.Thread(target=waiter)
+        t.start()
+        assert wait_for(lambda: s.pending == 1)
+        cancel.set()
+        t.join(1.0)
+        assert not t.is_alive() and outcome and s.pending == 0
+    assert not s.is_loaded(models[1])
     s.close()
 
 

@@ -79,7 +79,10 @@ class FakeEngine:
     def _run(
         self, prompt: list[int], reply: str, params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GenerationEvent]:
-        with self._slots:
+        while not self._slots.acquire(timeout=0.02):  # waiting for a slot: a client that leaves stops waiting
+            if cancel.is_set():
+                raise Cancelled("request cancelled")
+        try:
             with self._lock:
                 self._active += 1
             try:
@@ -87,6 +90,8 @@ class FakeEngine:
             finally:
                 with self._lock:
                     self._active -= 1
+        finally:
+            self._slots.release()
 
     def _emit(
         self, prompt: list[int], reply: str, params: SamplingParams, cancel: threading.Event

@@ -214,9 +214,11 @@ class Metrics(ResponseModel):
     load_duration: int | None = None
     """Time to get the model ready (including waiting in the scheduler queue)."""
     prompt_eval_count: int | None = None
-    """Prompt tokens evaluated (a cached prefix is not re-evaluated and not counted)."""
+    """Prompt tokens, the whole prompt as Ollama counts it (a prefix reused from the cache included)."""
+    prompt_cached_count: int | None = None
+    """nbllm extra (Ollama's clients ignore it): of ``prompt_eval_count``, the tokens reused from the KV cache."""
     prompt_eval_duration: int | None = None
-    """Time spent evaluating the prompt."""
+    """Time spent evaluating the prompt (the part not reused from the cache)."""
     eval_count: int | None = None
     """Tokens generated."""
     eval_duration: int | None = None

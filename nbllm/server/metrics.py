@@ -52,7 +52,7 @@ class _RuntimeCollector:
         )
         pending = GaugeMetricFamily(
             "nbllm_scheduler_pending",
-            "Requests waiting for a model to load, reload or get room; more than OLLAMA_MAX_QUEUE get a 503.",
+            "Requests waiting for a model (to load, reload, get room) or a slot; over OLLAMA_MAX_QUEUE get a 503.",
         )
         pending.add_metric([], self._runtime.scheduler.pending)
         for view in views:

@@ -17,7 +17,7 @@ from nbllm.schema import (
     GenerateRequest,
     GenerateResponse,
 )
-from nbllm.server.streaming import ndjson_response, single_response
+from nbllm.server.streaming import collected_response, ndjson_response, single_response
 
 __all__ = ["router"]
 
@@ -34,8 +34,10 @@ async def generate(req: GenerateRequest, request: Request) -> Response:
     """Stream (default) or return the completion of a prompt."""
     rt = _rt(request)
     if req.stream:
-        return await ndjson_response(lambda cancel: service.generate(rt, req, cancel=cancel))
-    return await single_response(lambda: service.collect_generate(service.generate(rt, req)))
+        return await ndjson_response(lambda cancel: service.generate(rt, req, cancel=cancel), request.receive)
+    return await collected_response(
+        lambda cancel: service.generate(rt, req, cancel=cancel), service.collect_generate, request.receive
+    )
 
 
 @router.post("/api/chat", response_model=ChatResponse, summary="Chat with a model")
@@ -43,15 +45,19 @@ async def chat(req: ChatRequest, request: Request) -> Response:
     """Stream (default) or return the assistant's next message."""
     rt = _rt(request)
     if req.stream:
-        return await ndjson_response(lambda cancel: service.chat(rt, req, cancel=cancel))
-    return await single_response(lambda: service.collect_chat(service.chat(rt, req)))
+        return await ndjson_response(lambda cancel: service.chat(rt, req, cancel=cancel), request.receive)
+    return await collected_response(
+        lambda cancel: service.chat(rt, req, cancel=cancel), service.collect_chat, request.receive
+    )
 
 
 @router.post("/api/embed", response_model=EmbedResponse, summary="Embed inputs")
 async def embed(req: EmbedRequest, request: Request) -> Response:
     """L2-normalised embeddings of one or more inputs."""
     rt = _rt(request)
-    return await single_response(lambda: service.embed(rt, req))
+    return await collected_response(
+        lambda cancel: iter([service.embed(rt, req, cancel=cancel)]), lambda it: next(it), request.receive
+    )
 
 
 @router.post("/api/embeddings", response_model=EmbeddingsResponse, summary="Embed a prompt (legacy)")

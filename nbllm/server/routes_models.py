@@ -22,7 +22,7 @@ from nbllm.schema import (
     ShowResponse,
     VersionResponse,
 )
-from nbllm.server.streaming import ndjson_response, single_response
+from nbllm.server.streaming import collected_response, ndjson_response, single_response
 
 __all__ = ["router"]
 
@@ -73,8 +73,9 @@ async def pull(req: PullRequest, request: Request) -> Response:
     """Download a model, streaming progress."""
     rt = _rt(request)
     if req.stream:
-        return await ndjson_response(lambda cancel: service.pull(rt, req))
-    return await single_response(lambda: deque(service.pull(rt, req), maxlen=1)[0])
+        return await ndjson_response(lambda cancel: service.pull(rt, req), request.receive)
+    # a client that leaves stops the download (partial files are kept: the next pull resumes)
+    return await collected_response(lambda cancel: service.pull(rt, req), lambda it: next(it), request.receive, keep=1)
 
 
 @router.post("/api/create", response_model=ProgressResponse)

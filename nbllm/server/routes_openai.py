@@ -13,13 +13,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
 from nbllm import service
 from nbllm.engine import Pending
+from nbllm.errors import Cancelled
 from nbllm.runtime import Runtime
 from nbllm.schema.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
 from nbllm.server.errors import openai_error_body, openai_error_response
-from nbllm.server.streaming import Feed, FeedResponse
+from nbllm.server.streaming import ClientLeft, Feed, FeedResponse, watched
 from nbllm.service import openai
 
 __all__ = ["router"]
@@ -42,10 +44,15 @@ async def _extra_options(request: Request) -> dict[str, Any] | None:
     return options if isinstance(options, dict) else None
 
 
-async def _answer(make: Callable[[threading.Event], Iterator[dict[str, Any] | Pending]], *, stream: bool) -> Response:
+async def _answer(
+    make: Callable[[threading.Event], Iterator[dict[str, Any] | Pending]], *, stream: bool, receive: Receive | None
+) -> Response:
+    """The first object (the whole answer unless streamed); a client that leaves before it cancels the request."""
     feed = Feed(make)
     try:
-        items = await feed.first()
+        items = await watched(receive, feed, feed.first())
+    except ClientLeft:
+        return openai_error_response(Cancelled("request canceled"))
     except Exception as exc:
         return openai_error_response(exc)
     if not stream:
@@ -71,7 +78,7 @@ async def chat_completions(req: OpenAIChatRequest, request: Request) -> Response
         chunks = service.chat(rt, openai.chat_request(req, extra), cancel=cancel)
         return openai.chat_completion(chunks, req.model, stream=req.stream, include_usage=usage)
 
-    return await _answer(make, stream=req.stream)
+    return await _answer(make, stream=req.stream, receive=request.receive)
 
 
 @router.post("/completions", summary="OpenAI completions")
@@ -84,25 +91,27 @@ async def completions(req: OpenAICompletionRequest, request: Request) -> Respons
         chunks = service.generate(rt, openai.completion_request(req, extra), cancel=cancel)
         return openai.completion(chunks, req.model, stream=req.stream, include_usage=usage)
 
-    return await _answer(make, stream=req.stream)
+    return await _answer(make, stream=req.stream, receive=request.receive)
 
 
 @router.post("/embeddings", summary="OpenAI embeddings")
 async def embeddings(req: OpenAIEmbeddingRequest, request: Request) -> Response:
     """Embeddings, in OpenAI's shapes."""
     rt, extra = _rt(request), await _extra_options(request)
-    return await _answer(lambda cancel: iter([openai.embeddings(rt, req, extra)]), stream=False)
+    return await _answer(
+        lambda cancel: iter([openai.embeddings(rt, req, extra, cancel=cancel)]), stream=False, receive=request.receive
+    )
 
 
 @router.get("/models", summary="OpenAI model list")
 async def models(request: Request) -> Response:
     """Local models, in OpenAI's shapes."""
     rt = _rt(request)
-    return await _answer(lambda cancel: iter([openai.models(rt)]), stream=False)
+    return await _answer(lambda cancel: iter([openai.models(rt)]), stream=False, receive=None)
 
 
 @router.get("/models/{name:path}", summary="OpenAI model")
 async def model(name: str, request: Request) -> Response:
     """One local model, in OpenAI's shapes."""
     rt = _rt(request)
-    return await _answer(lambda cancel: iter([openai.model(rt, name)]), stream=False)
+    return await _answer(lambda cancel: iter([openai.model(rt, name)]), stream=False, receive=None)

@@ -7,8 +7,11 @@ many cores as llama.cpp has threads every wakeup preempts the decode. Whatever p
 was busy goes out in one write.
 
 The first chunk is produced before the response starts, so errors found up front (unknown model,
-bad options) get their real status code; a failure later becomes a final error line. When the client
-goes away, the request's cancel flag is set and the engine frees its slot within one decode step.
+bad options) get their real status code; a failure later becomes a final error line. A response that
+is not streamed (``collected_response``) is gathered on the event loop the same way, so a request
+waiting for a slot or generating holds no thread. Whenever the client goes away -- waiting for the
+model, for a slot, during the prompt or the answer, streamed or not -- the request's cancel flag is
+set, and the scheduler or the engine lets it go within one decode step.
 """
 
 from __future__ import annotations
@@ -19,21 +22,23 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Send
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Send
 
 from nbllm.engine import NoWait, Pending
 from nbllm.server.errors import error_line, error_response
 
-__all__ = ["Feed", "FeedResponse", "ndjson_response", "single_response"]
+__all__ = ["ClientLeft", "Feed", "FeedResponse", "collected_response", "ndjson_response", "single_response", "watched"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _DONE = object()
 _BACKLOG = 256
@@ -226,6 +231,20 @@ class Feed:
         if owned and it is not None:
             threading.Thread(target=self._close, args=(it,), name="nbllm-stream-close", daemon=True).start()
 
+    async def drain(self, keep: int | None = None) -> list[object]:
+        """Every item to the end (the last ``keep`` only, with ``keep``); raises the use case's error."""
+        out: deque[object] = deque(maxlen=keep)
+        try:
+            while True:
+                for item in await self.take():
+                    if item is _DONE:
+                        return list(out)
+                    if isinstance(item, _Failed):
+                        raise item.exc
+                    out.append(item)
+        finally:
+            self.close()
+
     async def first(self) -> list[object]:
         """The first items (at least one); raises the use case's error if it failed before its first chunk."""
         try:
@@ -298,14 +317,75 @@ def _dump(chunk: BaseModel) -> str:
     return chunk.model_dump_json(exclude_none=True, by_alias=True) + "\n"
 
 
-async def ndjson_response(make: Callable[[threading.Event], Iterator[BaseModel | Pending]]) -> Response:
-    """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``."""
+class ClientLeft(Exception):
+    """The client disconnected before its answer was ready (its request was cancelled)."""
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns once the client has gone (the body is read by then: ``http.disconnect`` is what is left)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def watched(receive: Receive | None, feed: Feed, work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result; if the client disconnects first, the feed is closed (its request cancelled,
+    wherever it is) and ClientLeft raised. Once a streamed response starts, Starlette watches instead."""
+    if receive is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # (also when this coroutine is cancelled: the server shutting down)
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            feed.close()
+    if not task.done() or task.cancelled():
+        if gone.done() and not gone.cancelled():
+            gone.exception()  # (retrieved: a receive that failed means the client is gone too)
+        raise ClientLeft
+    return task.result()
+
+
+def _left() -> Response:
+    """What a request whose client left gets (Ollama's 499; nobody reads it, the access log does)."""
+    return JSONResponse({"error": "request canceled"}, status_code=499)
+
+
+async def ndjson_response(
+    make: Callable[[threading.Event], Iterator[BaseModel | Pending]], receive: Receive | None = None
+) -> Response:
+    """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``; with ``receive``, a client
+    that leaves before the first chunk (waiting for the model, a slot, the prompt) cancels the request."""
     feed = Feed(make)
     try:
-        items = await feed.first()
+        items = await watched(receive, feed, feed.first())
+    except ClientLeft:
+        return _left()
     except Exception as exc:
         return error_response(exc)
     return FeedResponse(feed, items, _dump, error_line, media_type="application/x-ndjson")
+
+
+async def collected_response(
+    make: Callable[[threading.Event], Iterator[BaseModel | Pending]],
+    reduce: Callable[[Iterator[Any]], BaseModel],
+    receive: Receive | None,
+    *,
+    keep: int | None = None,
+) -> Response:
+    """The JSON of ``reduce`` over all of ``make(cancel)``'s chunks (``keep``: only the last ones), gathered
+    on the event loop; a client that leaves meanwhile cancels the request at once."""
+    feed = Feed(make)
+    try:
+        items = await watched(receive, feed, feed.drain(keep))
+        result = reduce(iter(items))
+    except ClientLeft:
+        return _left()
+    except Exception as exc:
+        return error_response(exc)
+    return Response(_dump(result).rstrip("\n"), media_type="application/json")
 
 
 async def single_response(make: Callable[[], BaseModel | None]) -> Response:

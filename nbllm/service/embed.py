@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any
 
@@ -15,10 +16,11 @@ __all__ = ["embed", "embeddings"]
 
 
 def _inputs(value: Any) -> list[str]:
+    """The texts to embed; as in Ollama, an empty string is no input (the model loads, nothing is embedded)."""
     if value is None:
         return []
     if isinstance(value, str):
-        return [value]
+        return [value] if value else []
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise InvalidRequest("invalid input type")
@@ -33,8 +35,10 @@ def _normalise(vector: list[float], dimensions: int | None) -> list[float]:
     return [v / norm for v in vector] if norm > 0 else vector
 
 
-def embed(rt: Runtime, req: EmbedRequest) -> EmbedResponse:
-    """Embed each input: truncated to the context unless ``truncate`` is false, L2-normalised."""
+def embed(rt: Runtime, req: EmbedRequest, *, cancel: threading.Event | None = None) -> EmbedResponse:
+    """Embed each input: truncated to the context unless ``truncate`` is false, L2-normalised.
+
+    No input (``""``, ``[]``, none) loads the model and answers with no embeddings, as Ollama does."""
     started = time.perf_counter_ns()
     model = resolve_model(rt, req.model)
     texts = _inputs(req.input)
@@ -43,8 +47,10 @@ def embed(rt: Runtime, req: EmbedRequest) -> EmbedResponse:
     keep_alive = keep_alive_of(req.keep_alive)
     info = rt.store.gguf(model)
     spec = load_spec(rt, model, info, model_options(model, req.options))
-    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive) as runner:
+    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive, cancel=cancel) as runner:
         load_ns = time.perf_counter_ns() - started
+        if not texts:  # (Ollama's answer has no stats either)
+            return EmbedResponse(model=req.model, embeddings=[])
         engine = runner.engine
         batches = []
         for text in texts:
@@ -55,7 +61,7 @@ def embed(rt: Runtime, req: EmbedRequest) -> EmbedResponse:
                 tokens = tokens[: spec.num_ctx]
             batches.append(tokens)
         try:
-            vectors = engine.embed(batches) if batches else []
+            vectors = engine.embed(batches)
         except ContextLengthExceeded:
             raise InvalidRequest("the input length exceeds the context length") from None
     return EmbedResponse(

@@ -71,9 +71,9 @@ def generate(
         yield _rendered(GenerateResponse, req.model, text, len(req.images or []))
         return
     if not req.prompt and not req.images and not req.suffix:
-        yield _load_or_unload(rt, req.model, model, spec, keep_alive, GenerateResponse)
+        yield _load_or_unload(rt, req.model, model, spec, keep_alive, GenerateResponse, cancel)
         return
-    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive) as runner:
+    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive, cancel=cancel) as runner:
         load_ns = time.perf_counter_ns() - started
         engine = runner.engine
         if req.raw:
@@ -128,7 +128,7 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
     options = model_options(model, req.options)
     spec = load_spec(rt, model, info, options)
     if not req.messages:
-        yield _load_or_unload(rt, req.model, model, spec, keep_alive, ChatResponse)
+        yield _load_or_unload(rt, req.model, model, spec, keep_alive, ChatResponse, cancel)
         return
     template = model_template(model, info)
     messages = _conversation(model, req.messages)
@@ -139,7 +139,7 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
         images = sum(len(m.images or []) for m in req.messages)
         yield _rendered(ChatResponse, req.model, template.chat(messages, shown_tools), images)
         return
-    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive) as runner:
+    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive, cancel=cancel) as runner:
         load_ns = time.perf_counter_ns() - started
         engine = runner.engine
         tokens = _chat_tokens(engine, template, messages, shown_tools, truncate=req.truncate)
@@ -204,13 +204,21 @@ def _rendered(cls: Any, name: str, text: str, images: int) -> Any:
     return cls(model=name, created_at=now_timestamp(), done=True, debug_info=info, **extra)
 
 
-def _load_or_unload(rt: Runtime, name: str, model: LocalModel, spec: Any, keep_alive: float | None, cls: Any) -> Any:
+def _load_or_unload(
+    rt: Runtime,
+    name: str,
+    model: LocalModel,
+    spec: Any,
+    keep_alive: float | None,
+    cls: Any,
+    cancel: threading.Event | None,
+) -> Any:
     """An empty request loads the model (``done_reason: load``), or unloads it with keep_alive 0."""
     extra: dict[str, Any] = {"message": Message(role="assistant", content="")} if cls is ChatResponse else {}
     if keep_alive == 0:
         rt.scheduler.expire(model)
         return cls(model=name, created_at=now_timestamp(), done=True, done_reason="unload", **extra)
-    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive):
+    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive, cancel=cancel):
         pass
     return cls(model=name, created_at=now_timestamp(), done=True, done_reason="load", **extra)
 
@@ -305,10 +313,13 @@ def _observe(rt: Runtime, model: LocalModel, stats: FinalStats, started: int) ->
 
 
 def _metrics(stats: FinalStats, started: int, load_ns: int) -> dict[str, Any]:
+    """The final chunk's stats. ``prompt_eval_count`` is the whole prompt, as Ollama counts it, even where
+    a cached prefix was reused (``prompt_cached_count``, an nbllm extra); the duration is the real one."""
     return {
         "total_duration": time.perf_counter_ns() - started,
         "load_duration": load_ns or None,
-        "prompt_eval_count": stats.prompt_eval_count or None,
+        "prompt_eval_count": stats.prompt_eval_count + stats.cached_tokens or None,
+        "prompt_cached_count": stats.cached_tokens or None,
         "prompt_eval_duration": stats.prompt_eval_duration or None,
         "eval_count": stats.eval_count or None,
         "eval_duration": stats.eval_duration or None,

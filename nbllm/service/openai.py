@@ -12,6 +12,7 @@ import base64
 import json
 import secrets
 import struct
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -189,9 +190,15 @@ def _logprobs(items: Any) -> dict[str, Any] | None:
     return {"content": [lp.model_dump(exclude_none=True) for lp in items]}
 
 
-def _usage(final: ChatResponse | GenerateResponse) -> dict[str, int]:
+def _usage(final: ChatResponse | GenerateResponse) -> dict[str, Any]:
+    """OpenAI's usage: the whole prompt, and of it the tokens reused from the cache (``cached_tokens``)."""
     prompt, completion_tokens = final.prompt_eval_count or 0, final.eval_count or 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": final.prompt_cached_count or 0},
+    }
 
 
 def chat_completion(
@@ -280,7 +287,11 @@ def completion(
 
 
 def embeddings(
-    rt: Runtime, req: OpenAIEmbeddingRequest, extra_options: Mapping[str, Any] | None = None
+    rt: Runtime,
+    req: OpenAIEmbeddingRequest,
+    extra_options: Mapping[str, Any] | None = None,
+    *,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """``/v1/embeddings`` through ``/api/embed``."""
     from nbllm.service.embed import embed
@@ -288,6 +299,10 @@ def embeddings(
     inputs = req.input
     if not (isinstance(inputs, str) or (isinstance(inputs, list) and all(isinstance(i, str) for i in inputs))):
         raise InvalidRequest("invalid input")
+    if not inputs:  # as Ollama translates them: "" is one empty text, [] no input at all (a 400)
+        if isinstance(inputs, list):
+            raise InvalidRequest("invalid input")
+        inputs = [""]
     if req.encoding_format not in (None, "float", "base64"):
         raise InvalidRequest(f"invalid encoding format: {req.encoding_format}")
     resp = embed(
@@ -295,6 +310,7 @@ def embeddings(
         EmbedRequest(
             model=req.model, input=inputs, dimensions=req.dimensions, options=dict(extra_options or {}) or None
         ),
+        cancel=cancel,
     )
     data = []
     for i, vector in enumerate(resp.embeddings):

@@ -78,12 +78,15 @@ def test_chat_errors(http: httpx.Client) -> None:
     assert resp.status_code == 400 and resp.json()["error"] == "model is required"
 
 
-def test_context_continues_a_generation(client: ollama.Client) -> None:
+def test_context_continues_a_generation(client: ollama.Client, http: httpx.Client) -> None:
     first = client.generate(MODEL, "My favourite colour is green. Remember it.", options=GREEDY)
     assert first.context
     second = client.generate(MODEL, "What is my favourite colour?", context=first.context, options=GREEDY)
     assert second.context and second.context[: len(first.context)] == first.context
-    assert second.prompt_eval_count is not None and second.prompt_eval_count < len(first.context)
+    # the whole prompt is counted (as in Ollama); the context's part of it is reused from the cache
+    again = post(http, "/api/generate", prompt="What is my favourite colour?", context=first.context, options=GREEDY)
+    assert again.json()["prompt_eval_count"] == second.prompt_eval_count
+    assert second.prompt_eval_count - again.json()["prompt_cached_count"] < len(first.context)
 
 
 def test_logprobs(client: ollama.Client, http: httpx.Client) -> None:
@@ -151,13 +154,16 @@ def test_three_turn_chat_evaluates_only_new_tokens(client: ollama.Client, http: 
     results = []
     for text in turns:
         history.append({"role": "user", "content": text})
-        resp = client.chat(MODEL, messages=history, options=options)
+        resp = post(http, "/api/chat", messages=history, options=options).json()
         results.append(resp)
-        history.append({"role": "assistant", "content": resp.message.content})
-    whole_prompt = results[0].prompt_eval_count or 0
-    for later in results[1:]:
-        assert later.prompt_eval_count is not None and later.prompt_eval_count < whole_prompt
+        history.append({"role": "assistant", "content": resp["message"]["content"]})
+    # prompt_eval_count is the whole prompt, as in Ollama; of it, prompt_cached_count came from the cache
+    evaluated = [r["prompt_eval_count"] - r.get("prompt_cached_count", 0) for r in results]
+    for later, earlier in zip(results[1:], results, strict=False):
+        assert later["prompt_eval_count"] > earlier["prompt_eval_count"]
+        assert later["prompt_cached_count"] >= earlier["prompt_eval_count"]  # the earlier turns, reused
+    assert all(n < evaluated[0] for n in evaluated[1:])
     # the same third request evaluated from scratch (another num_batch forces a fresh instance)
     cold = client.chat(MODEL, messages=history[:-1], options={**options, "num_batch": 256})
-    assert cold.prompt_eval_count and cold.prompt_eval_count > 3 * (results[2].prompt_eval_count or 0)
-    assert (results[2].prompt_eval_duration or 0) < (cold.prompt_eval_duration or 0)
+    assert cold.prompt_eval_count == results[2]["prompt_eval_count"]  # the same prompt, counted the same
+    assert (results[2]["prompt_eval_duration"] or 0) < (cold.prompt_eval_duration or 0)

@@ -25,6 +25,8 @@ from tests.support.models import install_model
 from tests.support.tiny_gguf import write_tiny_gguf
 
 SMOL = "smollm2:135m"
+
+
 @pytest.fixture
 def server(real_runtime: Runtime) -> Iterator[BackgroundServer]:
     """A server of its own (its own registry) on the session's real runtime."""
@@ -66,9 +68,12 @@ def test_counters_move_by_what_was_served(server: BackgroundServer) -> None:
 
     assert all(f["done"] and f["eval_count"] >= 2 for f in finals)
     generated = sum(f["eval_count"] for f in finals)
-    prompted = sum(f.get("prompt_eval_count", 0) for f in finals)
+    # prompt_eval_count is the whole prompt; the counters split it into evaluated and reused from the cache
+    cached = sum(f.get("prompt_cached_count", 0) for f in finals)
+    prompted = sum(f.get("prompt_eval_count", 0) for f in finals) - cached
     assert delta(before, after, "nbllm_generated_tokens_total", model=SMOL) == generated
     assert delta(before, after, "nbllm_prompt_tokens_total", model=SMOL) == prompted
+    assert delta(before, after, "nbllm_prompt_cached_tokens_total", model=SMOL) == cached
     reasons = [f["done_reason"] for f in finals]
     for reason in set(reasons):
         assert delta(before, after, "nbllm_generations_total", model=SMOL, done_reason=reason) == reasons.count(reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +29,12 @@ class IndexServer:
         self.cut_after: dict[str, int] = {}
         """Drop the connection after this many bytes of a file (to test resume)."""
         self.on_file: Callable[[str], None] | None = None
+        self.rate: float | None = None
+        """Send files at most this many bytes per second (a slow index)."""
+        self.sending = 0
+        """File downloads being sent right now (one that the client dropped has ended)."""
+        self.sent = 0
+        """Bytes of files sent so far."""
         self._hashes: dict[str, str] = {}
         handler = self._handler()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -117,13 +124,28 @@ class IndexServer:
                 self.end_headers()
                 cut = server.cut_after.pop(name, None)
                 payload = data[start:] if cut is None else data[start : start + cut]
+                server.sending += 1
                 try:
-                    self.wfile.write(payload)
+                    self._send(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                finally:
+                    server.sending -= 1
                 if cut is not None:
                     self.close_connection = True
                     self.wfile.flush()
                     self.connection.shutdown(2)
+
+            def _send(self, payload: bytes) -> None:
+                if server.rate is None:
+                    self.wfile.write(payload)
+                    server.sent += len(payload)
+                    return
+                step = 1 << 16
+                for at in range(0, len(payload), step):
+                    self.wfile.write(payload[at : at + step])
+                    self.wfile.flush()
+                    server.sent += len(payload[at : at + step])
+                    time.sleep(step / server.rate)
 
         return Handler

@@ -226,14 +226,16 @@ class DecodeLoop:
             self._queue.popleft().post(exc)
 
     def _admit(self) -> None:
-        """Give queued requests free slots, FIFO, each to the slot sharing its longest prefix."""
+        """Drop queued requests whose client left; give the others free slots, FIFO, by longest shared prefix."""
+        if any(req.cancel.is_set() for req in self._queue):
+            for req in [req for req in self._queue if req.cancel.is_set()]:
+                self._queue.remove(req)
+                req.post(Cancelled("request cancelled"))
         while self._queue:
             free = [s for s in self._slots if s.req is None]
             if not free:
                 return
             req = self._queue.popleft()
-            if req.cancel.is_set():
-                continue
             slot = max(free, key=lambda s: _common_prefix(s.cache, req.prompt))
             reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
             if reuse < len(slot.cache) and not L.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
