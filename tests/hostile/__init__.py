@@ -1,0 +1,1 @@
+"""Hostile and careless clients (issue #18)."""
