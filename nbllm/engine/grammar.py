@@ -61,6 +61,8 @@ def _repeat(item: str, lo: int, hi: int | None) -> str:
         parts.append(f"{item}{{{lo},}}")
     elif hi <= _LLAMA_MAX_COUNT:
         parts.append(f"{item}{{{lo},{hi}}}" if hi else "")
+    elif hi - lo <= _LLAMA_MAX_COUNT:
+        parts.append(f"{item}{{{lo}}} {item}{{0,{hi - lo}}}")
     else:
         # exactly 0..k more: fewer than `full` whole chunks and a partial one, or `full` and the rest
         full, rest = divmod(hi - lo, REPEAT_CHUNK)
