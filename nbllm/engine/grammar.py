@@ -29,6 +29,7 @@ from llama_cpp.llama_grammar import (
     SchemaConverter,
 )
 
+from nbllm.engine.json_text import json_safe, quotes_escaped
 from nbllm.engine.schema_limits import REPEAT_CHUNK, SchemaBudget
 from nbllm.errors import InvalidRequest
 
@@ -89,9 +90,22 @@ class _Converter(SchemaConverter):
         return str(super()._add_primitive(name, rule))
 
     def _add_rule(self, name: str, rule: str) -> str:
-        if name == "dot":  # a pattern's "." (any character but a line break): nor a quote or control either
-            rule = _JSON_SAFE
         return str(super()._add_rule(name, rule))  # type: ignore[no-untyped-call]
+
+    def _visit_pattern(self, pattern: str, name: str) -> str:
+        """The library's rules for a pattern (raw: the value), rewritten to match the value's JSON text."""
+        before = set(self._rules)
+        self._raw_pattern = True
+        try:
+            key = str(super()._visit_pattern(quotes_escaped(pattern), name))  # type: ignore[no-untyped-call]
+        finally:
+            self._raw_pattern = False
+        made = set(self._rules) - before
+        for rule in made:
+            self._rules[rule] = json_safe(self._rules[rule])
+        if key in made:
+            self._rules[key] = f'"\\"" {self._rules[key]} "\\"" space'
+        return key
 
     def visit(self, schema: Mapping[str, Any], name: str) -> str:
         """The rule for ``schema``: ours for bounded strings and arrays, the library's for the rest."""
@@ -165,8 +179,8 @@ def _schema_rules(schema: Mapping[str, Any], where: str) -> str:
     try:
         converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "stdin"), "")
         return str(converter.format_grammar())  # type: ignore[no-untyped-call]
-    except InvalidRequest:
-        raise
+    except InvalidRequest as exc:  # from a pattern's rules: say where the pattern is
+        raise InvalidRequest(str(exc).replace("invalid JSON schema:", f"invalid JSON schema in {where}:", 1)) from None
     except Exception as exc:  # the converter fails on bad schemas with asserts, overflows, key errors...
         raise InvalidRequest(f"invalid JSON schema in {where}: {type(exc).__name__}: {exc}") from None
 

@@ -209,11 +209,22 @@ def test_tool_call_arguments_hold_no_raw_control_characters(vocab: Any) -> None:
     assert not accepts(vocab, grammar, call.format("\n"))
 
 
-def test_pattern_dot_is_json_safe(vocab: Any) -> None:
-    grammar = format_grammar({"type": "string", "pattern": "^a.c$"})
-    assert accepts(vocab, grammar, '"abc"')
-    for raw in ("\x01", '"', "\\"):
-        assert not accepts(vocab, grammar, f'"a{raw}c"')
+@pytest.mark.parametrize(
+    "pattern,value",
+    [
+        ("^a.c$", "a\x01c"),
+        ("^a.c$", 'a"c'),
+        ("^a.c$", "a\\c"),
+        ("^[ -~]{1,5}$", 'a"b'),
+        ("^[^,]+$", "x\ny"),
+        ('^a"b\\nc$', 'a"b\nc'),
+        ("^[\\x00-\\x1f]$", "\x02"),
+    ],
+)
+def test_patterns_match_the_json_text_of_their_values(vocab: Any, pattern: str, value: str) -> None:
+    grammar = format_grammar({"type": "string", "pattern": pattern})
+    assert accepts(vocab, grammar, json.dumps(value))  # the escaped form
+    assert not accepts(vocab, grammar, f'"{value}"')  # raw: not JSON
 
 
 @pytest.mark.parametrize("low,high", [(0, 5), (3, None), (1999, 2001), (2001, 2001), (0, 4500), (2500, 5600)])
