@@ -130,8 +130,9 @@ class SchemaBudget:
         for match in _QUANTIFIER.finditer(pattern):
             for count in match.groups():
                 if count and (len(count) > 9 or int(count) > MAX_PATTERN_COUNT):
+                    shown = count if len(count) <= 12 else count[:12] + "..."
                     raise InvalidRequest(
-                        f"JSON schema too large: {where} repeats {count} times, above the limit of {MAX_PATTERN_COUNT}"
+                        f"JSON schema too large: {where} repeats {shown} times, above the limit of {MAX_PATTERN_COUNT}"
                     )
                 if count:  # spelled out in full, each copy as long as the pattern at most
                     self._spend(int(count) * len(pattern), where)
