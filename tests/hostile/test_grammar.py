@@ -304,16 +304,21 @@ def test_large_legitimate_bounds_work(http: httpx.Client) -> None:
         json={"model": MODEL, "prompt": "Say hi.", "format": schema, "stream": False, "options": {"num_predict": 3}},
     )
     assert resp.status_code == 200, resp.text
-    assert resp.json()["response"].startswith('{"a')
+    assert resp.json()["response"].replace(" ", "").startswith('{"a')
 
 
 def test_constrained_strings_are_strict_json(http: httpx.Client) -> None:
-    # line breaks are what a poem tempts a model to write raw inside the string
-    poem = {"type": "string", "maxLength": 60}
-    schema = {"type": "object", "properties": {"title": poem, "poem": poem}, "required": ["title", "poem"]}
-    prompt = "Write a four-line poem about the sea, one line per row, as JSON with a title and the poem."
+    # a text to copy with raw line breaks and tabs inside its strings: what a model copies if it may
+    poem = {"type": "string", "minLength": 30, "maxLength": 60}  # too short to end where the line does
+    schema = {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "poem": poem},
+        "required": ["title", "poem"],
+    }
+    text = '{"title": "The\tsea", "poem": "Waves roll in\nwaves roll out\nthe tide turns"}'
+    prompt = f"Repeat this JSON exactly, character for character:\n{text}"
     for seed in (1, 2, 3):
-        options = {"temperature": 1.0, "seed": seed, "num_predict": 160}
+        options = {"temperature": 0.7, "seed": seed, "num_predict": 160}
         body = {"model": MODEL, "prompt": prompt, "format": schema, "stream": False, "options": options}
         data = http.post("/api/generate", json=body).json()
         assert data["done_reason"] == "stop", data  # the bounds let the object close within num_predict
