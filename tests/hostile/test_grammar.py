@@ -146,6 +146,20 @@ def test_model_made_nan_is_never_a_tool_call() -> None:
     json.dumps(calls[0].arguments, allow_nan=False)
 
 
+def _no_constant(name: str) -> None:
+    raise AssertionError(f"{name} in a response")
+
+
+def test_nan_in_a_requests_tool_call_arguments_is_never_a_5xx(app_client: Any) -> None:
+    # Python's JSON parser takes NaN; the arguments only reach the prompt, and nothing echoes them back
+    call = {"function": {"name": "f", "arguments": {"x": math.nan}}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [call]}]
+    body = {"model": "tiny", "stream": False, "messages": [*messages, {"role": "user", "content": "go"}]}
+    resp = app_client.post("/api/chat", content=json.dumps({**body, "options": {"num_predict": 3}}))
+    assert resp.status_code < 500, resp.text
+    json.loads(resp.text, parse_constant=_no_constant)
+
+
 # --- meaning: llama.cpp's grammar engine, token by token, on SmolLM2's vocabulary ---------------
 
 
