@@ -61,11 +61,19 @@ def detect_syntax(render: Callable[[list[dict[str, Any]]], str]) -> ToolCallSynt
     return ToolCallSyntax(prefix=prefix, suffix=suffix, name_key=name_key, args_key=args_key)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
+"""JSON as the standard has it: Python's decoder takes NaN and Infinity, which no client could read back."""
+
+
 def _json_object_at(text: str, start: int) -> tuple[dict[str, Any] | None, int]:
     if start < 0:
         return None, start
     try:
-        obj, end = json.JSONDecoder().raw_decode(text, start)
+        obj, end = _STRICT_JSON.raw_decode(text, start)
     except ValueError:
         return None, start
     return (obj if isinstance(obj, dict) else None), end
@@ -184,7 +192,7 @@ class ToolCallParser:
         args = obj.get(self.syntax.args_key, obj.get("arguments", obj.get("parameters", {})))
         if isinstance(args, str):
             try:
-                args = json.loads(args)
+                args = _STRICT_JSON.decode(args)
             except ValueError:
                 args = {"value": args}
         return ParsedCall(name=str(name), arguments=args if isinstance(args, dict) else {"value": args})
