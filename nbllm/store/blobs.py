@@ -51,6 +51,12 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _blob_write_error(exc: OSError, root: Path) -> StoreError:
+    """A failed blob write, logged with the store's path; the error (which clients see) names no path."""
+    log.error("cannot write a blob in %s: %s", root, exc)
+    return write_error(exc, "a blob in the model store")
+
+
 class BlobWriter:
     """Streams bytes into a temporary file next to the blobs, hashing as it goes.
 
@@ -69,7 +75,7 @@ class BlobWriter:
                 fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".blob", dir=store.root)
                 hold_file(fd)  # in use: a prune in another process leaves it alone
         except OSError as exc:
-            raise write_error(exc, f"a blob in {store.root}") from exc
+            raise _blob_write_error(exc, store.root) from exc
         self._fh = os.fdopen(fd, "wb")
         self._tmp = Path(name)
         self.digest: str | None = None
@@ -79,7 +85,7 @@ class BlobWriter:
         try:
             self._fh.write(data)
         except OSError as exc:  # the `with` block removes the temporary file
-            raise write_error(exc, f"a blob in {self._store.root}") from exc
+            raise _blob_write_error(exc, self._store.root) from exc
         self._hash.update(data)
         self.size += len(data)
 
@@ -92,7 +98,7 @@ class BlobWriter:
                 self._fh.close()
         except OSError as exc:
             self.abort()
-            raise write_error(exc, f"a blob in {self._store.root}") from exc
+            raise _blob_write_error(exc, self._store.root) from exc
         digest = "sha256:" + self._hash.hexdigest()
         if self._expected is not None and digest != self._expected:
             self.abort()
@@ -202,4 +208,5 @@ class BlobStore:
     def check_writable(self) -> None:
         """Raise StoreError if the blobs directory cannot be written."""
         if not os.access(self.root, os.W_OK):
-            raise StoreError(f"model store {self.root} is not writable")
+            log.error("model store %s is not writable", self.root)
+            raise StoreError("the model store (OLLAMA_MODELS) is not writable")

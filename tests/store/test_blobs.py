@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nbllm.errors import DigestMismatch
+from nbllm.errors import DigestMismatch, StoreError
 from nbllm.store.blobs import BlobStore
 from nbllm.store.digest import digest_bytes
 
@@ -70,3 +70,13 @@ def test_gc_keeps_referenced(tmp_path: Path) -> None:
     keep, drop = blobs.put_bytes(b"keep"), blobs.put_bytes(b"drop")
     assert blobs.gc({keep}) == [drop]
     assert blobs.has(keep) and not blobs.has(drop)
+
+
+def test_a_failed_blob_write_names_no_server_path(tmp_path: Path) -> None:
+    """The error reaches API clients: it says what failed, and the path goes to the log only."""
+    root = tmp_path / "secret-location" / "blobs"
+    blobs = BlobStore(root)
+    root.rmdir()  # the next temporary file cannot be made
+    with pytest.raises(StoreError) as caught:
+        blobs.put_bytes(b"x")
+    assert "model store" in caught.value.message and "secret-location" not in caught.value.message
