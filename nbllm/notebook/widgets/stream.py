@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
+from nbllm.notebook.widgets._fallback import StaticFallback, escape
+
 __all__ = ["StreamColumns"]
 
 
-class StreamColumns(widgets.HBox):
+class StreamColumns(StaticFallback, widgets.HBox):
     """One column per model: a header (model, live stats) above the answer rendered as Markdown.
+
+    The cell replaces it by a static bundle when the answers end; until then its output also holds
+    the answers so far as plain HTML and text.
 
     Updates only assign traits (``outputs``, ``value``), so they are safe from any thread and never
     capture output meant for another cell.
@@ -16,7 +21,7 @@ class StreamColumns(widgets.HBox):
 
     def __init__(self, titles: list[str]) -> None:
         self.titles = list(titles)
-        self.headers = [widgets.HTML(f"<b>{_escape(t)}</b>") for t in titles]
+        self.headers = [widgets.HTML(f"<b>{escape(t)}</b>") for t in titles]
         self.outputs = [widgets.Output() for _ in titles]
         self.texts = ["" for _ in titles]
         columns = [
@@ -34,9 +39,14 @@ class StreamColumns(widgets.HBox):
 
     def set_status(self, index: int, status: str) -> None:
         """Replace the stats under column ``index``'s title."""
-        title = _escape(self.titles[index])
-        self.headers[index].value = f"<b>{title}</b><br><small>{_escape(status)}</small>"
+        title = escape(self.titles[index])
+        self.headers[index].value = f"<b>{title}</b><br><small>{escape(status)}</small>"
 
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    def fallback(self) -> tuple[str, str]:
+        """The answers so far, one per model, as HTML and as plain text."""
+        html = "".join(
+            f'<div><b>{escape(t)}</b><pre style="white-space:pre-wrap">{escape(x)}</pre></div>'
+            for t, x in zip(self.titles, self.texts, strict=True)
+        )
+        plain = "\n\n".join(f"{t}:\n{x}" for t, x in zip(self.titles, self.texts, strict=True))
+        return html, plain
