@@ -254,7 +254,7 @@ class NbllmMagics(Magics):
             pump.stop()
             live.finish({"text/plain": progress.text() + "\ninterrupted"})
             raise
-        text = progress.text() + (f"\nerror: {getattr(error, 'message', error)}" if error is not None else "")
+        text = progress.text()  # an error is shown once, by the UsageError below
         live.finish({"text/plain": text, "text/markdown": f"```\n{text}\n```"}, {"nbllm": {"pull": args.model}})
         if error is not None:
             raise error if isinstance(error, NbllmError) else NbllmError(str(error))

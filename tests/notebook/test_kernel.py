@@ -144,10 +144,9 @@ def test_streamed_answer_lands_in_its_own_cell(kernel_run: dict[str, Any]) -> No
 
 
 def test_interrupt_stops_promptly_keeps_the_partial_answer_and_the_server(kernel_run: dict[str, Any]) -> None:
-    cell, _ = _cell(kernel_run, "interrupt")
-    kinds = [o["output_type"] for o in cell.outputs]
-    assert "error" in kinds and cell.outputs[kinds.index("error")]["ename"] == "KeyboardInterrupt"
-    (answer,) = _displays(cell)
+    cell, messages = _cell(kernel_run, "interrupt")
+    assert "error" not in messages  # no traceback: the partial answer is the cell's only output
+    (answer,) = cell.outputs
     assert answer["metadata"]["nbllm"]["interrupted"] is True
     assert answer["data"]["text/plain"].startswith("1, 2, 3")
     execution = cell.metadata["execution"]
