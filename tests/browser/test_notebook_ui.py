@@ -30,6 +30,7 @@ CELLS = {
     "load": "%load_ext nbllm",
     "pull": "%pull smollm2:135m",
     "serve": "srv = %serve --port 0\nsrv",
+    "log": "%serve --port 0 --log server.log",
     "quiet": "x = 1",
     "pull_error": "%pull 127.0.0.1:9/library/x:1",
     "chat": "%%chat -o temperature=0 -o num_predict=160\nWrite a short story about a lighthouse by the sea.",
@@ -132,10 +133,13 @@ def _session(lab: LabPage, seen: dict[str, Any], shots: Path) -> None:
     lab.run(_index("serve"))
     url = re.search(r"http://127\.0\.0\.1:\d+", lab.output_text(_index("serve")))
     assert url is not None, lab.output_text(_index("serve"))
+    lab.run(_index("log"))
     lab.run(_index("quiet"))
     seen["outside_pull"] = _outside_pull(url.group(0))
     lab.page.wait_for_timeout(1500)  # time for a stray log line to arrive
     seen["quiet_text"] = lab.output_text(_index("quiet"))
+    log_file = lab.server.root / "server.log"
+    seen["server_log"] = log_file.read_text() if log_file.exists() else ""
     lab.run(_index("pull_error"))
     seen["pull_error_text"] = lab.output_text(_index("pull_error"))
     chat = _index("chat")
@@ -235,6 +239,7 @@ def test_tool_inspector_rerun_with_edited_arguments_changes_the_result(lab_run: 
 def test_server_errors_never_land_in_other_cells(lab_run: dict[str, Any]) -> None:
     assert "Connection refused" in lab_run["outside_pull"]  # the server did fail that request
     assert lab_run["quiet_text"].strip() == ""
+    assert "ERROR nbllm.server.errors: stream failed: " in lab_run["server_log"]  # %serve --log FILE has it
     errors = lab_run["pull_error_text"]
     assert errors.count("Connection refused") == 1 and "stream failed" not in errors
 

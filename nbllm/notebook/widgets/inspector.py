@@ -100,7 +100,8 @@ class ToolCallInspector(LiveFallback, widgets.VBox):
                 f"<p><code>{_mark(r)} {escape(r.name)}</code> <small>{_stats(r)}</small></p>"
                 f"<p>arguments</p><pre>{escape(args)}</pre><p>result</p><pre>{escape(_outcome(r))}</pre>"
             )
-            plain.append(f"{_mark(r)} {r.name} ({_stats(r)})\n  arguments: {args}\n  result: {_outcome(r)}")
+            compact = json.dumps(r.arguments, default=str, ensure_ascii=False)
+            plain.append(f"{_mark(r)} {r.name} ({_stats(r)})\n  arguments: {compact}\n  result: {_outcome(r)}")
         return "\n".join(html), "\n".join(plain)
 
 
