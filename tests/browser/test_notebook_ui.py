@@ -34,7 +34,7 @@ CELLS = {
     "quiet": "x = 1",
     "pull_error": "%pull 127.0.0.1:9/library/x:1",
     "chat": "%%chat -o temperature=0 -o num_predict=160\nWrite a short story about a lighthouse by the sea.",
-    "stop": "%%chat -o temperature=0 -o num_predict=3000\nList the numbers from 1 to 500, separated by commas.",
+    "stop": "%%chat --new -o temperature=0 -o num_predict=3000\nList the numbers from 1 to 500, separated by commas.",
     "tool_def": (
         "def add(a: int, b: int) -> int:\n"
         '    """Add two integers.\n\n    Args:\n        a: The first number.\n        b: The second number.\n    """\n'
