@@ -220,6 +220,13 @@ class LabPage:
         text: str = self.output(index).inner_text()
         return text.strip()
 
+    def cell_shot(self, folder: Path, index: int, name: str) -> Path:
+        """A screenshot of cell ``index`` (scrolled into view) into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        self.page.locator(".jp-Notebook .jp-Cell").nth(index).screenshot(path=str(path))
+        return path
+
     def shot(self, folder: Path, name: str) -> Path:
         """A full-page screenshot into ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)

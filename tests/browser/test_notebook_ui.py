@@ -94,7 +94,7 @@ def _outside_pull(url: str) -> str:
     return body
 
 
-def _stop_and_rerun(lab: LabPage, seen: dict[str, Any]) -> None:
+def _stop_and_rerun(lab: LabPage, seen: dict[str, Any], shots: Path) -> None:
     """Stop a long answer with the toolbar's interrupt button; re-run the tool call with other arguments."""
     stop = _index("stop")
     lab.run(stop, wait=False)
@@ -111,6 +111,7 @@ def _stop_and_rerun(lab: LabPage, seen: dict[str, Any]) -> None:
     lab.wait_done(stop, 60)
     lab.page.wait_for_timeout(500)
     seen["stop_text"] = lab.output_text(stop)
+    lab.cell_shot(shots, stop, "cell-stop")
     seen["stop_stderr"] = lab.output(stop).locator("[data-mime-type='application/vnd.jupyter.stderr']").count()
     lab.run(_index("tool_def"))
     tools = _index("tools")
@@ -153,7 +154,7 @@ def _session(lab: LabPage, seen: dict[str, Any], shots: Path) -> None:
     seen["chat_reads"] = _watch_stream(lab, chat)
     seen["chat_markdown"] = lab.output(chat).locator(".jp-RenderedMarkdown").all_inner_texts()
     seen["chat_stats"] = lab.output(chat).locator(".jp-RenderedMarkdown sub").all_inner_texts()
-    _stop_and_rerun(lab, seen)
+    _stop_and_rerun(lab, seen, shots)
     ps = _index("ps")
     lab.run(ps)
     lab.page.wait_for_function(
@@ -161,6 +162,8 @@ def _session(lab: LabPage, seen: dict[str, Any], shots: Path) -> None:
     )
     seen["ps_live"] = lab.output_text(ps)
     lab.shot(shots, "lab-1-live")
+    lab.cell_shot(shots, _index("tools"), "cell-tools-live")
+    lab.cell_shot(shots, ps, "cell-ps-live")
 
 
 def _reopen(lab: LabPage, server: JupyterServer, seen: dict[str, Any], shots: Path, saved: Path) -> None:
@@ -183,6 +186,10 @@ def _reopen(lab: LabPage, server: JupyterServer, seen: dict[str, Any], shots: Pa
     seen["reopened_tools"] = lab.output_text(tools)
     seen["reopened_ps"] = lab.output_text(_index("ps"))
     lab.shot(shots, "lab-2-reopened")
+    lab.cell_shot(shots, tools, "cell-tools-reopened")
+    lab.cell_shot(shots, _index("ps"), "cell-ps-reopened")
+    lab.cell_shot(shots, _index("quiet"), "cell-quiet-reopened")
+    lab.cell_shot(shots, _index("pull_error"), "cell-pull-error-reopened")
     lab.command("kernelmenu:shutdown")
 
 

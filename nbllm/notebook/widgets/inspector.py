@@ -28,7 +28,7 @@ def _box(value: str, label: str, *, disabled: bool = False) -> widgets.Textarea:
         rows=_rows(value),
         disabled=disabled,
         layout=widgets.Layout(width="100%"),
-        style={"description_width": "5em"},
+        style={"description_width": "7em"},
     )
 
 
