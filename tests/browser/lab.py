@@ -184,14 +184,20 @@ class LabPage:
         self.page.wait_for_function(f"() => window.__nbllm.done[{index}] === true", timeout=timeout * 1000)
 
     def record(self, index: int, selector: str) -> None:
-        """Start recording the texts of elements matching ``selector`` in cell ``index``'s outputs, however brief."""
+        """Start recording the labels of elements matching ``selector`` in cell ``index``'s outputs, however brief.
+
+        A label is the element's ``.widget-label`` (or the element), its text followed by `` [cut]`` when
+        it does not fit (shown with an ellipsis).
+        """
         self.page.evaluate(
             """([index, selector]) => {
               const seen = window.__nbllm.seen = [];
               const look = () => {
                 const cell = document.querySelectorAll('.jp-Notebook .jp-Cell')[index];
                 for (const el of cell.querySelectorAll('.jp-OutputArea ' + selector)) {
-                  if (!seen.includes(el.innerText)) seen.push(el.innerText);
+                  const label = el.querySelector('.widget-label') || el;
+                  const text = label.innerText.trim() + (label.scrollWidth > label.clientWidth ? ' [cut]' : '');
+                  if (!seen.includes(text)) seen.push(text);
                 }
               };
               window.__nbllm.observer = new MutationObserver(look);
