@@ -167,5 +167,7 @@ def test_timings_frame_plot_and_live_ps_view(kernel_run: dict[str, Any]) -> None
         assert f"<th>{column}</th>" in html
     plot, _ = _cell(kernel_run, "plot")
     assert _displays(plot)[0]["data"]["image/png"]
-    watch, _ = _cell(kernel_run, "watch")
-    assert "application/vnd.jupyter.widget-view+json" in _displays(watch)[0]["data"]
+    watch, messages = _cell(kernel_run, "watch")
+    assert "update_display_data" in messages  # the live view's output ...
+    data = _displays(watch)[0]["data"]  # ... became the last table once view.stop() ran
+    assert "application/vnd.jupyter.widget-view+json" not in data and "smollm2:135m" in data["text/plain"]
