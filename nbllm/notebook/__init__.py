@@ -21,10 +21,15 @@ _REGISTRY_KEY = "NbllmMagics"
 
 
 def load_ipython_extension(ipython: Any, *, session: NotebookSession | None = None) -> NbllmMagics:
-    """Register nbllm's magics on ``ipython`` (what ``%load_ext nbllm`` calls) and the callback keeping ``{Err}``."""
+    """Register nbllm's magics on ``ipython`` (what ``%load_ext nbllm`` calls) and the callback keeping ``{Err}``.
+
+    nbllm's loggers get a handler that drops records (``%serve --log FILE`` writes them to a file),
+    so that the in-kernel server's warnings never land in whichever cell ran last.
+    """
     from nbllm.notebook.magics import NbllmMagics
 
     instance = NbllmMagics(shell=ipython, session=session)
+    instance.session.capture_logs()
     line_table = ipython.magics_manager.magics["line"]
     instance.shadowed = {name: line_table[name] for name in instance.magics["line"] if name in line_table}
     _set_default_aliases(ipython, instance, hide=True)

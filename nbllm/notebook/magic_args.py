@@ -114,11 +114,12 @@ class PsArgs:
 
 @dataclass(frozen=True)
 class ServeArgs:
-    """``%serve [--host H] [--port P]``, ``%serve stop``, ``%serve status``."""
+    """``%serve [--host H] [--port P] [--log FILE]``, ``%serve stop``, ``%serve status``."""
 
     action: str = "start"
     host: str | None = None
     port: int | None = None
+    log: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("action", nargs="?", default="start", choices=("start", "stop", "status"))
     p.add_argument("--host", default=None, help="address to bind (default from OLLAMA_HOST: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 11434; 0 picks a free one)")
+    p.add_argument("--log", default=None, metavar="FILE", help="append the server's log to FILE (else it is dropped)")
     p = new("timings", "Timing stats of every response (a DataFrame).")
     p.add_argument("--plot", action="store_true", help="draw the comparison instead")
     p.add_argument("--clear", action="store_true", help="forget the stats kept so far")
@@ -300,7 +302,7 @@ _BUILDERS: dict[str, Any] = {
     "ps": lambda ns: PsArgs(watch=ns.watch, interval=max(0.2, ns.interval), host=ns.host),
     "stop": lambda ns: ModelArgs(models=tuple(ns.models), host=ns.host),
     "rm": lambda ns: ModelArgs(models=tuple(ns.models), host=ns.host),
-    "serve": lambda ns: ServeArgs(action=ns.action, host=ns.host, port=ns.port),
+    "serve": lambda ns: ServeArgs(action=ns.action, host=ns.host, port=ns.port, log=ns.log),
     "timings": lambda ns: TimingsArgs(plot=ns.plot, clear=ns.clear, last=ns.last),
     "bench": _bench,
     "chat": _chat,

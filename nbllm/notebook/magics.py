@@ -33,12 +33,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _friendly(fn: F) -> F:
-    """Turn nbllm and argument errors into one-line UsageErrors; ``-h`` shows the help."""
+    """Turn nbllm and argument errors into one-line UsageErrors; ``-h`` shows the help; interrupts stop quietly."""
 
     @functools.wraps(fn)
     def wrapper(self: NbllmMagics, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(self, *args, **kwargs)
+        except KeyboardInterrupt:
+            raise quiet_interrupt(self.shell) from None
         except HelpRequested as exc:
             return Note(exc.text)
         except MagicArgumentError as exc:
@@ -49,6 +51,36 @@ def _friendly(fn: F) -> F:
             raise UsageError(exc.message) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def quiet_interrupt(shell: Any) -> KeyboardInterrupt:
+    """A KeyboardInterrupt that fails the cell (so Run All stops there) but shows no traceback.
+
+    What the magic showed (the partial answer and its "interrupted" footer) stays the cell's only
+    output, as Ctrl-C in ``ollama run``. IPython hands exceptions listed in ``custom_exceptions`` to
+    ``CustomTB`` instead of printing a traceback; ours is set for this cell only and the previous
+    handler is put back when the cell ends.
+    """
+    exc = KeyboardInterrupt()
+    if shell is None or not hasattr(shell, "set_custom_exc") or not hasattr(shell, "events"):
+        return exc
+    saved_types, saved_handler = shell.custom_exceptions, shell.CustomTB
+
+    def handler(sh: Any, etype: type[BaseException], value: BaseException, tb: Any, tb_offset: Any = None) -> Any:
+        if value is exc:
+            return None  # the cell fails with nothing printed
+        if isinstance(value, saved_types):
+            return saved_handler(etype, value, tb, tb_offset=tb_offset)
+        sh.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return None
+
+    def restore(*_args: Any) -> None:
+        shell.custom_exceptions, shell.CustomTB = saved_types, saved_handler
+        shell.events.unregister("post_run_cell", restore)
+
+    shell.set_custom_exc((*saved_types, KeyboardInterrupt), handler)
+    shell.events.register("post_run_cell", restore)
+    return exc
 
 
 @magics_class
@@ -143,7 +175,7 @@ class NbllmMagics(Magics):
 
     @line_magic
     def serve(self, line: str) -> Any:
-        """%serve [--host H] [--port P] | %serve stop | %serve status: the API server inside this kernel."""
+        """%serve [--host H] [--port P] [--log FILE] | %serve stop | %serve status: the API server in this kernel."""
         return self._line("serve", line)
 
     @line_magic
@@ -194,7 +226,9 @@ class NbllmMagics(Magics):
         except Interrupted as exc:
             if args.var and self.shell is not None:
                 self.shell.user_ns[args.var] = exc.result
+            self._keep_widgets(exc.result)
             raise KeyboardInterrupt from None
+        self._keep_widgets(result)
         if args.var and self.shell is not None:
             self.shell.user_ns[args.var] = result
 
@@ -210,6 +244,13 @@ class NbllmMagics(Magics):
         self.last_host = host
         if note is not None:
             show(Note(note))
+
+    def _keep_widgets(self, result: Any) -> None:
+        """Hand the cell's live widgets (tool inspectors) to the session, which freezes them at shutdown."""
+        for item in result if isinstance(result, list) else [result]:
+            inspector = getattr(item, "inspector", None)
+            if inspector is not None:
+                self.session.keep(inspector)
 
     # -- handlers -----------------------------------------------------------------------------------
 
@@ -250,15 +291,15 @@ class NbllmMagics(Magics):
         return ShowView(args.model, resp, field=args.field, verbose=args.verbose)
 
     def _ps(self, args: Any) -> Any:
-        from nbllm.notebook.tables import ps_frame, ps_html
+        from nbllm.notebook.tables import ps_frame
 
         client = self._client(args.host)
         if not args.watch:
             return ps_frame(client.ps())
         from nbllm.notebook.widgets.ps import PsView
 
-        view = PsView(lambda: ps_html(client.ps()), interval=args.interval).start()
-        self.session.watchers.append(view)
+        view = PsView(client.ps, interval=args.interval).start()
+        self.session.keep(view)
         return view
 
     def _stop(self, args: Any) -> Note:
@@ -275,7 +316,7 @@ class NbllmMagics(Magics):
 
     def _serve(self, args: Any) -> Any:
         actions: dict[str, Callable[[], Any]] = {
-            "start": lambda: self._server_note(self.session.serve(args.host, args.port).url),
+            "start": lambda: self._server_note(self.session.serve(args.host, args.port, log=args.log).url),
             "stop": self._serve_stop,
             "status": self._serve_status,
         }

@@ -13,6 +13,7 @@ kept at module level. Which backend a magic talks to is decided by :meth:`Notebo
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Callable
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local"
 """The ``--host`` value that means "in this process"."""
+
+SERVER_LOGGERS = ("nbllm", "uvicorn")
+"""The loggers of the in-kernel server: given a handler of their own, so nothing reaches a cell."""
 
 
 def default_client(settings: Settings, http: Callable[[str], Client], local: Callable[[], BaseClient]) -> BaseClient:
@@ -62,8 +66,14 @@ class NotebookSession:
         self.timings = TimingLog()
         self.tool_calls: list[ToolCallRecord] = []
         self.watchers: list[Any] = []
+        """Widgets with a background refresh (``%ps --watch``): stopped at close."""
+        self.widgets: list[Any] = []
+        """Live widgets (tool inspectors): frozen into their static copy at close or kernel shutdown."""
         self._clients: dict[str, Client] = {}
         self._lock = threading.RLock()
+        self._log_handler: logging.Handler | None = None
+        self._log_levels: dict[str, int] = {}
+        self._at_exit = False
 
     @property
     def settings(self) -> Settings:
@@ -103,10 +113,70 @@ class NotebookSession:
                 self._clients[host] = client
             return client
 
-    def serve(self, host: str | None = None, port: int | None = None) -> BackgroundServer:
-        """Start the in-kernel server (idempotent while one runs on the same address)."""
+    def capture_logs(self, path: str | None = None) -> None:
+        """Give the server's loggers a handler: ``path`` (appended to), else one that drops records.
+
+        Without a handler of their own, Python's last-resort handler writes warnings and errors to
+        stderr, which the kernel shows under whichever cell ran last. The root logger is left alone:
+        a handler the user configures there still gets every record.
+        """
+        with self._lock:
+            self.release_logs()
+            handler: logging.Handler = logging.NullHandler()
+            if path is not None:
+                try:
+                    handler = logging.FileHandler(path, encoding="utf-8")
+                except OSError as exc:
+                    raise NbllmError(f"cannot write the server log to {path}: {exc.strerror or exc}") from None
+                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            for name in SERVER_LOGGERS:
+                logger = logging.getLogger(name)
+                logger.addHandler(handler)
+                if path is not None and logger.getEffectiveLevel() > logging.INFO:
+                    self._log_levels[name] = logger.level
+                    logger.setLevel(logging.INFO)
+            self._log_handler = handler
+
+    def release_logs(self) -> None:
+        """Remove the handler of :meth:`capture_logs` (closing its file) and restore the loggers' levels."""
+        with self._lock:
+            handler, self._log_handler = self._log_handler, None
+            if handler is None:
+                return
+            for name in SERVER_LOGGERS:
+                logging.getLogger(name).removeHandler(handler)
+            for name, level in self._log_levels.items():
+                logging.getLogger(name).setLevel(level)
+            self._log_levels.clear()
+            handler.close()
+
+    def keep(self, widget: Any) -> None:
+        """Remember a live widget (``freeze()``, and ``stop()`` for watchers) to end when the kernel stops."""
+        with self._lock:
+            (self.watchers if hasattr(widget, "stop") else self.widgets).append(widget)
+            if not self._at_exit:
+                atexit.register(self.end_widgets)
+                self._at_exit = True
+
+    def end_widgets(self) -> None:
+        """Stop watchers and freeze live widgets, so saved outputs show their static copy without a kernel."""
+        with self._lock:
+            watchers, self.watchers = list(self.watchers), []
+            live, self.widgets = list(self.widgets), []
+        for watcher in watchers:
+            watcher.stop()
+        for widget in live:
+            try:
+                widget.freeze()
+            except Exception:  # a kernel shutting down may have closed its channels already
+                log.debug("freezing %r failed", widget, exc_info=True)
+
+    def serve(self, host: str | None = None, port: int | None = None, *, log: str | None = None) -> BackgroundServer:
+        """Start the in-kernel server (idempotent while one runs on the same address); ``log``: its log file."""
         from nbllm.server import BackgroundServer
 
+        if log is not None:
+            self.capture_logs(log)
         with self._lock:
             bind = host or self.settings.host.bind_host
             want = self.settings.host.port if port is None else port
@@ -137,11 +207,13 @@ class NotebookSession:
             return url
 
     def close(self) -> None:
-        """Stop watchers and the server, close clients, unload models of a runtime this session built."""
-        for watcher in list(self.watchers):
-            watcher.stop()
-        self.watchers.clear()
+        """End live widgets, stop the server, close clients, unload models of a runtime this session built."""
+        self.end_widgets()
+        if self._at_exit:
+            atexit.unregister(self.end_widgets)
+            self._at_exit = False
         self.stop_server()
+        self.release_logs()
         with self._lock:
             for client in self._clients.values():
                 client.close()

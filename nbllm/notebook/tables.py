@@ -11,7 +11,7 @@ from nbllm.schema import ListResponse, ProcessResponse
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LIST_COLUMNS", "PS_COLUMNS", "models_frame", "ps_frame", "ps_html"]
+__all__ = ["LIST_COLUMNS", "PS_COLUMNS", "models_frame", "ps_frame"]
 
 LIST_COLUMNS = ["name", "id", "size", "modified", "family", "parameters", "quantization", "bytes", "modified_at"]
 PS_COLUMNS = ["name", "id", "size", "processor", "context", "until", "bytes", "size_vram", "expires_at"]
@@ -72,12 +72,3 @@ def ps_frame(resp: ProcessResponse) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=PS_COLUMNS)
-
-
-def ps_html(resp: ProcessResponse) -> str:
-    """The ``%ps --watch`` table (Ollama's columns)."""
-    frame = ps_frame(resp)
-    if frame.empty:
-        return "<i>no models loaded</i>"
-    shown = frame[["name", "id", "size", "processor", "context", "until"]]
-    return str(shown.to_html(index=False, border=0))

@@ -144,10 +144,9 @@ def test_streamed_answer_lands_in_its_own_cell(kernel_run: dict[str, Any]) -> No
 
 
 def test_interrupt_stops_promptly_keeps_the_partial_answer_and_the_server(kernel_run: dict[str, Any]) -> None:
-    cell, _ = _cell(kernel_run, "interrupt")
-    kinds = [o["output_type"] for o in cell.outputs]
-    assert "error" in kinds and cell.outputs[kinds.index("error")]["ename"] == "KeyboardInterrupt"
-    (answer,) = _displays(cell)
+    cell, messages = _cell(kernel_run, "interrupt")
+    assert "error" not in messages  # no traceback: the partial answer is the cell's only output
+    (answer,) = cell.outputs
     assert answer["metadata"]["nbllm"]["interrupted"] is True
     assert answer["data"]["text/plain"].startswith("1, 2, 3")
     execution = cell.metadata["execution"]
@@ -169,4 +168,5 @@ def test_timings_frame_plot_and_live_ps_view(kernel_run: dict[str, Any]) -> None
     plot, _ = _cell(kernel_run, "plot")
     assert _displays(plot)[0]["data"]["image/png"]
     watch, _ = _cell(kernel_run, "watch")
-    assert "application/vnd.jupyter.widget-view+json" in _displays(watch)[0]["data"]
+    data = _displays(watch)[0]["data"]  # the live view's output became the last table once view.stop() ran
+    assert "application/vnd.jupyter.widget-view+json" not in data and "smollm2:135m" in data["text/plain"]

@@ -7,15 +7,21 @@ import time
 from pathlib import Path
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
 
 from nbllm.client import LocalClient
 from nbllm.config import Settings
+from nbllm.notebook.display import show
 from nbllm.notebook.plots import comparison_plot
 from nbllm.notebook.timing import COLUMNS, TimingLog, TimingRecord, timing_frame
-from nbllm.notebook.widgets import PsView, PullProgress, StreamColumns
+from nbllm.notebook.tools import ToolBox
+from nbllm.notebook.widgets import PsView, PullProgress, ToolCallInspector
 from nbllm.runtime import Runtime
-from nbllm.schema import Metrics, ProgressResponse
+from nbllm.schema import Metrics, ModelDetails, ProcessModel, ProcessResponse, ProgressResponse
 from tests.support.index_server import IndexServer
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def test_pull_progress_follows_a_real_pull(tmp_path: Path, package_index: IndexServer) -> None:
@@ -48,36 +54,93 @@ def test_pull_progress_shows_partial_bytes() -> None:
     assert not progress.done
 
 
-def test_stream_columns_update_by_assigning_traits() -> None:
-    columns = StreamColumns(["a:1", "b<2>"])
-    columns.set_markdown(1, "**hi**")
-    columns.set_status(1, "3 tokens")
-    assert columns.outputs[1].outputs[0]["data"]["text/markdown"] == "**hi**"
-    assert columns.outputs[0].outputs == ()
-    assert columns.headers[1].value == "<b>b&lt;2&gt;</b><br><small>3 tokens</small>"
+def _ps(*names: str) -> ProcessResponse:
+    models = [
+        ProcessModel(
+            name=n,
+            model=n,
+            size=123_000_000,
+            digest="0123456789abcdef" * 4,
+            details=ModelDetails(),
+            expires_at="2099-01-01T00:00:00Z",
+            size_vram=0,
+            context_length=4096,
+        )
+        for n in names
+    ]
+    return ProcessResponse(models=models)
 
 
-def test_ps_view_refreshes_until_stopped() -> None:
+def test_ps_view_refreshes_until_stopped_then_leaves_a_static_table(shell: InteractiveShell) -> None:
     calls: list[float] = []
 
-    def fetch() -> str:
+    def fetch() -> ProcessResponse:
         calls.append(time.monotonic())
         if len(calls) == 3:
             raise ConnectionError("server went away")
-        return f"<table>{len(calls)}</table>"
+        return _ps(*(f"m{i}:1b" for i in range(len(calls) // 4 + 1)))
 
-    view = PsView(fetch, interval=0.05).start()
-    deadline = time.monotonic() + 5
-    while view.refreshes < 5 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    view.stop()
-    assert not view.running and view.refreshes >= 5
-    assert view.table.value.startswith("<table>")
+    with capture_output() as cap:
+        view = PsView(fetch, interval=0.05).start()
+        show(view)
+        deadline = time.monotonic() + 5
+        while view.refreshes < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        view.stop()
+    assert not view.running and view.refreshes >= 6
+    assert "m1:1b" in view.table.value and "<th" in view.table.value and "text-align:right" in view.table.value
     assert view.footer.value.startswith("stopped at")
     count = view.refreshes
     time.sleep(0.15)
     assert view.refreshes == count
+    first, *updates = cap.outputs
+    assert WIDGET_VIEW in first.data and "m0:1b" in first.data["text/html"]
+    assert first.data["text/plain"].splitlines()[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert "PsView(" not in first.data["text/plain"]
+    assert updates and all(u.update and u.transient == first.transient for u in updates)
+    assert len(updates) < view.refreshes  # sent only when the table changed
+    final = updates[-1].data
+    assert WIDGET_VIEW not in final  # stopped: the output is the static table alone
+    assert "m1:1b" in final["text/html"] and "stopped at" in final["text/plain"]
     view.close()
+
+
+def test_tool_inspector_output_holds_the_calls_as_text_kept_current(shell: InteractiveShell) -> None:
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    toolbox = ToolBox.of([add])
+    inspector = ToolCallInspector(toolbox)
+    with capture_output() as cap:
+        show(inspector)
+        card = inspector.add(toolbox.call("add", {"a": 1, "b": 2}))
+        card.arguments.value = '{"a": 40, "b": 2}'
+        card.rerun.click()
+        inspector.freeze()
+    first, *updates = cap.outputs
+    assert WIDGET_VIEW in first.data and first.data["text/plain"] == "tool calls (0)"
+    assert [WIDGET_VIEW in u.data for u in updates] == [True, True, False]  # added, re-run, frozen
+    assert all(u.update and u.transient == first.transient for u in updates)
+    added, rerun = updates[0].data, updates[1].data
+    assert '"a": 1' in added["text/plain"] and "result: 3" in added["text/plain"]
+    assert (
+        '"a": 40' in rerun["text/plain"] and "result: 42" in rerun["text/plain"] and "re-run 1×" in rerun["text/plain"]
+    )
+    assert "<pre>42</pre>" in rerun["text/html"] and "ToolCallInspector(" not in rerun["text/plain"]
+    assert updates[2].data["text/html"] == rerun["text/html"]
+    assert card.arguments.layout.width == "100%" and card.result.rows >= 2
+
+
+def test_pull_progress_and_stream_columns_carry_a_static_copy() -> None:
+    progress = PullProgress("smollm2:135m")
+    assert progress._repr_mimebundle_()["text/plain"] == "pulling smollm2:135m"
+    progress.feed(ProgressResponse(status="pulling manifest"))
+    progress.feed(ProgressResponse(status="pulling b1e2c3d4e5f6", digest="sha256:b1e2c3d4e5f6", total=10, completed=5))
+    bar = progress.layers["sha256:b1e2c3d4e5f6"].bar
+    assert bar.description == "pulling b1e2c3d4e5f6" and bar.style.description_width == "initial"
+    bundle = progress._repr_mimebundle_()
+    assert WIDGET_VIEW in bundle and bundle["text/plain"] == "pulling manifest\npulling b1e2c3d4e5f6...  50% 10 B"
 
 
 def _record(model: str, eval_tokens: int, eval_s: float, *, load_s: float = 0.5) -> TimingRecord:

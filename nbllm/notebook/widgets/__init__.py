@@ -13,6 +13,5 @@ except ImportError as exc:  # pragma: no cover - ipywidgets is a dependency; kep
 from nbllm.notebook.widgets.inspector import ToolCallInspector
 from nbllm.notebook.widgets.progress import PullProgress
 from nbllm.notebook.widgets.ps import PsView
-from nbllm.notebook.widgets.stream import StreamColumns
 
-__all__ = ["PsView", "PullProgress", "StreamColumns", "ToolCallInspector"]
+__all__ = ["PsView", "PullProgress", "ToolCallInspector"]

@@ -7,6 +7,7 @@ import time
 import ipywidgets as widgets
 
 from nbllm.humanize import human_bytes
+from nbllm.notebook.widgets._fallback import StaticFallback, escape
 from nbllm.schema import ProgressResponse
 
 __all__ = ["PullProgress"]
@@ -18,7 +19,9 @@ class _Layer:
         self.total = total
         self.completed = 0
         self.started = time.monotonic()
-        self.bar = widgets.IntProgress(value=0, min=0, max=max(total, 1), description=status[:24])
+        self.bar = widgets.IntProgress(
+            value=0, min=0, max=max(total, 1), description=status, style={"description_width": "initial"}
+        )
         self.label = widgets.Label("")
         self.row = widgets.HBox([self.bar, self.label])
 
@@ -36,8 +39,11 @@ class _Layer:
         return f"{self.status}... {pct:3d}% {human_bytes(self.total)}"
 
 
-class PullProgress(widgets.VBox):
-    """Progress of one pull: ``feed()`` it the server's progress events, in order."""
+class PullProgress(StaticFallback, widgets.VBox):
+    """Progress of one pull: ``feed()`` it the server's progress events, in order.
+
+    ``%pull`` replaces it by :meth:`text` when the pull ends; until then its output also holds that text.
+    """
 
     def __init__(self, model: str) -> None:
         self.model_name = model
@@ -70,3 +76,8 @@ class PullProgress(widgets.VBox):
     def text(self) -> str:
         """The pull as Ollama's CLI leaves it on screen, one line per step."""
         return "\n".join(self.layers[s].line() if s in self.layers else s for s in self.steps)
+
+    def fallback(self) -> tuple[str, str]:
+        """The steps so far (or what is being pulled), as HTML and as plain text."""
+        text = self.text() or f"pulling {self.model_name}"
+        return f"<pre>{escape(text)}</pre>", text
