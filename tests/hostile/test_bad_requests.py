@@ -63,13 +63,6 @@ def runtime(tmp_path: Path, home: Path) -> Iterator[Runtime]:
     rt.close()
 
 
-@pytest.fixture
-def server(runtime: Runtime) -> Iterator[BackgroundServer]:
-    srv = BackgroundServer(runtime, port=0).start()
-    yield srv
-    srv.stop()
-
-
 Send = Callable[..., requests.Response]
 
 

@@ -67,14 +67,6 @@ def runtime(tmp_path: Path, store_root: Path) -> Iterator[Runtime]:
     rt.close()
 
 
-@pytest.fixture
-def server(runtime: Runtime) -> Iterator[BackgroundServer]:
-    """A real server on a loopback port."""
-    srv = BackgroundServer(runtime, port=0).start()
-    yield srv
-    srv.stop()
-
-
 def _upload(url: str, data: bytes) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     resp = requests.post(f"{url}/api/blobs/{digest}", data=data, timeout=30)
