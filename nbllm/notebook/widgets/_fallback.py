@@ -10,6 +10,7 @@ output by the copy alone: :meth:`LiveFallback.freeze`.
 
 from __future__ import annotations
 
+import html
 import threading
 from typing import Any
 
@@ -26,7 +27,7 @@ def escape(text: str) -> str:
     >>> escape("<a & b>")
     '&lt;a &amp; b&gt;'
     """
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return html.escape(text, quote=False)
 
 
 class StaticFallback:
@@ -40,8 +41,8 @@ class StaticFallback:
         raise NotImplementedError
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        html, plain = self.fallback()
-        data: dict[str, Any] = {"text/html": html, "text/plain": plain}
+        page, plain = self.fallback()
+        data: dict[str, Any] = {"text/html": page, "text/plain": plain}
         if not self.frozen:
             view = super()._repr_mimebundle_()  # type: ignore[misc]
             if WIDGET_VIEW in view:
