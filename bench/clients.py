@@ -56,7 +56,10 @@ def _tokens_in(server: Server, line: str) -> tuple[int, dict[str, float] | None]
         data = json.loads(line)
         if data.get("done"):
             keys = ("prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration", "load_duration")
-            return 0, {k: float(data.get(k, 0)) for k in keys}
+            stats = {k: float(data.get(k, 0)) for k in keys}
+            # tokens evaluated (llama-server's prompt_n): the whole prompt less what came from the cache
+            stats["prompt_eval_count"] -= float(data.get("prompt_cached_count", 0))
+            return 0, stats
         return 1, None
     if not line.startswith("data: ") or line == "data: [DONE]":
         return 0, None

@@ -179,10 +179,15 @@ def _chat_five_turns(server: Server, *, ctx: int) -> dict[str, Any]:
     last = turns[-1]
     return {
         "cached_s": last["prompt_eval_duration"] / 1e9,
-        "cached_tokens": last["prompt_eval_count"],
+        "cached_tokens": _evaluated(last),
         "cold_s": cold["prompt_eval_duration"] / 1e9,
-        "cold_tokens": cold["prompt_eval_count"],
+        "cold_tokens": _evaluated(cold),
     }
+
+
+def _evaluated(answer: dict[str, Any]) -> int:
+    """Prompt tokens the server evaluated: the whole prompt less what it reused from its cache."""
+    return int(answer["prompt_eval_count"]) - int(answer.get("prompt_cached_count", 0))
 
 
 def raw_ceiling(peer: Peer, model: Path, *, n: int, runs: int, ctx: int, threads: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,14 @@ from tests.support.models import install_model
 from tests.support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the cross-process parts use flock")
+
+
+@pytest.fixture(autouse=True)
+def _spawnable_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spawned child reads ``__main__.__spec__``: an in-process IPython shell (the notebook tests) puts a
+    ``__main__`` without one in ``sys.modules``; None tells multiprocessing to leave the child's main alone."""
+    if not hasattr(sys.modules["__main__"], "__spec__"):
+        monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
 
 
 def _pin_and_wait(root: str, digest: str, pinned: Any, release: Any) -> None:
