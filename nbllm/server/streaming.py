@@ -28,10 +28,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Send
 
 from nbllm.engine import NoWait, Pending
+from nbllm.errors import Cancelled
 from nbllm.server.errors import error_line, error_response
 
 __all__ = ["ClientLeft", "Feed", "FeedResponse", "collected_response", "ndjson_response", "single_response", "watched"]
@@ -350,7 +351,7 @@ async def watched(receive: Receive | None, feed: Feed, work: Coroutine[Any, Any,
 
 def _left() -> Response:
     """What a request whose client left gets (Ollama's 499; nobody reads it, the access log does)."""
-    return JSONResponse({"error": "request canceled"}, status_code=499)
+    return error_response(Cancelled("request canceled"))
 
 
 async def ndjson_response(
