@@ -22,6 +22,7 @@ LAYERS = {
     "store": 1,
     "engine": 1,
     "prompt": 1,
+    "remote": 2,
     "scheduler": 2,
     "runtime": 2,
     "placement": 2,
@@ -45,8 +46,8 @@ QUARANTINE = {
     "IPython": ("notebook/",),
     "ipywidgets": ("notebook/",),
     "traitlets": ("notebook/",),
-    "httpx": ("client.py", "store/pull.py", "store/registry.py", "store/transfer.py"),
-    "huggingface_hub": ("store/hf.py",),
+    "httpx": ("client.py", "remote/"),
+    "huggingface_hub": ("remote/hf.py",),
 }
 
 
@@ -106,3 +107,28 @@ def test_size_limits(path: Path) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = (node.end_lineno or node.lineno) - node.lineno + 1
             assert length <= 100, f"{path.name}:{node.name} is {length} lines (hard cap 100)"
+
+
+# --- the store is pure, network code lives in nbllm.remote (issue #22 item 2) -------------------
+HTTP_CLIENTS = ("httpx", "urllib.request", "requests", "http.client", "huggingface_hub", "urllib3", "aiohttp")
+REMOTE_MAY_USE = {"remote", "store"} | {name for name, layer in LAYERS.items() if layer == 0}
+
+
+def test_store_is_offline_and_remote_sits_between_store_and_service() -> None:
+    """``nbllm.store`` imports no HTTP client (nor ``nbllm.remote``); ``nbllm.remote`` builds on the
+    store and the base layer only, and only service-layer modules and edges use it."""
+    store_offenders, remote_offenders, users = [], [], set()
+    for path in _modules():
+        rel = str(path.relative_to(PKG))
+        for name in _imports(path):
+            if rel.startswith("store/") and (name.startswith(HTTP_CLIENTS) or name.startswith("nbllm.remote")):
+                store_offenders.append(f"{rel}: {name}")
+            parts = name.split(".")
+            if rel.startswith("remote/") and parts[0] == "nbllm" and parts[1:2] and parts[1] not in REMOTE_MAY_USE:
+                remote_offenders.append(f"{rel}: {name}")
+            if name.startswith("nbllm.remote") and not rel.startswith("remote/"):
+                users.add(rel.split("/")[0])
+    assert store_offenders == []
+    assert remote_offenders == []
+    assert all(LAYERS[user.removesuffix(".py")] >= LAYERS["remote"] for user in users), users
+    assert LAYERS["store"] < LAYERS["remote"] <= LAYERS["service"]

@@ -41,9 +41,9 @@ class _UploadLine:
 @click.option("-q", "--quantize", default=None, help="Quantize model to this level (e.g. q4_0)")
 def create(model: str, modelfile: str | None, quantize: str | None) -> None:
     """Create a model from a Modelfile."""
+    from nbllm.remote.modelfile_request import prepare_create
     from nbllm.store import ModelName
     from nbllm.store.modelfile import parse_modelfile
-    from nbllm.store.modelfile_request import prepare_create
 
     try:
         ModelName.parse(model)  # a bad name fails before any upload

@@ -6,7 +6,7 @@ from typing import Any
 
 from nbllm.duration import parse_keep_alive
 from nbllm.engine import LoadSpec
-from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound
+from nbllm.errors import InvalidRequest, ModelNotFound
 from nbllm.options import Options, parse_api_options, parse_parameter
 from nbllm.runtime import Runtime
 from nbllm.schema import ModelDetails
@@ -21,6 +21,7 @@ __all__ = [
     "keep_alive_of",
     "load_spec",
     "model_options",
+    "parse_model_name",
     "resolve_model",
 ]
 
@@ -31,15 +32,17 @@ AUTO_PARALLEL = 4
 """Slots per model when OLLAMA_NUM_PARALLEL is unset and memory allows (else 1)."""
 
 
-def resolve_model(rt: Runtime, name: str) -> LocalModel:
-    """The stored model a request names: 400 for a missing or bad name, 404 for an unknown one."""
+def parse_model_name(name: str | None) -> ModelName:
+    """The one parser of a name a request gives: ``model is required`` when empty, else
+    :meth:`ModelName.parse` (whose ``InvalidModelName`` says what is wrong with it); both are 400s."""
     if not name:
         raise InvalidRequest("model is required")
-    try:
-        parsed = ModelName.parse(name)
-    except InvalidModelName:
-        raise InvalidModelName(f"invalid model name '{name}'") from None
-    model = rt.store.find(parsed)
+    return ModelName.parse(name)
+
+
+def resolve_model(rt: Runtime, name: str) -> LocalModel:
+    """The stored model a request names: 400 for a missing or bad name, 404 for an unknown one."""
+    model = rt.store.find(parse_model_name(name))
     if model is None:
         raise ModelNotFound(name)
     if model.problems:  # listed, shown and removable, but not run on half of its settings

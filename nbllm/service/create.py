@@ -17,10 +17,11 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound, TemplateError
+from nbllm.errors import InvalidRequest, ModelNotFound, TemplateError
 from nbllm.options import parse_api_options
 from nbllm.runtime import Runtime
 from nbllm.schema import CreateRequest, ProgressResponse
+from nbllm.service.common import parse_model_name
 from nbllm.service.layers import (
     Built,
     Workspace,
@@ -74,22 +75,14 @@ def _normalized(files: dict[str, str] | None) -> dict[str, str]:
 
 def _validate(rt: Runtime, req: CreateRequest, pin: Pin) -> _Plan:
     """The checked request; the blobs it names are pinned (a concurrent delete keeps them)."""
-    if not req.model:
-        raise InvalidRequest("model is required")
-    try:
-        name = ModelName.parse(req.model)
-    except InvalidModelName:
-        raise InvalidModelName(f"invalid model name '{req.model}'") from None
+    name = parse_model_name(req.model)
     files = _normalized(req.files)
     adapters = _normalized(req.adapters)
     base = None
     if req.from_ and (digest := _DIGEST.fullmatch(req.from_.strip())):
         files = {f"sha256-{digest.group(1)}": f"sha256:{digest.group(1)}"}  # FROM a blob: a file of its own
     elif req.from_:
-        try:
-            base = rt.store.claim(req.from_, pin)
-        except InvalidModelName:
-            raise InvalidModelName(f"invalid model name '{req.from_}'") from None
+        base = rt.store.claim(parse_model_name(req.from_), pin)
         if base is None:
             raise ModelNotFound(req.from_)
     elif not files:

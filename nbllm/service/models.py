@@ -21,7 +21,7 @@ from nbllm.schema import (
     ShowResponse,
     format_timestamp,
 )
-from nbllm.service.common import details_of
+from nbllm.service.common import details_of, parse_model_name
 from nbllm.service.prompts import capabilities
 from nbllm.store import ModelName
 from nbllm.store.modelfile import format_parameters, render_modelfile
@@ -48,12 +48,7 @@ def list_models(rt: Runtime) -> ListResponse:
 
 def show(rt: Runtime, req: ShowRequest) -> ShowResponse:
     """``/api/show``: template, parameters, Modelfile, GGUF metadata and capabilities of a model."""
-    if not req.model:
-        raise InvalidRequest("model is required")
-    try:
-        model = rt.store.find(ModelName.parse(req.model))
-    except InvalidModelName:
-        raise InvalidModelName(f"invalid model name '{req.model}'") from None
+    model = rt.store.find(parse_model_name(req.model))
     if model is None:
         raise ModelNotFound(req.model)
     info = rt.store.gguf(model, verbose=req.verbose) if model.model_path else None
@@ -143,18 +138,13 @@ def pull(rt: Runtime, req: PullRequest) -> Iterator[ProgressResponse]:
     """
     from nbllm.store.catalog import find_entry
 
-    if not req.model:
-        raise InvalidRequest("model is required")
-    try:
-        name = ModelName.parse(req.model)
-    except InvalidModelName:
-        raise InvalidModelName(f"invalid model name '{req.model}'") from None
+    name = parse_model_name(req.model)
     if find_entry(name) is None:
         from nbllm.service.registry import pull_remote
 
         yield from pull_remote(rt, name, insecure=req.insecure)
         return
-    from nbllm.store.pull import PackageIndexClient, pull_model  # network code only when pulling
+    from nbllm.remote.pull import PackageIndexClient, pull_model  # network code only when pulling
 
     with PackageIndexClient(rt.index_config()) as index:
         yield from pull_model(rt.store, name, index, prune=not rt.settings.noprune)

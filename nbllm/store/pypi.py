@@ -1,6 +1,6 @@
 """Python package indexes: pip's configuration, and the simple repository API (PEP 503 / PEP 691).
 
-Pure parsing; the network side is in :mod:`nbllm.store.pull`.
+Pure parsing; the network side is in :mod:`nbllm.remote.pull`.
 """
 
 from __future__ import annotations

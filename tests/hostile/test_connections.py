@@ -37,10 +37,10 @@ import pytest
 from nbllm.config import Settings
 from nbllm.engine.fake import FakeEngineFactory
 from nbllm.errors import PullError
+from nbllm.remote.pull import PackageIndexClient
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer
 from nbllm.store import ModelStore
-from nbllm.store.pull import PackageIndexClient
 from nbllm.store.pypi import DistFile, IndexConfig
 from tests.conftest import CHATML
 from tests.support.models import install_model

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from nbllm.errors import InvalidOption, InvalidRequest
+from nbllm.remote.modelfile_request import model_files, prepare_create, relative_names
 from nbllm.store.digest import digest_file
 from nbllm.store.modelfile import Command, Modelfile, parse_modelfile, quote_value
-from nbllm.store.modelfile_request import model_files, prepare_create, relative_names
 
 FULL = '''# a comment
 FROM llama3.2:1b

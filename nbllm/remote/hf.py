@@ -28,13 +28,13 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 
 from nbllm._version import __version__
 from nbllm.errors import NbllmError, PullError
+from nbllm.remote.registry import RegistryClient
+from nbllm.remote.transfer import BlobFetch, fetch_blobs
 from nbllm.schema import ProgressResponse
 from nbllm.store.gguf import read_gguf
 from nbllm.store.local import ModelStore
 from nbllm.store.manifests import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Layer
 from nbllm.store.names import DEFAULT_TAG, ModelName
-from nbllm.store.registry import RegistryClient
-from nbllm.store.transfer import BlobFetch, fetch_blobs
 
 __all__ = ["HF_HOSTS", "HubFile", "HubOptions", "is_hf_name", "pull_hf_model", "quant_of", "select_gguf"]
 

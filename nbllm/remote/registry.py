@@ -1,7 +1,7 @@
 """Ollama's registry protocol (Docker Registry v2, as ``registry.ollama.ai`` serves it): pull and push.
 
 Pull: ``GET /v2/<ns>/<model>/manifests/<tag>``, then every layer not already in the store from
-``/v2/<ns>/<model>/blobs/<digest>``, several at once, resumable and verified (``store.transfer``);
+``/v2/<ns>/<model>/blobs/<digest>``, several at once, resumable and verified (``remote.transfer``);
 the manifest is written only when every blob is in place, so a model is never half visible.
 
 Push: ``HEAD`` each blob (present: skipped), else ``POST .../blobs/uploads/``, ``PATCH`` the bytes,
@@ -27,13 +27,13 @@ import httpx
 
 from nbllm._version import __version__
 from nbllm.errors import InvalidRequest, ModelNotFound, NbllmError, PullError, RegistryUnreachable, StoreError
+from nbllm.remote.transfer import STALL_TIMEOUT, BlobFetch, describe_error, fetch_blobs, follow
 from nbllm.schema import ProgressResponse
 from nbllm.store.digest import normalize_digest
 from nbllm.store.layer_contents import manifest_problems
 from nbllm.store.local import ModelStore
 from nbllm.store.manifests import MEDIA_MANIFEST, Layer, Manifest
 from nbllm.store.names import ModelName
-from nbllm.store.transfer import STALL_TIMEOUT, BlobFetch, describe_error, fetch_blobs, follow
 
 __all__ = ["RegistryClient", "pull_model", "push_model"]
 
