@@ -44,16 +44,39 @@ from nbllm.schema import (
     VersionResponse,
 )
 
-__all__ = ["BaseClient", "Client", "LocalClient", "error_for_status"]
+__all__ = ["BaseClient", "Client", "LocalClient", "error_for_status", "stream_error"]
 
 R = TypeVar("R", bound=BaseModel)
 
-_BY_STATUS: dict[int, type[NbllmError]] = {400: InvalidRequest, 404: NotFound, 499: Cancelled, 503: ServerBusy}
+_BY_STATUS: dict[int, type[NbllmError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    429: ServerBusy,
+    499: Cancelled,
+    502: ServerUnreachable,
+    503: ServerBusy,
+}
 
 
 def error_for_status(status: int, message: str) -> NbllmError:
-    """The nbllm error for an HTTP error answer (the inverse of the server's table)."""
-    return _BY_STATUS.get(status, NbllmError)(message)
+    """The nbllm error for an HTTP error answer, its status kept as ``status_code`` (the inverse of the
+    server's table, ``nbllm.server.errors.STATUS``; any other 4xx is an InvalidRequest, the rest NbllmError).
+
+    >>> exc = error_for_status(413, "request body too large")
+    >>> type(exc).__name__, exc.status_code
+    ('InvalidRequest', 413)
+    """
+    cls = _BY_STATUS.get(status) or (InvalidRequest if 400 <= status < 500 else NbllmError)
+    exc = cls(message)
+    exc.status_code = status
+    return exc
+
+
+def stream_error(data: dict[str, Any]) -> NbllmError:
+    """The error of a line ``{"error": ..., "status": ...}`` that ends a stream after it started: the status
+    it would have had before the first byte, as Ollama writes it; a line without one is a server failure (500)."""
+    status = data.get("status")
+    return error_for_status(status if isinstance(status, int) and 400 <= status < 600 else 500, str(data["error"]))
 
 
 class BaseClient(abc.ABC):
@@ -231,8 +254,8 @@ class Client(BaseClient):
                     if not line.strip():
                         continue
                     data = json.loads(line)
-                    if "error" in data:
-                        raise NbllmError(str(data["error"]))
+                    if isinstance(data, dict) and "error" in data:
+                        raise stream_error(data)
                     yield cls.model_validate(data)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
@@ -393,9 +416,11 @@ class LocalClient(BaseClient):
 
     def has_blob(self, digest: str) -> bool:
         """Whether the store holds the blob."""
-        from nbllm.store.digest import normalize_digest
+        from nbllm.service import blobs
 
-        return bool(self.runtime.store.blobs.has(normalize_digest(digest)))
+        return blobs.has_blob(self.runtime, digest)
 
     def _put_blob(self, chunks: Iterator[bytes], digest: str, size: int) -> None:
-        self.runtime.store.blobs.put_stream(chunks, expected=digest)
+        from nbllm.service import blobs
+
+        blobs.put_blob(self.runtime, chunks, digest)

@@ -58,6 +58,9 @@ __all__ = [
 class NbllmError(Exception):
     """Base class of every error nbllm raises on purpose."""
 
+    status_code: int | None = None
+    """The HTTP status a client received this error with (``nbllm.client``); None when raised in-process."""
+
     @property
     def message(self) -> str:
         """The human-readable message (what Ollama puts in ``{"error": ...}``)."""

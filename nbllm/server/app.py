@@ -17,7 +17,7 @@ from starlette.routing import Match
 from nbllm.errors import InvalidRequest, NbllmError
 from nbllm.runtime import Runtime
 from nbllm.server import metrics, routes_blobs, routes_generate, routes_models, routes_openai, routes_registry
-from nbllm.server.errors import ErrorJSONResponse, handle_nbllm_error, openai_error_response
+from nbllm.server.errors import handle_nbllm_error, render_error
 from nbllm.server.openapi import install_openapi
 from nbllm.server.security import SecurityMiddleware
 
@@ -46,20 +46,13 @@ def describe_validation_error(errors: list[dict[str, Any]]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    message = describe_validation_error(list(exc.errors()))
-    if request.url.path.startswith("/v1/"):
-        return openai_error_response(InvalidRequest(message))
-    return ErrorJSONResponse({"error": message}, status_code=400)
+    return render_error(request.url.path, InvalidRequest(describe_validation_error(list(exc.errors()))))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: "404 page not found", 405: "405 method not allowed"}.get(exc.status_code, str(exc.detail))
-    if request.url.path.startswith("/v1/"):  # OpenAI's error shape, as for every other /v1 error
-        kind = {400: "invalid_request_error", 404: "not_found_error"}.get(exc.status_code, "api_error")
-        error = {"message": message, "type": kind, "param": None, "code": None}
-        return ErrorJSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
-    return ErrorJSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+    return render_error(request.url.path, NbllmError(message), status=exc.status_code, headers=exc.headers)
 
 
 class JSONBodies:

@@ -1,11 +1,19 @@
-"""The one table from nbllm's errors to HTTP status codes, and the ``{"error": ...}`` renderer."""
+"""The one table from nbllm's errors to HTTP status codes, and the one renderer of every error body.
+
+A body takes the shape of the API family its path belongs to (:func:`family_of`): Ollama's
+``{"error": message}`` under ``/api`` (and everywhere else), OpenAI's ``{"error": {"message", "type",
+"param", "code"}}`` under ``/v1``, the registry protocol's ``{"errors": [{"code", "message", "detail"}]}``
+under ``/v2``. Exception handlers, the routing errors, the security middleware and the routes all
+build their bodies here.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,15 +32,23 @@ from nbllm.errors import (
     StoreError,
     TemplateError,
 )
+from nbllm.service.distribution import RegistryRefusal
 
 __all__ = [
+    "REGISTRY_HEADERS",
     "STATUS",
     "ErrorJSONResponse",
+    "Family",
+    "error_body",
+    "error_bytes",
     "error_line",
     "error_response",
+    "family_of",
     "handle_nbllm_error",
+    "message_for",
     "openai_error_body",
     "openai_error_response",
+    "render_error",
     "status_for",
 ]
 
@@ -85,38 +101,92 @@ def message_for(exc: BaseException) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def error_response(exc: BaseException) -> Response:
-    """``{"error": message}`` with the mapped status."""
-    status = status_for(exc)
+Family = Literal["ollama", "openai", "registry"]
+"""The API families, each with its own error shape."""
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+}
+_OPENAI_CODES = {401: "invalid_api_key"}
+# the registry protocol's codes (distribution's errcode and spec), when the error carries none of its own
+REGISTRY_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+"""Sent with every registry protocol answer, errors included."""
+_REGISTRY_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "UNSUPPORTED", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
+
+
+def family_of(path: str) -> Family:
+    """The API family of a request path.
+
+    >>> family_of("/api/chat"), family_of("/v1/models"), family_of("/v2/library/m/tags/list"), family_of("/")
+    ('ollama', 'openai', 'registry', 'ollama')
+    """
+    if path.startswith("/v1/"):
+        return "openai"
+    if path.startswith("/v2/"):
+        return "registry"
+    return "ollama"
+
+
+def error_body(
+    family: Family, status: int, message: str, *, code: str | None = None, detail: Any = None
+) -> dict[str, Any]:
+    """The error body of ``family``; ``code`` and ``detail`` are the registry protocol's (``/v2``) own."""
+    if family == "openai":
+        kind = _OPENAI_TYPES.get(status, "api_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": _OPENAI_CODES.get(status)}}
+    if family == "registry":
+        code = code or _REGISTRY_CODES.get(status, "UNKNOWN")
+        return {"errors": [{"code": code, "message": message, "detail": detail}]}
+    return {"error": message}
+
+
+def render_error(
+    path: str, exc: BaseException, *, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The response to a failed request: the mapped status (or ``status``), the body of the path's family."""
+    status = status_for(exc) if status is None else status
     if status >= 500:
         log.error("request failed: %s", message_for(exc), exc_info=not isinstance(exc, NbllmError))
-    return ErrorJSONResponse({"error": message_for(exc)}, status_code=status)
+    code, detail = (exc.code, exc.detail) if isinstance(exc, RegistryRefusal) else (None, None)
+    family = family_of(path)
+    body = error_body(family, status, message_for(exc), code=code, detail=detail)
+    if family == "registry":
+        headers = {**REGISTRY_HEADERS, **(headers or {})}
+    return ErrorJSONResponse(body, status_code=status, headers=headers)
+
+
+def error_bytes(path: str, status: int, message: str) -> bytes:
+    """An error body as bytes, for the middleware that answers below the routes."""
+    return bytes(ErrorJSONResponse(error_body(family_of(path), status, message)).body)
+
+
+def error_response(exc: BaseException) -> Response:
+    """Ollama's ``{"error": message}`` with the mapped status."""
+    return render_error("/api", exc)
 
 
 def error_line(exc: BaseException) -> str:
-    """A failure after the stream started: one last NDJSON line (ollama-python raises on it)."""
-    if status_for(exc) >= 500:
+    """A failure after the stream started: one last NDJSON line with the status it would have had, as
+    Ollama writes it (``{"error": ..., "status": ...}``; ollama-python raises on it)."""
+    status = status_for(exc)
+    if status >= 500:
         log.error("stream failed: %s", message_for(exc), exc_info=not isinstance(exc, NbllmError))
-    return json.dumps({"error": message_for(exc)}) + "\n"
+    return json.dumps({"error": message_for(exc), "status": status}) + "\n"
 
 
 async def handle_nbllm_error(request: Request, exc: Exception) -> Response:
     """Starlette exception handler for NbllmError (and anything else that escapes a route)."""
-    return error_response(exc)
-
-
-_OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+    return render_error(request.url.path, exc)
 
 
 def openai_error_body(exc: BaseException) -> dict[str, object]:
     """OpenAI's error object for an exception (``/v1`` routes)."""
-    status = status_for(exc)
-    kind = _OPENAI_TYPES.get(status, "api_error")
-    return {"error": {"message": message_for(exc), "type": kind, "param": None, "code": None}}
+    return error_body("openai", status_for(exc), message_for(exc))
 
 
 def openai_error_response(exc: BaseException) -> Response:
     """An OpenAI-shaped error with the mapped status."""
-    if status_for(exc) >= 500:
-        log.error("request failed: %s", message_for(exc), exc_info=not isinstance(exc, NbllmError))
-    return ErrorJSONResponse(openai_error_body(exc), status_code=status_for(exc))
+    return render_error("/v1/", exc)

@@ -10,11 +10,9 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from nbllm.errors import BlobNotFound, NbllmError
 from nbllm.runtime import Runtime
-from nbllm.server.errors import error_response
+from nbllm.service import blobs
 from nbllm.store.blobs import BlobWriter
-from nbllm.store.digest import normalize_digest
 
 __all__ = ["router"]
 
@@ -30,26 +28,16 @@ def _rt(request: Request) -> Runtime:
 @router.head("/api/blobs/{digest}")
 async def head_blob(digest: str, request: Request) -> Response:
     """200 if the blob is here, 404 if not, 400 for a malformed digest."""
-    try:
-        wanted = normalize_digest(digest)
-        if not _rt(request).store.blobs.has(wanted):
-            raise BlobNotFound(digest)
-    except NbllmError as exc:
-        return error_response(exc)
+    await run_in_threadpool(blobs.require_blob, _rt(request), digest)
     return Response(status_code=200)
 
 
 @router.post("/api/blobs/{digest}", status_code=201)
 async def create_blob(digest: str, request: Request) -> Response:
     """Store the raw body as the blob ``digest``: 201 when stored, 200 when it was already here."""
-    try:
-        wanted = normalize_digest(digest)
-    except NbllmError as exc:
-        return error_response(exc)
-    blobs = _rt(request).store.blobs
-    if blobs.has(wanted):
+    writer: BlobWriter | None = await run_in_threadpool(blobs.blob_writer, _rt(request), digest)
+    if writer is None:
         return Response(status_code=200)
-    writer: BlobWriter = await run_in_threadpool(blobs.writer, wanted)
     pending = bytearray()
     try:
         async for chunk in request.stream():
@@ -59,8 +47,6 @@ async def create_blob(digest: str, request: Request) -> Response:
                 pending.clear()
         await run_in_threadpool(writer.write, bytes(pending))
         await run_in_threadpool(writer.commit)
-    except NbllmError as exc:
-        return error_response(exc)
     finally:
         if writer.digest is None:
             await run_in_threadpool(writer.abort)

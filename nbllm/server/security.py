@@ -23,10 +23,11 @@ from __future__ import annotations
 import functools
 import hmac
 import ipaddress
-import json
 import socket
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from nbllm.server.errors import error_bytes
 
 __all__ = [
     "ALLOWED_HEADERS",
@@ -302,22 +303,11 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def _error_body(path: str, message: str, *, registry_code: str, openai_code: str | None = None) -> bytes:
-    """The error shape of the API family the path belongs to: Ollama's, OpenAI's or the registry's."""
-    if path.startswith("/v1/"):
-        error = {"message": message, "type": "invalid_request_error", "param": None, "code": openai_code}
-        return json.dumps({"error": error}).encode()
-    if path.startswith("/v2/"):
-        return json.dumps({"errors": [{"code": registry_code, "message": message, "detail": None}]}).encode()
-    return json.dumps({"error": message}).encode()
-
-
 async def _deny(send: Send, path: str) -> None:
     message = "unauthorized: this server requires an API key (send 'Authorization: Bearer <NBLLM_API_KEY>')"
-    body = _error_body(path, message, registry_code="UNAUTHORIZED", openai_code="invalid_api_key")
-    await _respond(send, 401, body, headers=[(b"www-authenticate", b'Bearer realm="nbllm"')])
+    await _respond(send, 401, error_bytes(path, 401, message), headers=[(b"www-authenticate", b'Bearer realm="nbllm"')])
 
 
 async def _too_large(send: Send, path: str, limit: int) -> None:
     message = f"request body too large: the limit is {limit} bytes (raise NBLLM_MAX_REQUEST_SIZE to allow more)"
-    await _respond(send, 413, _error_body(path, message, registry_code="SIZE_INVALID"))
+    await _respond(send, 413, error_bytes(path, 413, message))
