@@ -132,3 +132,49 @@ def test_store_is_offline_and_remote_sits_between_store_and_service() -> None:
     assert remote_offenders == []
     assert all(LAYERS[user.removesuffix(".py")] >= LAYERS["remote"] for user in users), users
     assert LAYERS["store"] < LAYERS["remote"] <= LAYERS["service"]
+
+
+def _module_name(path: Path) -> str:
+    name = ".".join(("nbllm", *path.relative_to(PKG).with_suffix("").parts))
+    return name.removesuffix(".__init__")
+
+
+def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules a module imports when it runs, function-level imports included (not TYPE_CHECKING's);
+    ``from package import module`` is an import of the module, not of the package's ``__init__``."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                inner = f"{node.module}.{alias.name}"
+                found.add(inner if inner in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """No two modules import each other, directly or around a loop (issue #22 item 5: cli/session <-> cli/slash)."""
+    modules = {_module_name(p): p for p in _modules()}
+    graph = {n: {m for m in _runtime_imports(p, set(modules)) if m in modules and m != n} for n, p in modules.items()}
+    cycles = []
+    for start in graph:  # a path from a module's imports back to itself
+        seen, todo = set(), list(graph[start])
+        while todo:
+            name = todo.pop()
+            if name == start:
+                cycles.append(start)
+                break
+            if name not in seen:
+                seen.add(name)
+                todo.extend(graph[name])
+    assert cycles == []

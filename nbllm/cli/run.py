@@ -42,7 +42,8 @@ def run(
     model: str, prompt: tuple[str, ...], fmt: str | None, keepalive: str | None, think: str | None, **flags: bool
 ) -> None:
     """Run a model."""
-    from nbllm.cli.session import RunOptions, generate_once, keep_alive_value, load_model, think_value
+    from nbllm.cli.session import keep_alive_value, think_value
+    from nbllm.cli.turn import RunOptions, generate_once, load_model
     from nbllm.config import Settings
 
     settings = Settings.from_env()
@@ -66,7 +67,8 @@ def run(
         return
     from nbllm.cli.lineeditor import LineReader
     from nbllm.cli.session import Session
+    from nbllm.cli.slash import dispatch
 
     load_model(client, opts)
     reader = LineReader(settings.home / "history", history=not settings.nohistory)
-    Session(client, opts, reader).run(info)
+    Session(client, opts, reader, dispatch).run(info)

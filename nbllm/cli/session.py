@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import click
 
-from nbllm.cli.answer import Answer, AnswerWriter, print_summary, stream_answer
-from nbllm.cli.progress import Spinner
+from nbllm.cli.answer import AnswerWriter
+from nbllm.cli.turn import RunOptions, chat_turn
 from nbllm.client import BaseClient
 from nbllm.duration import parse_keep_alive
 from nbllm.errors import InvalidRequest, NbllmError
-from nbllm.schema import ChatRequest, GenerateRequest, Message, ShowResponse
+from nbllm.schema import Message, ShowResponse
 
-__all__ = [
-    "LineSource",
-    "RunOptions",
-    "Session",
-    "chat_turn",
-    "generate_once",
-    "keep_alive_value",
-    "load_model",
-    "think_value",
-]
+__all__ = ["Dispatch", "LineSource", "Session", "keep_alive_value", "think_value"]
 
 _THINK_LEVELS = ("high", "medium", "low", "max")
 
@@ -64,79 +53,6 @@ def keep_alive_value(text: str | None) -> str | float | None:
         return text.strip()
 
 
-@dataclass
-class RunOptions:
-    """The flags of ``run`` and the state a session changes with ``/set``, ``/load`` and ``/clear``."""
-
-    model: str
-    format: str | None = None
-    keep_alive: str | float | None = None
-    wordwrap: bool = True
-    verbose: bool = False
-    think: bool | str | None = None
-    hide_thinking: bool = False
-    system: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    messages: list[Message] = field(default_factory=list)
-    loaded_messages: list[Message] = field(default_factory=list)
-
-    def format_value(self) -> str | dict[str, Any] | None:
-        """``json`` or a JSON schema given as text."""
-        if not self.format or self.format == "json":
-            return self.format or None
-        try:
-            value = json.loads(self.format)
-        except ValueError:
-            raise InvalidRequest(f"invalid format {self.format!r}: use json or a JSON schema") from None
-        if not isinstance(value, dict):
-            raise InvalidRequest("format must be json or a JSON schema object")
-        return value
-
-
-def load_model(client: BaseClient, opts: RunOptions) -> None:
-    """Load the model before the first prompt (an empty request), with a spinner."""
-    with Spinner():
-        for _ in client.generate(GenerateRequest(model=opts.model, keep_alive=opts.keep_alive, think=opts.think)):
-            pass
-
-
-def generate_once(client: BaseClient, opts: RunOptions, prompt: str) -> None:
-    """Answer one prompt, streaming, then the ``--verbose`` timings on stderr."""
-    req = GenerateRequest(
-        model=opts.model,
-        prompt=prompt,
-        format=opts.format_value(),
-        keep_alive=opts.keep_alive,
-        think=opts.think,
-        options=opts.options or None,
-        system=opts.system,
-    )
-    answer = stream_answer(client.generate(req), AnswerWriter(wordwrap=opts.wordwrap, hide_thinking=opts.hide_thinking))
-    if prompt and not answer.cancelled:
-        sys.stdout.write("\n\n" if sys.stdout.isatty() else "\n")
-        sys.stdout.flush()
-    if opts.verbose and answer.final is not None:
-        print_summary(answer.final)
-
-
-def chat_turn(client: BaseClient, opts: RunOptions) -> Answer:
-    """Send the session's messages, print the answer; Ctrl-C stops it."""
-    req = ChatRequest(
-        model=opts.model,
-        messages=list(opts.messages),
-        format=opts.format_value(),
-        keep_alive=opts.keep_alive,
-        think=opts.think,
-        options=opts.options or None,
-    )
-    answer = stream_answer(client.chat(req), AnswerWriter(wordwrap=opts.wordwrap, hide_thinking=opts.hide_thinking))
-    sys.stdout.write("\n\n")
-    sys.stdout.flush()
-    if opts.verbose and answer.final is not None:
-        print_summary(answer.final)
-    return answer
-
-
 class LineSource(Protocol):
     """Where the REPL's lines come from (the prompt_toolkit reader, or a script in tests)."""
 
@@ -147,18 +63,21 @@ class LineSource(Protocol):
         """Keep or stop keeping history."""
 
 
-class Session:
-    """The ``>>>`` loop: messages go to the model, ``/`` commands change the session."""
+Dispatch = Callable[["Session", str], bool]
+"""Runs a ``/`` command line on a session; False ends it (``cli.slash.dispatch``)."""
 
-    def __init__(self, client: BaseClient, opts: RunOptions, reader: LineSource) -> None:
+
+class Session:
+    """The ``>>>`` loop: messages go to the model, ``/`` commands go to ``dispatch``."""
+
+    def __init__(self, client: BaseClient, opts: RunOptions, reader: LineSource, dispatch: Dispatch) -> None:
         self.client = client
         self.opts = opts
         self.reader = reader
+        self.dispatch = dispatch
 
     def run(self, info: ShowResponse | None = None) -> None:
         """Chat until ``/bye``, ``/exit`` or Ctrl-D."""
-        from nbllm.cli.slash import dispatch
-
         self._replay(info)
         while True:
             try:
@@ -170,7 +89,7 @@ class Session:
                 click.echo("\nUse Ctrl + d or /bye to exit.")
                 continue
             if is_command:
-                if not dispatch(self, text):
+                if not self.dispatch(self, text):
                     return
             elif text:
                 self.send(text)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from nbllm.cli.turn import load_model
 from nbllm.errors import InvalidOption, NbllmError, NotFound
 from nbllm.schema import CreateRequest, Message
 
@@ -224,7 +225,6 @@ def _show(session: Session, args: list[str]) -> bool:
 
 
 def _load(session: Session, args: list[str]) -> bool:
-    from nbllm.cli.session import load_model
 
     if len(args) != 1:
         click.echo("Usage:\n  /load <modelname>")

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from nbllm.cli.session import RunOptions, Session
+from nbllm.cli.session import Session
+from nbllm.cli.slash import dispatch
+from nbllm.cli.turn import RunOptions
 from nbllm.client import LocalClient
 from nbllm.engine.fake import FakeEngineFactory
 from nbllm.runtime import Runtime
@@ -39,7 +41,7 @@ def client(fake_runtime: Runtime) -> Iterator[LocalClient]:
 
 def _run(client: LocalClient, *lines: str | type[BaseException]) -> tuple[Session, ScriptedReader]:
     reader = ScriptedReader(*lines)
-    session = Session(client, RunOptions(model="tiny", wordwrap=False), reader)
+    session = Session(client, RunOptions(model="tiny", wordwrap=False), reader, dispatch)
     session.run()
     return session, reader
 
