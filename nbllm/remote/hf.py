@@ -9,7 +9,7 @@ repository become layers, as the Hub's own registry does.
 huggingface_hub lists the repository (with each file's sha256), builds the download URLs for
 ``HF_ENDPOINT``, adds ``HF_TOKEN`` (both read by huggingface_hub itself) and finds files already in
 the local Hugging Face cache, which are copied in, verified, without downloading anything. Other
-files are downloaded by nbllm's resumable, verified blob fetcher (``store.transfer``): recent
+files are downloaded by nbllm's resumable, verified blob fetcher (``remote.transfer``): recent
 huggingface_hub releases no longer resume a download after the process dies, and a model pull must.
 """
 
@@ -32,11 +32,21 @@ from nbllm.remote.registry import RegistryClient
 from nbllm.remote.transfer import BlobFetch, fetch_blobs
 from nbllm.schema import ProgressResponse
 from nbllm.store.gguf import read_gguf
+from nbllm.store.hub_library import HubEntry
 from nbllm.store.local import ModelStore
 from nbllm.store.manifests import MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Layer
 from nbllm.store.names import DEFAULT_TAG, ModelName
 
-__all__ = ["HF_HOSTS", "HubFile", "HubOptions", "is_hf_name", "pull_hf_model", "quant_of", "select_gguf"]
+__all__ = [
+    "HF_HOSTS",
+    "HubFile",
+    "HubOptions",
+    "is_hf_name",
+    "pull_hf_model",
+    "pull_hub_entry",
+    "quant_of",
+    "select_gguf",
+]
 
 log = logging.getLogger(__name__)
 
@@ -219,22 +229,29 @@ def pull_hf_model(
     *,
     hub: HubOptions | None = None,
     prune: bool = True,
+    source: ModelName | None = None,
+    layers: Sequence[tuple[str, str]] | None = None,
 ) -> Iterator[ProgressResponse]:
-    """Pull a GGUF from a Hugging Face repository, yielding Ollama's statuses."""
+    """Pull a GGUF from a Hugging Face repository into the store as ``name``, yielding Ollama's statuses.
+
+    ``source`` is the ``hf.co/<repo>:<quant>`` to pull when ``name`` is another (a built-in name),
+    and ``layers`` the (media type, text) layers to give the model instead of the repository's files.
+    """
     hub = hub or HubOptions()
-    repo_id = f"{name.namespace}/{name.model}"
+    source = source or name
+    repo_id = f"{source.namespace}/{source.model}"
     yield ProgressResponse(status="pulling manifest")
     commit, files = _list_repo(repo_id, hub)
-    gguf = select_gguf(files, name.tag, repo_id)
-    extras = _extras(registry, repo_id, commit, files, hub)
+    gguf = select_gguf(files, source.tag, repo_id)
+    extras = list(layers) if layers is not None else _extras(registry, repo_id, commit, files, hub)
     fetch = _model_fetch(repo_id, commit, gguf, hub)
     with store.pin() as pin:  # the blobs stay while the manifest is not written yet
         pin.add([fetch.digest])
         yield from fetch_blobs(store, registry, [fetch])
-        layers = [Layer(mediaType=MEDIA_MODEL, digest=fetch.digest, size=fetch.size)]
+        stored_layers = [Layer(mediaType=MEDIA_MODEL, digest=fetch.digest, size=fetch.size)]
         for media, text in extras:
             layer = store.add_text_layer(media, text, pin=pin)
-            layers.append(layer)
+            stored_layers.append(layer)
             yield ProgressResponse(
                 status=f"pulling {layer.digest[7:19]}", digest=layer.digest, total=layer.size, completed=layer.size
             )
@@ -245,9 +262,22 @@ def pull_hf_model(
         config = _config(store, fetch.digest, repo_id, gguf.name)
         with store.lock.held():  # what it replaces is read where it is replaced
             old = store.manifests.read(name)
-            stored = store.write_model(name, layers, config)
+            stored = store.write_model(name, stored_layers, config)
     yield from store.prune_replaced(old.manifest if old else None, stored.manifest, prune=prune)
     yield ProgressResponse(status="success")
+
+
+def pull_hub_entry(
+    store: ModelStore,
+    name: ModelName,
+    entry: HubEntry,
+    registry: RegistryClient,
+    *,
+    hub: HubOptions | None = None,
+    prune: bool = True,
+) -> Iterator[ProgressResponse]:
+    """Pull a built-in name of :mod:`nbllm.store.hub_library`: its repository's GGUF, its template and parameters."""
+    yield from pull_hf_model(store, name, registry, hub=hub, prune=prune, source=entry.source(), layers=entry.layers())
 
 
 def _config(store: ModelStore, digest: str, repo_id: str, filename: str) -> dict[str, Any]:

@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 from huggingface_hub import hf_hub_download
 
+from nbllm import service
+from nbllm.config import Settings
 from nbllm.errors import DigestMismatch, PullError
 from nbllm.remote.hf import HubOptions, pull_hf_model
 from nbllm.remote.registry import RegistryClient
 from nbllm.runtime import Runtime
-from nbllm.schema import ProgressResponse
+from nbllm.schema import ChatRequest, Message, ProgressResponse, ShowRequest
+from nbllm.service.registry import pull_remote
 from nbllm.store import ModelName, ModelStore
 from nbllm.store.gguf import read_gguf
+from nbllm.store.hub_library import find_hub_entry
 from tests.support.hub_server import HubServer
 from tests.support.tiny_gguf import write_tiny_gguf
 
@@ -25,6 +29,9 @@ SMOL_Q8 = "SmolLM2-135M-Instruct-Q8_0.gguf"
 TINY_REPO = "nbllm-tests/tiny-GGUF"
 PRIVATE_REPO = "nbllm-tests/private-GGUF"
 TOKEN = "hf_test_token"
+QWEN_REPO = "Qwen/Qwen3-0.6B-GGUF"
+R1_REPO = "bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF"
+R1_Q4 = "DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +50,11 @@ def hub(real_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iter
                                 "tiny-Q4_0.gguf": write_tiny_gguf(root / "t4.gguf", context_length=512),
                                 "params": root / "params", "system": root / "system"})  # fmt: skip
     server.add_repo(PRIVATE_REPO, {"p-Q4_K_M.gguf": write_tiny_gguf(root / "p.gguf", context_length=256)}, token=TOKEN)
+    # the repositories of two built-in thinking names (SmolLM2's real weights stand in for Qwen3's)
+    server.add_repo(QWEN_REPO, {"Qwen3-0.6B-Q8_0.gguf": smol, "README.md": root / "README.md"})
+    server.add_repo(R1_REPO, {R1_Q4: write_tiny_gguf(root / "r1-q4.gguf", context_length=128),
+                              "DeepSeek-R1-Distill-Qwen-1.5B-Q8_0.gguf": write_tiny_gguf(root / "r1.gguf"),
+                              "params": root / "params", "system": root / "system"})  # fmt: skip
     server.start()
     yield server
     server.stop()
@@ -146,3 +158,33 @@ def test_bytes_that_do_not_match_the_hubs_sha256_are_refused(
         repo.sha256["tiny-Q8_0.gguf"] = real
     assert store.models() == [] and not list(store.blobs.digests())
     assert not list(store.blobs.root.glob("*-partial"))
+
+
+def test_built_in_thinking_names_come_from_their_hub_repositories_with_ollamas_template(
+    settings: Settings, hub: HubServer, options: HubOptions
+) -> None:
+    rt = Runtime.from_settings(settings)  # a store of its own, the real engine
+    try:
+        events = list(pull_remote(rt, ModelName.parse("qwen3:0.6b"), insecure=False, hub=options))
+        assert events[0].status == "pulling manifest" and events[-1].status == "success"
+        qwen, entry = rt.store.get("qwen3:0.6b"), find_hub_entry(ModelName.parse("qwen3:0.6b"))
+        assert entry is not None and qwen.model_digest == _weights_sha(hub, QWEN_REPO, "Qwen3-0.6B-Q8_0.gguf")
+        assert qwen.template == entry.template() and qwen.params == entry.params and qwen.system is None
+        shown = service.show(rt, ShowRequest(model="qwen3:0.6b"))
+        assert shown.capabilities is not None and {"completion", "tools", "thinking"} <= set(shown.capabilities)
+        list(pull_remote(rt, ModelName.parse("deepseek-r1:1.5b"), insecure=False, hub=options))
+        r1 = rt.store.get("deepseek-r1:1.5b")  # the quant the entry names; the repository's own files ignored
+        assert r1.model_digest == _weights_sha(hub, R1_REPO, R1_Q4) and r1.system is None
+        assert r1.params["stop"][-1] == "<｜Assistant｜>" and "<｜User｜>" in (r1.template or "")
+        assert sorted(m.name.display for m in rt.store.models()) == ["deepseek-r1:1.5b", "qwen3:0.6b"]
+        ask = [Message(role="user", content="Say hi.")]
+        off = ChatRequest(model="qwen3:0.6b", messages=ask, think=False, debug_render_only=True)
+        rendered = service.collect_chat(service.chat(rt, off)).debug_info
+        assert rendered is not None and rendered["rendered_template"].endswith(
+            "Say hi. /no_think<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        )
+        run = ChatRequest(model="qwen3:0.6b", messages=ask, think=False, options={"temperature": 0, "num_predict": 6})
+        answer = service.collect_chat(service.chat(rt, run))
+        assert answer.done and answer.message.content.strip() and answer.eval_count
+    finally:
+        rt.close()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import json
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from nbllm.runtime import Runtime
+from nbllm.service import blobs, distribution
 from nbllm.store.digest import digest_bytes
 from nbllm.store.manifests import MEDIA_MANIFEST
 
@@ -133,3 +138,42 @@ def test_api_push_errors(app_client: TestClient) -> None:
     app_client.post("/api/copy", json={"source": "tiny", "destination": "127.0.0.1:9/me/tiny:v1"})
     resp = app_client.post("/api/push", json={"model": "127.0.0.1:9/me/tiny:v1", "insecure": True, "stream": False})
     assert resp.status_code == 500 and "127.0.0.1:9" in resp.json()["error"]  # nothing listens on port 9
+
+
+_PURE = {"repository", "upload_digest"}  # no disk: called on the event loop
+
+
+def test_every_store_access_of_the_registry_routes_runs_in_a_worker_thread(
+    app_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The routes are adapters over service.distribution and service.blobs; what touches the disk runs
+    off the event loop (a thread with no running asyncio loop)."""
+    calls: list[str] = []
+    for module in (distribution, blobs):
+        for name in module.__all__:
+            target = getattr(module, name)
+            if not inspect.isfunction(target) or name in _PURE:
+                continue
+
+            def off_loop(*args: Any, _name: str = name, _target: Any = target, **kwargs: Any) -> Any:
+                with pytest.raises(RuntimeError):
+                    asyncio.get_running_loop()
+                calls.append(_name)
+                return _target(*args, **kwargs)
+
+            monkeypatch.setattr(module, name, off_loop)
+    manifest = _manifest(app_client)
+    data = b"x" * 3000
+    location = _start(app_client)
+    app_client.patch(location, content=data[:1000], headers={"Content-Range": "0-999"})
+    app_client.get(location)
+    app_client.put(location, params={"digest": digest_bytes(data)}, content=data[1000:])
+    app_client.delete(_start(app_client))
+    app_client.post("/v2/me/new/blobs/uploads/", params={"mount": manifest["layers"][0]["digest"]})
+    app_client.get(f"{REPO}/blobs/{manifest['layers'][0]['digest']}")
+    app_client.get(f"{REPO}/tags/list")
+    app_client.put("/v2/me/copy/manifests/v1", content=json.dumps(manifest))
+    app_client.head(f"/api/blobs/{digest_bytes(data)}")
+    app_client.post(f"/api/blobs/{digest_bytes(b'new')}", content=b"new")
+    expected = {n for m in (distribution, blobs) for n in m.__all__ if inspect.isfunction(getattr(m, n))} - _PURE
+    assert expected - {"put_blob", "has_blob"} <= set(calls)  # has_blob/put_blob: the in-process client's
