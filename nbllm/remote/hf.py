@@ -27,7 +27,7 @@ from huggingface_hub import HfApi, get_token, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
 from nbllm._version import __version__
-from nbllm.errors import NbllmError, PullError
+from nbllm.errors import NbllmError, PullError, RegistryUnreachable
 from nbllm.remote.registry import RegistryClient
 from nbllm.remote.transfer import BlobFetch, fetch_blobs
 from nbllm.schema import ProgressResponse
@@ -169,10 +169,29 @@ def _list_repo(repo_id: str, hub: HubOptions) -> tuple[str, list[HubFile]]:
         raise PullError(f"pull model manifest: {str(exc).splitlines()[0]}") from exc
     except (OSError, ValueError) as exc:
         raise PullError(f"pull model manifest: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        if not _is_transport_error(exc):
+            raise
+        where = hub.endpoint or "the Hugging Face Hub (HF_ENDPOINT)"
+        raise RegistryUnreachable(
+            f"pull model manifest: {where} could not be reached ({type(exc).__name__}: {exc})"
+        ) from exc
     files = [
         HubFile(s.rfilename, s.size or 0, s.lfs.sha256 if s.lfs is not None else None) for s in info.siblings or []
     ]
     return str(info.sha), files
+
+
+_TRANSPORTS = ("httpx", "httpx2", "httpcore", "requests", "urllib3")
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """Whether huggingface_hub let its HTTP library's own error out (a refused connection, DNS, a timeout).
+
+    Its releases use requests, httpx or httpx2, whose errors share no base class with nbllm's or
+    ``OSError``; they are told apart by the library they come from.
+    """
+    return any(cls.__module__.split(".")[0] in _TRANSPORTS for cls in type(exc).__mro__)
 
 
 def _extras(

@@ -11,7 +11,7 @@ from huggingface_hub import hf_hub_download
 
 from nbllm import service
 from nbllm.config import Settings
-from nbllm.errors import DigestMismatch, PullError
+from nbllm.errors import DigestMismatch, PullError, RegistryUnreachable
 from nbllm.remote.hf import HubOptions, pull_hf_model
 from nbllm.remote.registry import RegistryClient
 from nbllm.runtime import Runtime
@@ -188,3 +188,14 @@ def test_built_in_thinking_names_come_from_their_hub_repositories_with_ollamas_t
         assert answer.done and answer.message.content.strip() and answer.eval_count
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("name", ["deepseek-r1:1.5b", "hf.co/nobody/nothing-GGUF"])
+def test_an_unreachable_hub_is_one_clear_error_and_stores_nothing(fake_runtime: Runtime, name: str) -> None:
+    """huggingface_hub lets its HTTP library's errors out (httpx2's ConnectError here): they become a PullError."""
+    nowhere = HubOptions(endpoint="http://127.0.0.1:9", token=False)
+    refused = r"^pull model manifest: http://127.0.0.1:9 could not be reached"
+    with pytest.raises(RegistryUnreachable, match=refused) as failed:
+        list(pull_remote(fake_runtime, ModelName.parse(name), insecure=False, hub=nowhere))
+    assert "\n" not in failed.value.message
+    assert [m.name.display for m in fake_runtime.store.models()] == ["tiny:latest"]
