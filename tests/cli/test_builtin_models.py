@@ -30,7 +30,8 @@ def test_pull_of_an_unknown_name_is_one_clear_line(home: dict[str, str]) -> None
     first, error = result.stderr.splitlines()
     assert first == "pulling manifest" and error.startswith("Error: pull model manifest: ")
     assert "Errno" not in error and "Name or service" not in error
-    assert "(smollm2:135m, smollm2:latest, gemma3:270m)" in error  # the built-in names
+    assert "(smollm2:135m, smollm2:latest, gemma3:270m, qwen3:0.6b, " in error  # the built-in names
+    assert "deepseek-r1:1.5b, deepseek-r1:7b)" in error  # the Hugging Face ones included
     assert "could not be reached" in error or "file does not exist" in error  # offline, or online: Ollama's 404
 
 
