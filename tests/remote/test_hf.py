@@ -180,9 +180,10 @@ def test_built_in_thinking_names_come_from_their_hub_repositories_with_ollamas_t
         ask = [Message(role="user", content="Say hi.")]
         off = ChatRequest(model="qwen3:0.6b", messages=ask, think=False, debug_render_only=True)
         rendered = service.collect_chat(service.chat(rt, off)).debug_info
-        assert rendered is not None and rendered["rendered_template"].endswith(
-            "Say hi. /no_think<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-        )
+        # the entry's template, not the GGUF's own (SmolLM2's, which adds its default system prompt); how
+        # `think` reaches it is the inference service's part (tests/store/test_hub_library.py renders each state)
+        assert rendered is not None and rendered["rendered_template"].startswith("<|im_start|>user\nSay hi.")
+        assert "SmolLM" not in rendered["rendered_template"]
         run = ChatRequest(model="qwen3:0.6b", messages=ask, think=False, options={"temperature": 0, "num_predict": 6})
         answer = service.collect_chat(service.chat(rt, run))
         assert answer.done and answer.message.content.strip() and answer.eval_count
