@@ -345,8 +345,13 @@ class LocalClient(BaseClient):
     """The same calls served in this process from a Runtime (no server needed)."""
 
     def __init__(self, runtime: Any) -> None:
+        from nbllm import service  # the use cases, imported when a runtime is at hand (never at import time)
+        from nbllm.service import blobs
+
         self.runtime = runtime
         self.host = "in-process"
+        self._service = service
+        self._blobs = blobs
 
     def heartbeat(self) -> bool:
         """Always up."""
@@ -359,68 +364,44 @@ class LocalClient(BaseClient):
         return VersionResponse(version=OLLAMA_API_VERSION, nbllm=self.runtime.version)
 
     def _generate(self, req: GenerateRequest) -> Iterator[GenerateResponse]:
-        from nbllm import service
-
-        return service.settled(service.generate(self.runtime, req))
+        return self._service.settled(self._service.generate(self.runtime, req))
 
     def _chat(self, req: ChatRequest) -> Iterator[ChatResponse]:
-        from nbllm import service
-
-        return service.settled(service.chat(self.runtime, req))
+        return self._service.settled(self._service.chat(self.runtime, req))
 
     def _pull(self, req: PullRequest) -> Iterator[ProgressResponse]:
-        from nbllm import service
-
-        return service.pull(self.runtime, req)
+        return self._service.pull(self.runtime, req)
 
     def _push(self, req: PushRequest) -> Iterator[ProgressResponse]:
-        from nbllm import service
-
-        return service.push(self.runtime, req)
+        return self._service.push(self.runtime, req)
 
     def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
         """Create a model."""
-        from nbllm import service
-
-        return service.create_model(self.runtime, req)
+        return self._service.create_model(self.runtime, req)
 
     def list_models(self) -> ListResponse:
         """Local models."""
-        from nbllm import service
-
-        return service.list_models(self.runtime)
+        return self._service.list_models(self.runtime)
 
     def show(self, model: str, *, verbose: bool = False, system: str | None = None) -> ShowResponse:
         """Details of a model."""
-        from nbllm import service
-
-        return service.show(self.runtime, ShowRequest(model=model, verbose=verbose, system=system))
+        return self._service.show(self.runtime, ShowRequest(model=model, verbose=verbose, system=system))
 
     def ps(self) -> ProcessResponse:
         """Loaded models (of this process)."""
-        from nbllm import service
-
-        return service.ps(self.runtime)
+        return self._service.ps(self.runtime)
 
     def copy(self, source: str, destination: str) -> None:
         """Copy a model."""
-        from nbllm import service
-
-        service.copy_model(self.runtime, CopyRequest(source=source, destination=destination))
+        self._service.copy_model(self.runtime, CopyRequest(source=source, destination=destination))
 
     def delete(self, model: str) -> None:
         """Delete a model."""
-        from nbllm import service
-
-        service.delete_model(self.runtime, DeleteRequest(model=model))
+        self._service.delete_model(self.runtime, DeleteRequest(model=model))
 
     def has_blob(self, digest: str) -> bool:
         """Whether the store holds the blob."""
-        from nbllm.service import blobs
-
-        return blobs.has_blob(self.runtime, digest)
+        return self._blobs.has_blob(self.runtime, digest)
 
     def _put_blob(self, chunks: Iterator[bytes], digest: str, size: int) -> None:
-        from nbllm.service import blobs
-
-        blobs.put_blob(self.runtime, chunks, digest)
+        self._blobs.put_blob(self.runtime, chunks, digest)
