@@ -18,14 +18,7 @@ import httpx
 from pydantic import BaseModel
 
 from nbllm.config import Settings
-from nbllm.errors import (
-    Cancelled,
-    InvalidRequest,
-    NbllmError,
-    NotFound,
-    ServerBusy,
-    ServerUnreachable,
-)
+from nbllm.errors import Cancelled, InvalidRequest, NbllmError, NotFound, ServerBusy, ServerUnreachable
 from nbllm.schema import (
     ChatRequest,
     ChatResponse,
@@ -230,15 +223,20 @@ class Client(BaseClient):
             f"could not connect to a server at {self.host}; is it running? (start one with `nbllm serve`)"
         )
 
-    def _request(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
-        payload = body.model_dump_json(exclude_none=True, by_alias=True) if body is not None else None
+    def _send(self, method: str, path: str, *, empty: str = "request failed", **kwargs: Any) -> httpx.Response:
+        """One request: no answer is ServerUnreachable, an error answer its nbllm error (``empty``: its
+        message when the body says nothing, as a HEAD's cannot)."""
         try:
-            resp = self._http.request(method, path, content=payload, headers={"Content-Type": "application/json"})
+            resp = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         if resp.status_code >= 400:
-            raise error_for_status(resp.status_code, _error_text(resp.text))
+            raise error_for_status(resp.status_code, _error_text(resp.text) if resp.text.strip() else empty)
         return resp
+
+    def _request(self, method: str, path: str, body: BaseModel | None = None) -> httpx.Response:
+        payload = body.model_dump_json(exclude_none=True, by_alias=True) if body is not None else None
+        return self._send(method, path, content=payload, headers={"Content-Type": "application/json"})
 
     def _get(self, path: str, cls: type[R], body: BaseModel | None = None, method: str = "GET") -> R:
         return cls.model_validate_json(self._request(method, path, body).content)
@@ -279,23 +277,14 @@ class Client(BaseClient):
     def has_blob(self, digest: str) -> bool:
         """``HEAD /api/blobs/<digest>``."""
         try:
-            resp = self._http.head(f"/api/blobs/{digest}")
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        if resp.status_code == 404:
+            self._send("HEAD", f"/api/blobs/{digest}", empty="invalid digest format")
+        except NotFound:
             return False
-        if resp.status_code >= 400:
-            raise error_for_status(resp.status_code, _error_text(resp.text) if resp.text else "invalid digest format")
         return True
 
     def _put_blob(self, chunks: Iterator[bytes], digest: str, size: int) -> None:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        try:
-            resp = self._http.post(f"/api/blobs/{digest}", content=chunks, headers=headers)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        if resp.status_code >= 400:
-            raise error_for_status(resp.status_code, _error_text(resp.text))
+        self._send("POST", f"/api/blobs/{digest}", content=chunks, headers=headers)
 
     def create(self, req: CreateRequest) -> Iterator[ProgressResponse]:
         """Create a model on the server."""
