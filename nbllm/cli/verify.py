@@ -16,12 +16,13 @@ __all__ = ["verify"]
 def verify(models: tuple[str, ...]) -> None:
     """Check that models' files are intact."""
     from nbllm.config import Settings
+    from nbllm.prompt.template_check import check_template
     from nbllm.store import ModelStore
     from nbllm.store.verify import verify_store
 
     settings = Settings.from_env()
     store = ModelStore(settings.models_dir)
-    report = verify_store(store, models or None)
+    report = verify_store(store, models or None, check_template=check_template)
     broken = set(report.broken_models())
     for name in report.models:
         if name not in broken:

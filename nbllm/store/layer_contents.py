@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from nbllm.errors import TemplateError
 from nbllm.store.manifests import (
     MEDIA_CONFIG,
     MEDIA_LICENSE,
@@ -29,6 +30,7 @@ from nbllm.store.manifests import (
 __all__ = [
     "MAX_SMALL_LAYER",
     "SMALL_LAYERS",
+    "TemplateCheck",
     "layer_label",
     "layer_problem",
     "manifest_problems",
@@ -43,6 +45,10 @@ SMALL_LAYERS = frozenset(
     {MEDIA_CONFIG, MEDIA_PARAMS, MEDIA_MESSAGES, MEDIA_TEMPLATE, MEDIA_PROMPT, MEDIA_SYSTEM, MEDIA_LICENSE}
 )
 """Media types whose content the store reads, and so checks."""
+
+TemplateCheck = Callable[[str], None]
+"""Raises TemplateError unless a template's text parses and renders (``nbllm.prompt.template_check``'s
+``check_template``; the store does not import the prompt package, so callers pass it in)."""
 
 _LABELS = {MEDIA_CONFIG: "config", MEDIA_PROMPT: "template"}
 
@@ -114,20 +120,17 @@ def _kind(value: object) -> str:
     return {dict: "object", list: "array", str: "string", int: "number", float: "number"}[type(value)]
 
 
-def _check_template(data: bytes) -> None:
-    from nbllm.errors import TemplateError
-    from nbllm.prompt.template_check import check_template
-
+def _check_template(data: bytes, check_template: TemplateCheck) -> None:
     try:
         check_template(_text(data))
     except TemplateError as exc:
         raise ValueError(f"the template does not work: {exc.message}") from None
 
 
-def layer_problem(media_type: str, data: bytes, *, template: bool = False) -> str | None:
+def layer_problem(media_type: str, data: bytes, *, check_template: TemplateCheck | None = None) -> str | None:
     """What is wrong with a small layer's bytes (None when they are what the media type says).
 
-    Templates are checked for UTF-8 only, unless ``template`` asks for them to be parsed and rendered once
+    Templates are checked for UTF-8 only, unless ``check_template`` is given to parse and render them once
     with sample values as well (``verify`` does; a pull does not refuse a model for nbllm's template gaps).
 
     >>> layer_problem(MEDIA_PARAMS, b"not json")
@@ -149,8 +152,8 @@ def layer_problem(media_type: str, data: bytes, *, template: bool = False) -> st
         elif media_type == MEDIA_CONFIG:
             if not isinstance(_json(data), dict):
                 raise ValueError("it is not a JSON object")
-        elif template and media_type in (MEDIA_TEMPLATE, MEDIA_PROMPT):
-            _check_template(data)
+        elif check_template is not None and media_type in (MEDIA_TEMPLATE, MEDIA_PROMPT):
+            _check_template(data, check_template)
         else:
             _text(data)
     except ValueError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from nbllm.errors import ModelNotFound, StoreError
-from nbllm.store.layer_contents import MAX_SMALL_LAYER, SMALL_LAYERS, layer_label, layer_problem
+from nbllm.store.layer_contents import MAX_SMALL_LAYER, SMALL_LAYERS, TemplateCheck, layer_label, layer_problem
 from nbllm.store.local import ModelStore
 from nbllm.store.manifests import MEDIA_CONFIG
 from nbllm.store.names import ModelName
@@ -103,21 +103,28 @@ def _manifests(
     return wanted, problems
 
 
-def _content_problem(store: ModelStore, digest: str, media_type: str, size: int) -> str | None:
-    """What is wrong with an intact small layer's content (a template is parsed too), or None."""
+def _content_problem(
+    store: ModelStore, digest: str, media_type: str, size: int, check_template: TemplateCheck | None
+) -> str | None:
+    """What is wrong with an intact small layer's content (a template is checked too, when asked), or None."""
     if media_type not in SMALL_LAYERS:
         return None  # weights, adapters, projectors: their bytes are the engine's to judge
     if size > MAX_SMALL_LAYER:
         return f"the {layer_label(media_type)} layer has {size} bytes, more than such a layer may"
-    return layer_problem(media_type, store.blobs.read_bytes(digest), template=True)
+    return layer_problem(media_type, store.blobs.read_bytes(digest), check_template=check_template)
 
 
 def verify_store(
-    store: ModelStore, names: Iterable[str] | None = None, *, progress: Callable[[int], None] | None = None
+    store: ModelStore,
+    names: Iterable[str] | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    check_template: TemplateCheck | None = None,
 ) -> VerifyReport:
     """Re-hash the blobs of the named models (every model when ``names`` is None).
 
-    ``progress(n)`` is called as bytes are hashed. An unknown name raises ModelNotFound; a malformed
+    ``progress(n)`` is called as bytes are hashed; templates are rendered with ``check_template`` when
+    given (``nbllm verify`` passes the prompt package's). An unknown name raises ModelNotFound; a malformed
     one InvalidModelName.
     """
     media: dict[str, str] = {}
@@ -141,6 +148,6 @@ def verify_store(
             problems.append(BlobProblem(digest, "size", detail, models))
         elif actual != digest:
             problems.append(BlobProblem(digest, "corrupt", f"its content hashes to {actual}", models))
-        elif problem := _content_problem(store, digest, media.get(digest, ""), size):
+        elif problem := _content_problem(store, digest, media.get(digest, ""), size, check_template):
             problems.append(BlobProblem(digest, "content", problem, models))
     return VerifyReport(tuple(sorted(wanted)), len(users), hashed, tuple(problems))

@@ -13,6 +13,7 @@ from nbllm.server import BackgroundServer
 from tests.cli.support import nbllm
 from tests.conftest import GREEDY_MODEL
 from tests.support.index_server import IndexServer
+from tests.support.model_facts import ModelFacts
 
 MODEL = "smollm2:135m"
 GREEDY = GREEDY_MODEL  # same weights, temperature 0, at most 48 tokens
@@ -58,21 +59,21 @@ def test_run_reads_piped_stdin(host: dict[str, str]) -> None:
     assert result.returncode == 0 and "banana" in result.stdout.lower()
 
 
-def test_pull_prints_ollama_statuses(host: dict[str, str]) -> None:
+def test_pull_prints_ollama_statuses(host: dict[str, str], smollm2_facts: ModelFacts) -> None:
     result = nbllm("pull", MODEL, env=host)
     assert result.returncode == 0
     lines = result.stderr.splitlines()
     assert lines[0] == "pulling manifest" and lines[-1] == "success"
-    assert re.search(r"^pulling b179c9523d0e\.\.\. 100% ▕█+▏\s+98 MB$", result.stderr, re.M)
+    assert re.search(rf"^pulling {smollm2_facts.short_digest}\.\.\. 100% ▕█+▏\s+98 MB$", result.stderr, re.M)
     assert "verifying sha256 digest" in lines and "writing manifest" in lines
 
 
-def test_show(host: dict[str, str]) -> None:
+def test_show(host: dict[str, str], smollm2_facts: ModelFacts) -> None:
     template = nbllm("show", MODEL, "--template", env=host).stdout
     assert template.startswith("{{- if or .System .Tools }}<|im_start|>system")
     summary = nbllm("show", MODEL, env=host).stdout
     assert re.search(r"^\s+architecture\s+llama$", summary, re.M)
-    assert re.search(r"^\s+context length\s+8192$", summary, re.M)
+    assert re.search(rf"^\s+context length\s+{smollm2_facts.context_length}$", summary, re.M)
     assert "Capabilities" in summary and re.search(r"^\s+tools$", summary, re.M)
 
 
@@ -140,7 +141,7 @@ def test_list_prefix_and_json(host: dict[str, str]) -> None:
     assert model["size"] > 90_000_000 and len(model["digest"]) == 64 and model["details"]["format"] == "gguf"
 
 
-def test_show_flags(host: dict[str, str], live_server: BackgroundServer) -> None:
+def test_show_flags(host: dict[str, str], live_server: BackgroundServer, smollm2_facts: ModelFacts) -> None:
     with Client(live_server.url) as client:
         resp = client.show(MODEL)
     assert resp.license and resp.system and resp.parameters
@@ -157,10 +158,10 @@ def test_show_flags(host: dict[str, str], live_server: BackgroundServer) -> None
         "Error: only one of '--license', '--modelfile', '--parameters', '--system', or '--template' can be specified\n"
     )
     data = json.loads(nbllm("show", MODEL, "--json", env=host).stdout)
-    assert data["details"]["quantization_level"] == "Q4_1" and "completion" in data["capabilities"]
+    assert data["details"]["quantization_level"] == smollm2_facts.quantization and "completion" in data["capabilities"]
 
 
-def test_show_summary_sections(host: dict[str, str]) -> None:
+def test_show_summary_sections(host: dict[str, str], smollm2_facts: ModelFacts) -> None:
     out = nbllm("show", MODEL, env=host).stdout
     sections = re.findall(r"^  (\S.*)$", out, re.M)
     assert sections == ["Model", "Capabilities", "Parameters", "System", "License"]
@@ -168,9 +169,9 @@ def test_show_summary_sections(host: dict[str, str]) -> None:
     assert model_block[1:] == [
         "    architecture        llama",
         "    parameters          134.52M",
-        "    context length      8192",
-        "    embedding length    576",
-        "    quantization        Q4_1",
+        f"    context length      {smollm2_facts.context_length}",
+        f"    embedding length    {smollm2_facts.embedding_length}",
+        f"    quantization        {smollm2_facts.quantization}",
     ]
     assert re.search(r'^    stop           "<\|im_end\|>"$', out, re.M)
     assert re.search(r"^    temperature    0\.2$", out, re.M)

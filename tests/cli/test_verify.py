@@ -9,6 +9,8 @@ import pytest
 from nbllm.store import ModelStore
 from tests.cli.support import nbllm
 from tests.support.index_server import IndexServer
+from tests.support.models import install_model
+from tests.support.tiny_gguf import write_tiny_gguf
 
 SMOL = "smollm2:135m"
 
@@ -76,3 +78,12 @@ def test_verify_names(tmp_path: Path) -> None:
     assert unknown.returncode == 1 and "not found" in unknown.stderr
     invalid = nbllm("verify", "../../etc", env=env)
     assert invalid.returncode == 1 and "invalid model name" in invalid.stderr
+
+
+def test_verify_renders_templates(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    install_model(ModelStore(home / "models"), "bad", gguf, template='{{ template "nope" . }}')
+    bad = nbllm("verify", env={"NBLLM_HOME": str(home)})
+    assert bad.returncode == 1 and "bad:latest: content: sha256:" in bad.stdout
+    assert 'template "nope" not defined' in bad.stdout

@@ -10,6 +10,7 @@ import ollama
 import pytest
 
 from nbllm.server import BackgroundServer
+from tests.support.model_facts import ModelFacts
 
 MODEL = "smollm2:135m"
 
@@ -25,12 +26,13 @@ def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-def test_embed_batch_is_normalised_and_meaningful(client: ollama.Client) -> None:
+def test_embed_batch_is_normalised_and_meaningful(client: ollama.Client, smollm2_facts: ModelFacts) -> None:
     texts = ["The cat sat on the mat.", "A kitten was sitting on a rug.", "Quarterly revenue grew by ten percent."]
     resp = client.embed(MODEL, texts)
     assert isinstance(resp, ollama.EmbedResponse) and len(resp.embeddings) == 3
     for vector in resp.embeddings:
-        assert len(vector) == 576 and math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-4)
+        assert len(vector) == smollm2_facts.embedding_length
+        assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-4)
     cats, finance = cosine(resp.embeddings[0], resp.embeddings[1]), cosine(resp.embeddings[0], resp.embeddings[2])
     assert cats > finance
     assert resp.prompt_eval_count and resp.prompt_eval_count > 10
@@ -59,8 +61,8 @@ def test_truncate_false_refuses_a_long_input(live_server: BackgroundServer) -> N
         assert empty["embeddings"] == []
 
 
-def test_legacy_embeddings(client: ollama.Client) -> None:
+def test_legacy_embeddings(client: ollama.Client, smollm2_facts: ModelFacts) -> None:
     resp = client.embeddings(MODEL, "The sky is blue.")
-    assert len(resp.embedding) == 576
+    assert len(resp.embedding) == smollm2_facts.embedding_length
     assert not math.isclose(math.sqrt(sum(v * v for v in resp.embedding)), 1.0, rel_tol=1e-3)  # raw, not normalised
     assert client.embeddings(MODEL, "").embedding == []

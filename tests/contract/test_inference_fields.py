@@ -9,6 +9,7 @@ import ollama
 import pytest
 
 from nbllm.server import BackgroundServer
+from tests.support.model_facts import ModelFacts
 
 MODEL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 24}
@@ -101,7 +102,9 @@ def test_logprobs(client: ollama.Client, http: httpx.Client) -> None:
     assert chat.logprobs and len(chat.logprobs) == chat.eval_count
 
 
-def test_load_time_options_reload_and_runtime_ones_do_not(http: httpx.Client, live_server: BackgroundServer) -> None:
+def test_load_time_options_reload_and_runtime_ones_do_not(
+    http: httpx.Client, live_server: BackgroundServer, smollm2_facts: ModelFacts
+) -> None:
     sched = live_server.runtime.scheduler
 
     def loaded() -> dict[str, tuple[int, float]]:
@@ -115,7 +118,7 @@ def test_load_time_options_reload_and_runtime_ones_do_not(http: httpx.Client, li
     assert loaded()[MODEL][0] == 1024
     assert next(r.engine for r in sched._runners.values()) is not engine
     post(http, "/api/generate", prompt="Hi", options={**GREEDY, "num_ctx": 10**6})
-    assert loaded()[MODEL][0] == 8192  # clamped to the model's trained context
+    assert loaded()[MODEL][0] == smollm2_facts.context_length  # clamped to the model's trained context
 
 
 def test_long_conversation_is_truncated_keeping_the_system_prompt(http: httpx.Client) -> None:

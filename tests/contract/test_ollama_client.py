@@ -8,6 +8,7 @@ import ollama
 import pytest
 
 from nbllm.server import BackgroundServer
+from tests.support.model_facts import ModelFacts
 
 MODEL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 32}
@@ -36,23 +37,25 @@ def check_timings(final: ollama.GenerateResponse | ollama.ChatResponse, streamed
         assert final.eval_count == streamed_tokens
 
 
-def test_pull_streams_progress(client: ollama.Client) -> None:
+def test_pull_streams_progress(client: ollama.Client, smollm2_facts: ModelFacts) -> None:
     events = list(client.pull(MODEL, stream=True))
     assert all(isinstance(e, ollama.ProgressResponse) for e in events)
     statuses = [e.status for e in events]
     assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
-    assert any(e.status == "pulling b179c9523d0e" and e.total == e.completed == 98_362_432 for e in events)
+    pulled, size = f"pulling {smollm2_facts.short_digest}", smollm2_facts.size
+    assert any(e.status == pulled and e.total == e.completed == size for e in events)
     assert client.pull(MODEL).status == "success"
 
 
-def test_list_and_show(client: ollama.Client) -> None:
+def test_list_and_show(client: ollama.Client, smollm2_facts: ModelFacts) -> None:
     models = {m.model: m for m in client.list().models}
     smol = models[MODEL]
-    assert smol.size and smol.size > 98_000_000 and smol.details and smol.details.family == "llama"
-    assert smol.details.quantization_level == "Q4_1" and smol.details.parameter_size == "134.52M"
+    assert smol.size and smol.size > smollm2_facts.size and smol.details and smol.details.family == "llama"
+    assert smol.details.quantization_level == smollm2_facts.quantization
+    assert smol.details.parameter_size == "134.52M"
     info = client.show(MODEL)
     assert info.capabilities == ["completion", "tools"]
-    assert info.modelinfo and info.modelinfo["llama.context_length"] == 8192
+    assert info.modelinfo and info.modelinfo["llama.context_length"] == smollm2_facts.context_length
     assert info.template and "<|im_start|>" in info.template
     assert info.parameters and "temperature" in info.parameters
     assert info.license and "Apache License" in info.license

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from nbllm.server import BackgroundServer
+from tests.support.model_facts import ModelFacts
 
 MODEL = "smollm2:135m"
 WEATHER = {
@@ -146,9 +147,9 @@ def test_completions(client: openai.OpenAI) -> None:
     assert streamed == resp.choices[0].text
 
 
-def test_embeddings(client: openai.OpenAI) -> None:
+def test_embeddings(client: openai.OpenAI, smollm2_facts: ModelFacts) -> None:
     resp = client.embeddings.create(model=MODEL, input=["one", "two"])
-    assert [d.index for d in resp.data] == [0, 1] and len(resp.data[0].embedding) == 576
+    assert [d.index for d in resp.data] == [0, 1] and len(resp.data[0].embedding) == smollm2_facts.embedding_length
     assert resp.usage.prompt_tokens > 0
     encoded = client.embeddings.create(model=MODEL, input="one", encoding_format="base64")
     raw = base64.b64decode(encoded.data[0].embedding)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import pytest
 from nbllm.config import Settings
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer
+from tests.support.model_facts import ModelFacts
 from tests.support.models import install_model
 from tests.support.tiny_gguf import write_tiny_gguf
 
@@ -252,14 +253,16 @@ def test_a_broken_gguf_is_a_clear_load_error(own_server: BackgroundServer, tmp_p
     assert httpx.get(own_server.url + "/api/tags").status_code == 200
 
 
-def test_a_context_larger_than_memory_is_a_clear_error(real_runtime: Runtime, tmp_path: Path) -> None:
+def test_a_context_larger_than_memory_is_a_clear_error(
+    real_runtime: Runtime, tmp_path: Path, smollm2_facts: ModelFacts
+) -> None:
     # 256 slots of smollm2's full 8192-token context want ~48 GiB of KV cache
     smol = real_runtime.store.get(SMOL)
     assert smol.model_path is not None
     runtime = Runtime.from_settings(Settings(home=tmp_path / "h", models=tmp_path / "m", num_parallel=256))
     install_model(runtime.store, "smol", smol.model_path, template=smol.template)
     with BackgroundServer(runtime) as server:
-        resp = _generate(server, options={"num_ctx": 8192, "num_predict": 2})
+        resp = _generate(server, options={"num_ctx": smollm2_facts.context_length, "num_predict": 2})
         assert resp.status_code == 500
         assert "memory" in resp.json()["error"]
         assert httpx.get(server.url + "/").status_code == 200

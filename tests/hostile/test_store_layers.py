@@ -18,6 +18,7 @@ import requests
 
 from nbllm.config import Settings
 from nbllm.engine.fake import FakeEngineFactory
+from nbllm.prompt.template_check import check_template
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer
 from nbllm.store import ModelName, ModelStore
@@ -217,7 +218,7 @@ def test_a_pull_from_a_hostile_registry_is_refused(server: BackgroundServer, run
 
 def test_verify_checks_that_a_template_works(runtime: Runtime, tmp_path: Path) -> None:
     install_model(runtime.store, "bad", write_tiny_gguf(tmp_path / "bad.gguf"), template='{{ template "nope" . }}')
-    report = verify_store(runtime.store)
+    report = verify_store(runtime.store, check_template=check_template)
     assert report.broken_models() == ["bad:latest"]
     [problem] = report.problems
     assert problem.kind == "content" and 'template "nope" not defined' in problem.detail

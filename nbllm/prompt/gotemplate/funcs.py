@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
-from nbllm.prompt._gofmt import (
+from nbllm.prompt.gotemplate.fmt import (
     GoSlice,
     GoStruct,
-    go_json,
     go_sprint,
     go_sprintf,
     go_type_name,
@@ -23,6 +22,7 @@ from nbllm.prompt._gofmt import (
     sprint_value,
     truth,
 )
+from nbllm.prompt.gotemplate.json import go_json
 
 __all__ = ["BUILTINS", "OLLAMA_FUNCS", "Func", "go_and", "go_or"]
 

@@ -1,14 +1,13 @@
-"""Go values as templates see them, and Go's fmt and encoding/json printing of them.
+"""Go values as templates see them, and Go's fmt printing of them.
 
 ``None`` is nil, ``str``/``int``/``float``/``bool`` are themselves, lists are slices, mappings are
 maps (keys sorted when printed or ranged over) and :class:`GoStruct` instances are structs.  A value
 with ``go_string()`` prints through it (Go's ``String()``); one with ``go_json()`` is encoded through
-it (Go's ``MarshalJSON``).  Private to :mod:`nbllm.prompt.gotemplate`, which re-exports the API.
+it (Go's ``MarshalJSON``, see :mod:`nbllm.prompt.gotemplate.json`).
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -21,13 +20,15 @@ __all__ = [
     "GoSlice",
     "GoStringer",
     "GoStruct",
-    "go_json",
+    "fixed_notation",
     "go_quote",
     "go_sprint",
     "go_sprintf",
     "go_type_name",
     "hook",
     "is_nil",
+    "sci_notation",
+    "shortest_digits",
     "sorted_items",
     "sprint_value",
     "truth",
@@ -150,7 +151,7 @@ _V: Final = _Spec()
 _SPEC: Final = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d*|\*))?(.?)", re.S)
 
 
-def _digits(x: float) -> tuple[str, int]:
+def shortest_digits(x: float) -> tuple[str, int]:
     """Shortest round-trip digits of ``x > 0`` and the decimal point position (x = 0.DIGITS * 10**dp)."""
     mantissa, _, exp = repr(x).partition("e")
     whole, _, frac = mantissa.partition(".")
@@ -160,7 +161,7 @@ def _digits(x: float) -> tuple[str, int]:
     return digits.rstrip("0") or "0", dp
 
 
-def _fixed(digits: str, dp: int) -> str:
+def fixed_notation(digits: str, dp: int) -> str:
     if dp <= 0:
         return "0." + "0" * -dp + digits
     if dp >= len(digits):
@@ -168,7 +169,7 @@ def _fixed(digits: str, dp: int) -> str:
     return digits[:dp] + "." + digits[dp:]
 
 
-def _sci(digits: str, exp: int) -> str:
+def sci_notation(digits: str, exp: int) -> str:
     return digits[0] + ("." + digits[1:] if len(digits) > 1 else "") + f"e{'-' if exp < 0 else '+'}{abs(exp):02d}"
 
 
@@ -177,12 +178,12 @@ def _go_g(x: float, prec: int) -> str:
     if x == 0:
         return "0"
     if prec < 0:
-        digits, dp = _digits(x)
+        digits, dp = shortest_digits(x)
         eprec = 6
     else:
         mantissa, _, exp = f"{x:.{max(prec, 1) - 1}e}".partition("e")
         digits, dp, eprec = mantissa.replace(".", "").rstrip("0") or "0", int(exp) + 1, max(prec, 1)
-    return _sci(digits, dp - 1) if not -4 <= dp - 1 < eprec else _fixed(digits, dp)
+    return sci_notation(digits, dp - 1) if not -4 <= dp - 1 < eprec else fixed_notation(digits, dp)
 
 
 def _sign(s: _Spec, *, negative: bool) -> str:
@@ -336,75 +337,6 @@ def go_sprintf(fmt: str, *args: object) -> str:
 def _star(pending: list[object]) -> int | None:
     value = pending.pop(0) if pending else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-# ---------------------------------------------------------------- JSON
-
-_JSON_ESCAPES: Final = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",
-    "\f": "\\f",
-}
-_JSON_SPECIAL: Final = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]')
-
-
-def _json_str(s: str) -> str:
-    def escape(m: re.Match[str]) -> str:
-        c = m.group()
-        return "\\ufffd" if "\ud800" <= c <= "\udfff" else _JSON_ESCAPES.get(c) or f"\\u{ord(c):04x}"
-
-    return '"' + _JSON_SPECIAL.sub(escape, s) + '"'
-
-
-def _json_float(f: float) -> str:
-    if math.isinf(f) or math.isnan(f):
-        raise ValueError(f"json: unsupported value: {_fmt(f, _V)}")
-    if f == 0:
-        return "-0" if math.copysign(1, f) < 0 else "0"
-    digits, dp = _digits(abs(f))
-    text = _sci(digits, dp - 1) if abs(f) < 1e-6 or abs(f) >= 1e21 else _fixed(digits, dp)
-    return ("-" if f < 0 else "") + re.sub(r"e-0(\d)$", r"e-\1", text)
-
-
-def _json_struct(v: GoStruct) -> str:
-    tags = v.json_tags or tuple((name, name, "") for name in v.fields)
-    parts = []
-    for name, key, omit in tags:
-        value = v.fields.get(name)
-        if (omit == "nil" and value is None) or (omit == "empty" and not truth(value)):
-            continue
-        parts.append(f"{_json_str(key)}:{go_json(value)}")
-    return "{" + ",".join(parts) + "}"
-
-
-def go_json(v: object) -> str:
-    """Go's json.Marshal: HTML-safe escaping, sorted map keys, ordered struct fields; ValueError if not."""
-    marshal = hook(v, "go_json")
-    if marshal is not None:
-        return marshal()
-    if is_nil(v):
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return _json_float(v)
-    if isinstance(v, str):
-        return _json_str(v)
-    if isinstance(v, (bytes, bytearray)):
-        return '"' + base64.b64encode(v).decode() + '"'
-    if isinstance(v, Mapping):
-        return "{" + ",".join(f"{_json_str(str(k))}:{go_json(x)}" for k, x in sorted_items(v)) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(go_json(x) for x in v) + "]"
-    if isinstance(v, GoStruct):
-        return _json_struct(v)
-    raise ValueError(f"json: unsupported type: {go_type_name(v)}")
 
 
 def sprint_value(v: object) -> str:

@@ -1,37 +1,15 @@
-"""Go ``text/template`` as Ollama runs it: parse a template, inspect it, execute it.
-
-The interpreter follows Go's text/template (and Ollama's ``missingkey=zero`` option): trim markers,
-comments, pipelines, variables, if/else/with/range/break/continue, define/template/block, Go's
-builtin functions plus Ollama's (``json``, ``currentDate``, ``yesterdayDate``, ``toTypeScriptType``),
-and Go's fmt printing including ``String()`` methods (see :mod:`nbllm.prompt._gofmt` for how Python
-values map onto Go's).  Not supported: methods with arguments, complex numbers, channels, iterators.
-"""
+"""Executing a parsed Go template (text/template/exec.go), with Ollama's ``missingkey=zero``."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Final, NoReturn
+from typing import Final, NoReturn, Protocol
 
 from nbllm.errors import TemplateError
-from nbllm.prompt._gofmt import (
-    GoJSONMarshaler,
-    GoMap,
-    GoSlice,
-    GoStringer,
-    GoStruct,
-    go_json,
-    go_quote,
-    go_sprint,
-    go_sprintf,
-    go_type_name,
-    hook,
-    sorted_items,
-    sprint_value,
-    truth,
-)
-from nbllm.prompt._gofuncs import BUILTINS, OLLAMA_FUNCS, Func, go_and, go_or
-from nbllm.prompt._golex import (
+from nbllm.prompt.gotemplate.fmt import GoStruct, go_quote, go_type_name, hook, sorted_items, sprint_value, truth
+from nbllm.prompt.gotemplate.funcs import BUILTINS, Func, go_and, go_or
+from nbllm.prompt.gotemplate.lex import where
+from nbllm.prompt.gotemplate.node import (
     ActionNode,
     BranchNode,
     BreakNode,
@@ -50,49 +28,35 @@ from nbllm.prompt._golex import (
     TextNode,
     VariableNode,
     node_text,
-    where,
 )
-from nbllm.prompt._goparse import parse
 
-__all__ = [
-    "BUILTINS",
-    "OLLAMA_FUNCS",
-    "ActionNode",
-    "BranchNode",
-    "BreakNode",
-    "ChainNode",
-    "CommandNode",
-    "ContinueNode",
-    "DotNode",
-    "FieldNode",
-    "Func",
-    "GoJSONMarshaler",
-    "GoMap",
-    "GoSlice",
-    "GoStringer",
-    "GoStruct",
-    "GoTemplate",
-    "IdentifierNode",
-    "ListNode",
-    "LiteralNode",
-    "NilNode",
-    "Node",
-    "PipeNode",
-    "TemplateNode",
-    "TextNode",
-    "VariableNode",
-    "go_json",
-    "go_quote",
-    "go_sprint",
-    "go_sprintf",
-    "go_type_name",
-]
+__all__ = ["Program", "execute"]
 
 _MISSING: Final = object()  # "nothing piped in" (Go's missingVal)
 _MAX_DEPTH: Final = 100  # nested {{template}} calls; Go allows 100000 but Python's stack does not
 
 
-# ---------------------------------------------------------------- execution
+class Program(Protocol):
+    """What execution needs of a template: its source, functions, named bodies and their arities."""
+
+    text: str
+    funcs: Mapping[str, Func]
+
+    def lookup(self, name: str) -> ListNode | None:
+        """The body of the named template, or None."""
+
+    def arity(self, name: str, fn: Func) -> tuple[int, int | None]:
+        """How many arguments function ``name`` takes: (minimum, maximum or None)."""
+
+
+def execute(tmpl: Program, root: ListNode, data: object) -> str:
+    """Apply the tree ``root`` of ``tmpl`` to ``data`` and return the text; TemplateError on failure."""
+    out: list[str] = []
+    try:
+        _Exec(tmpl, out, data).walk(data, root)
+    except RecursionError:
+        raise TemplateError("template: nested too deeply") from None
+    return "".join(out)
 
 
 class _Break(Exception):
@@ -101,16 +65,6 @@ class _Break(Exception):
 
 class _Continue(Exception):
     """Internal: unwinds to the next range iteration on {{continue}}."""
-
-
-def _arity(fn: Func) -> tuple[int, int | None]:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except ValueError:
-        return 0, None
-    fixed = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
-    return sum(p.default is p.empty for p in fixed), None if variadic else len(fixed)
 
 
 def _method(receiver: object, name: str) -> Callable[[], object] | None:
@@ -122,7 +76,7 @@ def _method(receiver: object, name: str) -> Callable[[], object] | None:
 class _Exec:
     """One execution: output buffer, variable stack and the node being evaluated (for errors)."""
 
-    def __init__(self, tmpl: GoTemplate, out: list[str], dot: object, depth: int = 0) -> None:
+    def __init__(self, tmpl: Program, out: list[str], dot: object, depth: int = 0) -> None:
         self.tmpl, self.out, self.depth = tmpl, out, depth
         self.names: list[str] = ["$"]
         self.values: list[object] = [dot]
@@ -364,89 +318,3 @@ class _Exec:
         if isinstance(node, ChainNode):
             return self.chain(dot, node, [node], _MISSING)
         self.fail(f"can't handle {node_text(node)} as an argument")
-
-
-# ---------------------------------------------------------------- public API
-
-
-def _identifiers(node: Node, out: list[str]) -> None:
-    """Ollama's template.Identifiers: field and variable names, descending into control structures."""
-    if isinstance(node, ListNode):
-        for child in node.nodes:
-            _identifiers(child, out)
-    elif isinstance(node, TemplateNode):
-        if node.pipe is None:
-            raise TemplateError("undefined template specified")
-        _identifiers(node.pipe, out)
-    elif isinstance(node, ActionNode):
-        _identifiers(node.pipe, out)
-    elif isinstance(node, BranchNode):
-        for part in (node.pipe, node.body, node.else_body):
-            if part is not None:
-                _identifiers(part, out)
-    elif isinstance(node, PipeNode):
-        for cmd in node.cmds:
-            for arg in cmd.args:
-                _identifiers(arg, out)
-    elif isinstance(node, (FieldNode, VariableNode)):
-        out.extend(node.ident)
-
-
-class GoTemplate:
-    """A parsed Go text/template; ``funcs`` defaults to Ollama's extra functions."""
-
-    def __init__(self, text: str, *, funcs: Mapping[str, Func] | None = None, name: str = "") -> None:
-        self.text = text
-        self.name = name
-        self.funcs: Mapping[str, Func] = OLLAMA_FUNCS if funcs is None else funcs
-        self.root, self.defines = parse(text, {*self.funcs, *BUILTINS})
-        self._arities: dict[str, tuple[int, int | None]] = {}
-        self._vars: frozenset[str] | None = None
-
-    @classmethod
-    def from_tree(
-        cls,
-        text: str,
-        root: ListNode,
-        *,
-        defines: Mapping[str, ListNode],
-        funcs: Mapping[str, Func],
-        name: str = "",
-    ) -> GoTemplate:
-        """A template around an already built tree (``text`` is the source its positions refer to)."""
-        tmpl = cls.__new__(cls)
-        tmpl.text, tmpl.name, tmpl.funcs, tmpl.root, tmpl.defines = text, name, funcs, root, dict(defines)
-        tmpl._arities = {}
-        tmpl._vars = None
-        return tmpl
-
-    def arity(self, name: str, fn: Func) -> tuple[int, int | None]:
-        """How many arguments function ``name`` takes: (minimum, maximum or None)."""
-        if name not in self._arities:
-            self._arities[name] = _arity(fn)
-        return self._arities[name]
-
-    def lookup(self, name: str) -> ListNode | None:
-        """The body of the named template (``define``/``block``, or this one by its own name)."""
-        return self.defines.get(name) or (self.root if name == self.name else None)
-
-    def execute(self, data: object) -> str:
-        """Apply the template to ``data`` and return the text; TemplateError on failure."""
-        out: list[str] = []
-        try:
-            _Exec(self, out, data).walk(data, self.root)
-        except RecursionError:
-            raise TemplateError("template: nested too deeply") from None
-        return "".join(out)
-
-    def vars(self) -> frozenset[str]:
-        """Lower-cased field and variable names used anywhere, as Ollama's ``Template.Vars`` reports them.
-
-        Worked out once per template (a tree is never changed once built): every request asks, several times.
-        """
-        if self._vars is None:
-            names: list[str] = []
-            for tree in (self.root, *self.defines.values()):
-                _identifiers(tree, names)
-            self._vars = frozenset(n.lower() for n in names)
-        return self._vars

@@ -1,4 +1,4 @@
-"""The parser of Go templates, following text/template/parse (recursive descent over the tokens).
+"""The parser of Go templates, following text/template/parse/parse.go (recursive descent over the tokens).
 
 Private to :mod:`nbllm.prompt.gotemplate`.
 """
@@ -9,10 +9,9 @@ from collections.abc import Collection
 from typing import Final, NoReturn
 
 from nbllm.errors import TemplateError
-from nbllm.prompt._gofmt import go_quote
-from nbllm.prompt._golex import (
-    KEYWORDS,
-    SPACE,
+from nbllm.prompt.gotemplate.fmt import go_quote
+from nbllm.prompt.gotemplate.lex import KEYWORDS, SPACE, Tok, lex, number, unquote, where
+from nbllm.prompt.gotemplate.node import (
     ActionNode,
     BranchNode,
     BreakNode,
@@ -30,13 +29,8 @@ from nbllm.prompt._golex import (
     PipeNode,
     TemplateNode,
     TextNode,
-    Tok,
     VariableNode,
-    lex,
     node_text,
-    number,
-    unquote,
-    where,
 )
 
 __all__ = ["parse"]
