@@ -1,7 +1,8 @@
 """``POST /v1/responses``: OpenAI's Responses API over the chat use case (stateless, as Ollama's).
 
 A streamed answer is server-sent events, each ``event: <type>`` and ``data: {...}``; a failure after
-the stream started is a last ``response.failed`` event. The translation lives in ``service.responses``.
+the stream started is a last ``response.failed`` event. The translation lives in ``service.responses``
+(the request) and ``service.response_output`` (the answer).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from nbllm.runtime import Runtime
 from nbllm.schema.responses import ResponsesRequest
 from nbllm.server.errors import openai_error_body, openai_error_response
 from nbllm.server.streaming import ClientLeft, Feed, FeedResponse, watched
-from nbllm.service import responses as translate
+from nbllm.service import response_output
+from nbllm.service.responses import chat_request
 
 __all__ = ["router"]
 
@@ -37,14 +39,14 @@ async def responses(req: ResponsesRequest, request: Request) -> Response:
     """A model response in OpenAI's Responses shapes; ``previous_response_id`` and stored state are refused."""
     rt: Runtime = request.app.state.runtime
     try:
-        chat_req = translate.chat_request(req)
+        chat_req = chat_request(req)
     except Exception as exc:
         return openai_error_response(exc)
-    stream = translate.ResponseEvents(req) if req.stream else None
+    stream = response_output.ResponseEvents(req) if req.stream else None
 
     def make(cancel: threading.Event) -> Iterator[dict[str, Any] | Pending]:
         chunks = service.chat(rt, chat_req, cancel=cancel)
-        return stream.events(chunks) if stream is not None else translate.response(chunks, req)
+        return stream.events(chunks) if stream is not None else response_output.response(chunks, req)
 
     feed = Feed(make)
     try:

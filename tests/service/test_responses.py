@@ -13,7 +13,8 @@ import pytest
 from nbllm.errors import InvalidRequest
 from nbllm.schema import ChatResponse, Message, ToolCall, ToolCallFunction
 from nbllm.schema.responses import ResponsesRequest
-from nbllm.service.responses import ResponseEvents, chat_request, response
+from nbllm.service.response_output import ResponseEvents, response
+from nbllm.service.responses import chat_request
 
 
 def _chunk(content: str = "", thinking: str | None = None, *, done: bool = False, **extra: Any) -> ChatResponse:
