@@ -121,3 +121,31 @@ def test_reasoning_effort_is_think() -> None:
     assert think == [False, "low", "high", "max"]
     with pytest.raises(InvalidRequest, match="invalid reasoning value"):
         chat_request(ResponsesRequest(model="m", input="x", reasoning={"effort": "lots"}))  # type: ignore[arg-type]
+
+
+def test_text_format_is_the_chat_format() -> None:
+    schema = {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"]}
+    formats: list[Any] = [
+        {"type": "json_schema", "name": "animal", "schema": schema},
+        {"type": "json_object"},
+        {"type": "text"},
+    ]
+    chats = [chat_request(ResponsesRequest.model_validate({"input": "x", "text": {"format": f}})) for f in formats]
+    assert [c.format for c in chats] == [schema, "json", None]
+
+
+def test_calls_not_streamed_are_function_call_items() -> None:
+    call = ToolCall(id="call_1", function=ToolCallFunction(index=0, name="weather", arguments={"city": "Rome"}))
+    chunks = [_chunk(tool_calls=[call]), _chunk(done=True)]
+    [resp] = list(response(iter(chunks), ResponsesRequest(model="m", input="Rome?")))
+    assert isinstance(resp, dict)
+    assert resp["output"] == [
+        {
+            "id": resp["output"][0]["id"],
+            "type": "function_call",
+            "status": "completed",
+            "call_id": "call_1",
+            "name": "weather",
+            "arguments": '{"city": "Rome"}',
+        }
+    ]
