@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -123,6 +124,23 @@ def test_streamed_tool_call_events(client: openai.OpenAI) -> None:
     assert call.type == "function_call" and call.name == "get_current_weather"
     assert json.loads(call.arguments)["location"] == "Rome"
     assert call.arguments == events[4].arguments  # type: ignore[union-attr]
+
+
+def test_text_format_json_schema(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "legs": {"type": "integer"}},
+        "required": ["name", "legs"],
+    }
+    resp = client.responses.create(
+        model=MODEL,
+        input="Describe a spider.",
+        temperature=0,
+        max_output_tokens=60,
+        text={"format": {"type": "json_schema", "name": "animal", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(resp.output_text), schema)
+    assert resp.text.format and resp.text.format.type == "json_schema"
 
 
 def test_reasoning_effort_maps_to_think(client: openai.OpenAI) -> None:
