@@ -16,7 +16,15 @@ from starlette.routing import Match
 
 from nbllm.errors import InvalidRequest, NbllmError
 from nbllm.runtime import Runtime
-from nbllm.server import metrics, routes_blobs, routes_generate, routes_models, routes_openai, routes_registry
+from nbllm.server import (
+    metrics,
+    routes_blobs,
+    routes_generate,
+    routes_models,
+    routes_openai,
+    routes_registry,
+    routes_responses,
+)
 from nbllm.server.errors import handle_nbllm_error, render_error
 from nbllm.server.openapi import install_openapi
 from nbllm.server.security import SecurityMiddleware
@@ -172,6 +180,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, listen_host: st
     app.include_router(routes_models.router)
     app.include_router(routes_generate.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_responses.router)
     app.include_router(routes_registry.router)
     app.include_router(routes_blobs.router)
     install_openapi(app, api_key=settings.api_key is not None)
