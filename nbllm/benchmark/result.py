@@ -37,6 +37,19 @@ _SUMMARY = [
 ]
 
 
+_SHORT = {
+    "completed": "ok",
+    "request_throughput": "req/s",
+    "output_throughput": "out tok/s",
+    "median_ttft_ms": "TTFT p50",
+    "p99_ttft_ms": "TTFT p99",
+    "median_tpot_ms": "TPOT p50",
+    "p99_tpot_ms": "TPOT p99",
+    "median_e2el_ms": "E2EL p50",
+    "request_goodput": "goodput/s",
+}
+
+
 @dataclass
 class BenchResult:
     """Every request and every run of a benchmark; ``interrupted`` when Ctrl-C or Stop ended it early."""
@@ -70,6 +83,16 @@ class BenchResult:
         if self.runs.empty:
             return self.runs
         return self.runs[[c for c in _SUMMARY if c in self.runs.columns]]
+
+    def summary_text(self) -> str:
+        """The headline columns as a fixed-width table (ms, tokens/s, requests/s), with the notes under it."""
+        table = self.summary()
+        if table.empty:
+            return "no runs"
+        shown = table.rename(columns=_SHORT)
+        text = shown.to_string(index=False, float_format=lambda v: f"{v:.1f}", na_rep="-")
+        notes = sorted(set(self.runs["dataset"]) | {f"server timings: {s}" for s in set(self.runs["server_timings"])})
+        return "\n".join([text, "", *notes, "TTFT/TPOT/E2EL measured by this client from token arrival times."])
 
     def vllm_json(self) -> list[dict[str, Any]]:
         """Each run as ``vllm bench serve`` saves it (with ``--save-detailed``)."""

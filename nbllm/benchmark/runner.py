@@ -90,6 +90,13 @@ async def _stream_into(backend: Backend, req: GenRequest, rec: RequestRecord) ->
                 _finish(rec, event)
 
 
+def _describe(exc: Exception) -> str:
+    """A backend's own message; other exceptions (connection, protocol) with their type."""
+    if isinstance(exc, BackendError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 async def _one(backend: Backend, req: GenRequest, rec: RequestRecord, spec: BenchSpec) -> None:
     """Send one request and record it; every failure is recorded as an error, none is raised."""
     rec.status, rec.start = "running", time.perf_counter()
@@ -101,7 +108,7 @@ async def _one(backend: Backend, req: GenRequest, rec: RequestRecord, spec: Benc
     except asyncio.TimeoutError:
         rec.status, rec.error = "error", f"timed out after {spec.timeout:g}s"
     except Exception as exc:  # a benchmark counts every failure: HTTP, protocol, connection
-        rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        rec.status, rec.error = "error", _describe(exc)
     else:
         if not rec.arrivals:
             rec.status, rec.error = "error", "no token received"

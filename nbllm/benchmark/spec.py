@@ -109,5 +109,10 @@ class BenchSpec:
             raise ValueError("burstiness must be positive")
         if self.dataset.num_prompts < 1 or self.repeat < 1 or self.warmup < 0:
             raise ValueError("num_prompts and repeat must be at least 1, warmup at least 0")
+        data = self.dataset
+        if min(data.input_len, data.output_len, data.prefix_len, data.num_prefixes) < 1:
+            raise ValueError("input, output and prefix lengths and the number of prefixes must be at least 1")
+        if not self.timeout > 0:
+            raise ValueError("the timeout must be positive")
         if self.dataset.kind == "jsonl" and self.dataset.path is None:
             raise ValueError("the jsonl dataset needs a path")
