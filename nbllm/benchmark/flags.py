@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["parse_concurrency", "parse_option_pairs", "parse_rates"]
+from nbllm.benchmark.spec import SLO, BenchSpec, DatasetSpec
+
+__all__ = ["parse_concurrency", "parse_option_pairs", "parse_rates", "spec_from_flags"]
 
 
 def _items(text: str | Iterable[str]) -> list[str]:
@@ -61,3 +64,64 @@ def parse_option_pairs(pairs: Iterable[str]) -> dict[str, Any]:
         except ValueError:
             options[key.strip()] = value
     return options
+
+
+def spec_from_flags(
+    models: Iterable[str],
+    hosts: Iterable[str],
+    *,
+    endpoint: str = "generate",
+    dataset: str = "random",
+    dataset_path: str | Path | None = None,
+    num_prompts: int = 16,
+    input_len: int = 128,
+    output_len: int = 64,
+    prefix_len: int = 256,
+    num_prefixes: int = 1,
+    concurrency: str | Iterable[str] = (),
+    request_rate: str | Iterable[str] = (),
+    burstiness: float = 1.0,
+    max_concurrency: int | None = None,
+    warmup: int = 1,
+    repeat: int = 1,
+    seed: int = 0,
+    slo_ttft: float | None = None,
+    slo_tpot: float | None = None,
+    slo_e2el: float | None = None,
+    option: Iterable[str] | Mapping[str, Any] = (),
+    api_key_env: str | None = "OPENAI_API_KEY",
+    timeout: float = 600.0,
+    label: str | None = None,
+) -> BenchSpec:
+    """A checked :class:`BenchSpec` from ``nbllm bench``'s flags (the same names in ``%bench``); ValueError if wrong."""
+    if endpoint not in ("generate", "chat") or dataset not in ("random", "prefix", "jsonl"):
+        raise ValueError(f"unknown endpoint {endpoint!r} or dataset {dataset!r}")
+    data = DatasetSpec(
+        kind=dataset,  # type: ignore[arg-type]
+        num_prompts=num_prompts,
+        input_len=input_len,
+        output_len=output_len,
+        prefix_len=prefix_len,
+        num_prefixes=num_prefixes,
+        path=Path(dataset_path) if dataset_path else None,
+    )
+    spec = BenchSpec(
+        targets=tuple(hosts),
+        models=tuple(models),
+        dataset=data,
+        concurrency=parse_concurrency(concurrency),
+        rates=parse_rates(request_rate),
+        burstiness=burstiness,
+        max_concurrency=max_concurrency,
+        endpoint=endpoint,  # type: ignore[arg-type]
+        warmup=warmup,
+        repeat=repeat,
+        seed=seed,
+        slo=SLO(slo_ttft, slo_tpot, slo_e2el),
+        options=dict(option) if isinstance(option, Mapping) else parse_option_pairs(option),
+        timeout=timeout,
+        api_key_env=api_key_env,
+        label=label,
+    )
+    spec.validate()
+    return spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -93,6 +94,16 @@ class BenchResult:
         text = shown.to_string(index=False, float_format=lambda v: f"{v:.1f}", na_rep="-")
         notes = sorted(set(self.runs["dataset"]) | {f"server timings: {s}" for s in set(self.runs["server_timings"])})
         return "\n".join([text, "", *notes, "TTFT/TPOT/E2EL measured by this client from token arrival times."])
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        notes = self.summary_text().split("\n\n", 1)[-1] if not self.runs.empty else ""
+        head = "<p><b>interrupted</b>: the requests measured before the stop</p>" if self.interrupted else ""
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in notes.splitlines())
+        table = self.summary().to_html(index=False, float_format=lambda v: f"{v:.1f}", na_rep="-")
+        plain = (
+            "interrupted: the requests measured before the stop\n" if self.interrupted else ""
+        ) + self.summary_text()
+        return {"text/plain": plain, "text/html": f"{head}{table}<ul>{items}</ul>"}
 
     def vllm_json(self) -> list[dict[str, Any]]:
         """Each run as ``vllm bench serve`` saves it (with ``--save-detailed``)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,49 +20,19 @@ _HOST_HELP = (
 )
 
 
+_OUTPUT_FLAGS = ("out_dir", "no_plots", "no_progress", "as_json")
+
+
 def _spec(models: tuple[str, ...], flags: dict[str, Any]) -> BenchSpec:
-    from nbllm.benchmark import SLO, BenchSpec, DatasetSpec
-    from nbllm.benchmark.flags import parse_concurrency, parse_option_pairs, parse_rates
+    from nbllm.benchmark.flags import spec_from_flags
     from nbllm.config import Settings
 
+    hosts = flags["host"] or (Settings.from_env().host.url,)
+    given = {k: v for k, v in flags.items() if k not in (*_OUTPUT_FLAGS, "host")}
     try:
-        concurrency = parse_concurrency(flags["concurrency"]) if flags["concurrency"] else ()
-        rates = parse_rates(flags["request_rate"]) if flags["request_rate"] else ()
-        options = parse_option_pairs(flags["option"])
+        return spec_from_flags(models, hosts, **given)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    dataset = DatasetSpec(
-        kind=flags["dataset"],
-        num_prompts=flags["num_prompts"],
-        input_len=flags["input_len"],
-        output_len=flags["output_len"],
-        prefix_len=flags["prefix_len"],
-        num_prefixes=flags["num_prefixes"],
-        path=Path(flags["dataset_path"]) if flags["dataset_path"] else None,
-    )
-    spec = BenchSpec(
-        targets=tuple(flags["host"]) or (Settings.from_env().host.url,),
-        models=models,
-        dataset=dataset,
-        concurrency=concurrency,
-        rates=rates,
-        burstiness=flags["burstiness"],
-        max_concurrency=flags["max_concurrency"],
-        endpoint=flags["endpoint"],
-        warmup=flags["warmup"],
-        repeat=flags["repeat"],
-        seed=flags["seed"],
-        slo=SLO(flags["slo_ttft"], flags["slo_tpot"], flags["slo_e2el"]),
-        options=options,
-        timeout=flags["timeout"],
-        api_key_env=flags["api_key_env"],
-        label=flags["label"],
-    )
-    try:
-        spec.validate()
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    return spec
 
 
 @cli.command(use="bench MODEL [MODEL...]", env=("OLLAMA_HOST",))
