@@ -58,7 +58,10 @@ class HttpBackend:
         await self._http.aclose()
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._http.post(path, json=body)
+        try:
+            response = await self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"no answer from {self.url}{path}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
             raise BackendError(error_message(response.status_code, response.text))
         data = response.json()

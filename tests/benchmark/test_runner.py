@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nbllm.backends import BackendError
 from nbllm.benchmark import SLO, BenchSpec, DatasetSpec, run_benchmark
 from tests.support.schedule_server import ScheduleServer
 
@@ -144,3 +145,35 @@ def test_vllm_json_layout_csv_and_plots(sched: ScheduleServer, tmp_path: Path) -
     assert data["ttfts"][0] == pytest.approx(0.2, abs=TOL_MS / 1000)  # seconds per request, ms aggregated
     assert data["request_goodput"] == data["request_throughput"]
     assert data["generated_texts"][0] == "tok0 tok1 tok2 tok3 tok4 "
+
+
+def test_prefix_and_jsonl_datasets(sched: ScheduleServer, tmp_path: Path) -> None:
+    prefix = DatasetSpec(kind="prefix", num_prompts=4, prefix_len=41, input_len=10, num_prefixes=2, output_len=3)
+    result = run_benchmark(_spec(sched.url, models=("t5-g5-n3",), dataset=prefix, endpoint="chat"))
+    sent = [r["body"]["messages"] for r in sched.requests[-4:]]
+    systems = [m[0]["content"] for m in sent]
+    assert systems[0] == systems[2] != systems[1] == systems[3]  # two shared prefixes, round-robin
+    assert {len(s.split()) for s in systems} == {20}  # 41 tokens at 2 a word + 1
+    assert (result.requests["input_tokens"] == 2 * (20 + 5) + 1).all()  # prefix + suffix, as the server counts
+    lines = [{"prompt": "alpha beta", "output_len": 2}, {"prompt": "gamma", "system": "be terse"}]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    jsonl = DatasetSpec(kind="jsonl", path=path, num_prompts=5, output_len=7)
+    result = run_benchmark(_spec(sched.url, models=("t5-g5-n3",), dataset=jsonl))
+    bodies = [r["body"] for r in sched.requests[-2:]]
+    assert [(b["prompt"], b.get("system"), b["options"]["num_predict"]) for b in bodies] == [
+        ("alpha beta", None, 2),
+        ("gamma", "be terse", 7),
+    ]
+    assert len(result.requests) == 2 and (result.requests["input_tokens"] == [5, 3]).all()
+
+
+def test_unreachable_backend() -> None:
+    dead = "http://127.0.0.1:18499"  # nothing listens there (this branch's port range)
+    with pytest.raises(BackendError, match=r"warm-up failed on http://127\.0\.0\.1:18499 .*ConnectError"):
+        run_benchmark(_spec(dead, warmup=1))
+    result = run_benchmark(_spec(dead, warmup=0))  # every request fails, and is counted
+    run = result.runs.iloc[0]
+    assert (run["completed"], run["failed"]) == (0, 4)
+    assert result.requests["error"].str.startswith("ConnectError").all()
+    assert "assumed 1.5 tokens/word" in run["dataset"]  # no server to count tokens: said so

@@ -60,6 +60,9 @@ def test_json_output_and_errors(sched: ScheduleServer) -> None:
     missing = nbllm("bench", "missing", "--host", sched.url, "-n", "2")
     assert missing.returncode == 1
     assert missing.stderr.strip().endswith('HTTP 404: model "missing" not found')
+    dead = nbllm("bench", "m", "--host", "http://127.0.0.1:18499", "-n", "1")  # nothing listens there
+    assert dead.returncode == 1 and "Traceback" not in dead.stderr
+    assert "Error: warm-up failed on http://127.0.0.1:18499 with model 'm': ConnectError" in dead.stderr
     bad = nbllm("bench", "m", "--host", sched.url, "-c", "0")
     assert bad.returncode == 1 and "concurrency levels must be at least 1" in bad.stderr
 
