@@ -71,12 +71,15 @@ def test_metrics_from_a_fixed_schedule(sched: ScheduleServer, kind: str) -> None
 
 
 def test_goodput_nobody_and_everybody(sched: ScheduleServer) -> None:
-    nobody = run_benchmark(_spec(sched.url, slo=SLO(ttft_ms=1.0))).runs.iloc[0]
+    nobody = run_benchmark(_spec(sched.url, concurrency=(4,), slo=SLO(ttft_ms=1.0))).runs.iloc[0]
     assert nobody["completed"] == 4 and nobody["request_goodput"] == 0
-    everybody = run_benchmark(_spec(sched.url, slo=SLO(ttft_ms=60_000, tpot_ms=60_000))).runs.iloc[0]
+    slo = SLO(ttft_ms=60_000, tpot_ms=60_000)
+    everybody = run_benchmark(_spec(sched.url, concurrency=(4,), slo=slo)).runs.iloc[0]
     assert everybody["request_goodput"] == everybody["request_throughput"]
     # TPOT alone decides: 50 ms per token passes a 200 ms objective and fails a 10 ms one
-    assert run_benchmark(_spec(sched.url, slo=SLO(tpot_ms=10))).runs.iloc[0]["request_goodput"] == 0
+    passes = run_benchmark(_spec(sched.url, concurrency=(4,), slo=SLO(tpot_ms=200))).runs.iloc[0]
+    assert passes["request_goodput"] == passes["request_throughput"]
+    assert run_benchmark(_spec(sched.url, concurrency=(4,), slo=SLO(tpot_ms=10))).runs.iloc[0]["request_goodput"] == 0
 
 
 def test_errors_are_counted_not_dropped(sched: ScheduleServer) -> None:
@@ -98,7 +101,7 @@ def test_rate_sweep_paces_arrivals(sched: ScheduleServer) -> None:
     starts = req["start_s"].to_numpy()
     assert (starts[1:] >= starts[:-1]).all() and starts[-1] > 0.3  # spread out, not all at once
     again = run_benchmark(spec).requests["start_s"].to_numpy()
-    assert again == pytest.approx(starts, abs=0.05)  # the seed fixes the schedule
+    assert again == pytest.approx(starts, abs=0.15)  # the seed fixes the schedule (up to scheduling jitter)
 
 
 def test_interrupt_keeps_what_was_measured(sched: ScheduleServer) -> None:
