@@ -320,7 +320,7 @@ def _chat_request(
         tool_choice=_choice(args.tool_choice) if first else None,
         format=fmt,
         options=dict(args.options) or None,
-        think=True if args.think else None,
+        think=args.think,
         keep_alive=args.keep_alive,
     )
 
@@ -364,7 +364,7 @@ def run_generate(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> C
         raw=args.raw,
         format=fmt,
         options=dict(args.options) or None,
-        think=True if args.think else None,
+        think=args.think,
         keep_alive=args.keep_alive,
     )
     display = LiveDisplay(interval=ctx.interval, live=args.stream)
