@@ -51,14 +51,15 @@ class LiveAnswer:
         if self.view is not None and now - self._last < self.interval:
             return  # a later chunk or tick draws it
         body = live_bundle(render_body(answers, calls, partial=True, thinking=False), answers[-1].live_status())
+        answering = bool(answers[-1].text)
         if self.view is None:
             from nbllm.notebook.widgets.thinking import ThinkingAnswer
 
             self.view = ThinkingAnswer()
-            self.view.update(thinking, body)
+            self.view.update(thinking, body, answering=answering)
             self.display.update(self.view._repr_mimebundle_(), force=True)  # the widget replaces the Markdown
         else:
-            self.view.update(thinking, body)  # only the widget's text changes: an open section stays open
+            self.view.update(thinking, body, answering=answering)  # only its text changes: an open section stays open
         self._last = now
 
     def finish(self, bundle: dict[str, Any], metadata: Mapping[str, Any] | None = None) -> None:

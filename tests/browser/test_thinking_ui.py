@@ -83,6 +83,9 @@ def seen(browser: Any, jupyter: JupyterServer, shots: Path) -> dict[str, Any]:
         page.wait_for_function(_cell_js(1, "return cell.innerText.includes('step 1.');"), timeout=30_000)
         page.wait_for_function(_cell_js(1, "return cell.innerText.includes('step 30.');"), timeout=60_000)
         out["open_while_streaming"] = contents.is_visible()  # after ~30 more updates of the thinking text
+        page.wait_for_function(_cell_js(1, "return cell.innerText.includes('The answer');"), timeout=60_000)
+        out["title_answering"] = header.inner_text().strip()
+        out["open_while_answering"] = contents.is_visible()
         lab.cell_shot(shots, 1, "thinking-live-open")
         lab.wait_done(1, 120)
         details = lab.output(1).locator(".jp-RenderedMarkdown details")
@@ -110,6 +113,7 @@ def test_thinking_streams_collapsed_and_opens_on_click(seen: dict[str, Any]) -> 
     assert seen["live_title"] == "Thinking…"
     assert seen["live_collapsed"] is True
     assert seen["open_while_streaming"] is True  # the kernel's updates do not fold it again
+    assert seen["title_answering"] == "Thinking" and seen["open_while_answering"] is True
 
 
 def test_the_finished_answer_keeps_its_thinking_folded_and_opens_on_click(seen: dict[str, Any]) -> None:

@@ -132,6 +132,7 @@ def test_an_opened_section_stays_open_while_thinking_streams_and_the_widget_clos
         answer.feed(_chunk(content="Hello"), 0.5)
         live.redraw([answer], [])
         assert view.expanded and view.thought == "".join(THOUGHTS) and view.plain.startswith("Hello")
+        assert view.section.titles == ("Thinking",)  # the answer began: the thinking is over
         live.finish({"text/plain": "Hello"})
     assert view.comm is None  # closed: nothing of it is left in the kernel
     shown = [o.data for o in cap.outputs]

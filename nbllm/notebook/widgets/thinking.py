@@ -16,9 +16,11 @@ import ipywidgets as widgets
 
 from nbllm.notebook.widgets._fallback import StaticFallback, escape
 
-__all__ = ["THINKING_TITLE", "ThinkingAnswer"]
+__all__ = ["THINKING_TITLE", "THOUGHT_TITLE", "ThinkingAnswer"]
 
 THINKING_TITLE = "Thinking…"
+THOUGHT_TITLE = "Thinking"
+"""The section's title once the answer began (the final Markdown's ``<summary>`` says the same)."""
 _PRE = "white-space: pre-wrap; margin: 0; font-size: 0.9em; opacity: 0.8"
 
 
@@ -37,8 +39,13 @@ class ThinkingAnswer(StaticFallback, widgets.VBox):
         """The answer shown so far, as plain text."""
         super().__init__(children=[self.section, self._answer])
 
-    def update(self, thinking: str, answer: dict[str, Any]) -> None:
-        """Show ``thinking`` (plain text) in the section and the ``answer`` bundle below it."""
+    def update(self, thinking: str, answer: dict[str, Any], *, answering: bool = False) -> None:
+        """Show ``thinking`` (plain text) in the section and the ``answer`` bundle below it.
+
+        ``answering``: the answer's text began, so the thinking is over (the title drops its "…").
+        """
+        if answering and self.section.titles != (THOUGHT_TITLE,):
+            self.section.titles = (THOUGHT_TITLE,)  # the title only: the open state stays the user's
         if thinking != self.thought:
             self.thought = thinking
             self._thinking.value = f'<pre style="{_PRE}">{escape(thinking)}</pre>'
