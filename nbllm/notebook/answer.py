@@ -36,6 +36,8 @@ class Answer:
     first_at: float | None = None
     last_at: float | None = None
     chunks: int = 0
+    thinking_chunks: int = 0
+    """Chunks that carried thinking (``message.thinking``/``thinking``): the server's split of the tokens."""
     error: BaseException | None = None
     loading: bool = False
     """Set (from a probe thread) when the model was not loaded as the request went out."""
@@ -50,6 +52,7 @@ class Answer:
             self.content.append(text)
         if thinking:
             self.thinking.append(thinking)
+            self.thinking_chunks += 1
         if calls:
             self.tool_calls.extend(calls)
         if self.first_at is None and (text or thinking or calls):
@@ -79,7 +82,16 @@ class Answer:
         """The timing record of this response."""
         ttft = self.first_at - self.started_at if self.first_at is not None else None
         wall = (self.last_at or self.started_at) - self.started_at
-        return TimingRecord.from_metrics(self.model, self.final, ttft_s=ttft, wall_s=wall, **extra)
+        thought = self.thought
+        return TimingRecord.from_metrics(
+            self.model,
+            self.final,
+            ttft_s=ttft,
+            wall_s=wall,
+            thinking_chunks=self.thinking_chunks if thought else None,
+            thinking_chars=len(thought) if thought else None,
+            **extra,
+        )
 
     @property
     def finished(self) -> bool:
@@ -103,16 +115,18 @@ def render_body(
     as_json: bool = False,
     partial: bool = False,
     escape: bool = True,
+    thinking: bool = True,
 ) -> str:
     """Markdown of a (possibly multi-round) answer: thinking folded, text, tool calls as quoted lines.
 
     The model's text is shown as written: tag-like text in it is escaped (:func:`escape_html`);
     ``escape=False`` gives the same layout with the text as the model wrote it (for ``text/plain``).
+    The thinking is a ``<details>`` without ``open`` (collapsed); ``thinking=False`` leaves it out.
     """
     shown = escape_html if escape else str
     parts: list[str] = []
     for i, answer in enumerate(answers):
-        if answer.thought:
+        if answer.thought and thinking:
             parts.append(f"<details><summary>Thinking</summary>\n\n{shown(answer.thought.strip())}\n\n</details>")
         if answer.text:
             parts.append(_as_json_block(answer.text, shown) if as_json and not partial else shown(answer.text))

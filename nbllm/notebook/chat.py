@@ -18,8 +18,9 @@ from nbllm.client import BaseClient
 from nbllm.errors import Cancelled, InvalidRequest, NbllmError
 from nbllm.notebook.answer import Answer, ChatResult, render_body
 from nbllm.notebook.display import LiveDisplay, escape_html, show
+from nbllm.notebook.live_answer import LiveAnswer
 from nbllm.notebook.magic_args import ChatArgs
-from nbllm.notebook.outputs import final_bundle, status_bundle
+from nbllm.notebook.outputs import final_bundle, live_bundle
 from nbllm.notebook.session import NotebookSession
 from nbllm.notebook.streaming import StreamPump
 from nbllm.notebook.timing import TimingRecord
@@ -115,13 +116,6 @@ def _footer(model: str, records: list[TimingRecord]) -> str:
     return f"{model} · {last.summary()}" + (f" · {len(records)} rounds" if len(records) > 1 else "")
 
 
-def live_bundle(body: str, status: str) -> dict[str, Any]:
-    """A streaming answer: only the status line until text arrives, then the text above it."""
-    if not body:
-        return status_bundle(status)
-    return {"text/markdown": f"{body}\n\n<sub>{status}</sub>", "text/plain": f"{body}\n\n[{status}]"}
-
-
 def keep_timing(ctx: CellContext, answer: Answer, record: TimingRecord) -> None:
     """Add a response's stats to ``%timings``: only a finished answer, or one interrupted (marked so)."""
     if answer.finished or record.interrupted:
@@ -195,7 +189,7 @@ def stream_answer(
 def _finish(
     ctx: CellContext,
     args: ChatArgs,
-    display: LiveDisplay,
+    display: LiveAnswer,
     bodies: tuple[str, str],
     last: Answer,
     footer: str,
@@ -265,9 +259,10 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
     answers: list[Answer] = []
     calls: list[list[ToolCallRecord]] = []
     records: list[TimingRecord] = []
+    live = LiveAnswer(display, interval=ctx.interval)
 
     def redraw() -> None:
-        display.update(lambda: live_bundle(render_body(answers, calls, partial=True), answers[-1].live_status()))
+        live.redraw(answers, calls)
 
     interrupted = False
     for round_no in range(ctx.max_tool_rounds + 1):
@@ -292,7 +287,7 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
         stopped = f"\n\n*(stopped after {ctx.max_tool_rounds} rounds of tool calls)*"
         body, plain = body + stopped, plain + stopped
     meta = _metadata(ctx, args, model, "chat", records)
-    bundle = _finish(ctx, args, display, (body, plain), answers[-1], _footer(model, records), meta)
+    bundle = _finish(ctx, args, live, (body, plain), answers[-1], _footer(model, records), meta)
     result = ChatResult(
         model=model,
         text=answers[-1].text,
@@ -320,7 +315,7 @@ def _chat_request(
         tool_choice=_choice(args.tool_choice) if first else None,
         format=fmt,
         options=dict(args.options) or None,
-        think=True if args.think else None,
+        think=args.think,
         keep_alive=args.keep_alive,
     )
 
@@ -364,15 +359,16 @@ def run_generate(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> C
         raw=args.raw,
         format=fmt,
         options=dict(args.options) or None,
-        think=True if args.think else None,
+        think=args.think,
         keep_alive=args.keep_alive,
     )
     display = LiveDisplay(interval=ctx.interval, live=args.stream)
     display.show({"text/plain": f"{model}: …", "text/markdown": f"<sub>{model} …</sub>"}, raw=True)
     answer = Answer(model=model, started_at=0.0)
+    live = LiveAnswer(display, interval=ctx.interval)
 
     def redraw() -> None:
-        display.update(lambda: live_bundle(render_body([answer], [], partial=True), answer.live_status()))
+        live.redraw([answer], [])
 
     interrupted = stream_answer(ctx, answer, generate_source(ctx.client, req), redraw)
     record = answer.timing(kind="generate", host=ctx.client.host, cell=ctx.cell, interrupted=interrupted)
@@ -382,7 +378,7 @@ def run_generate(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> C
         for escape in (True, False)
     )
     meta = _metadata(ctx, args, model, "generate", [record])
-    bundle = _finish(ctx, args, display, (bodies[0], bodies[1]), answer, _footer(model, [record]), meta)
+    bundle = _finish(ctx, args, live, (bodies[0], bodies[1]), answer, _footer(model, [record]), meta)
     body = bodies[0]
     result = ChatResult(
         model=model,

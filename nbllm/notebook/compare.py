@@ -65,7 +65,7 @@ def _requests(args: ChatArgs, models: list[str], prompt: str, kind: str, ctx: Ce
     common: dict[str, Any] = {
         "format": fmt,
         "options": dict(args.options) or None,
-        "think": True if args.think else None,
+        "think": args.think,
         "keep_alive": args.keep_alive,
     }
     if kind == "generate":

@@ -1,79 +1,223 @@
-"""Arguments of the magics, parsed (``shlex`` + ``argparse``) into frozen dataclasses.
+"""Arguments of the magics: IPython's ``magic_arguments`` parsers, read into frozen dataclasses.
 
-Parsers never exit the kernel: a bad line raises :class:`MagicArgumentError` and ``-h`` raises
-:class:`HelpRequested` carrying the help text.
+Each magic declares its flags on its method with ``@magic_arguments()`` and ``@argument`` (so
+``%chat?`` shows the generated help); :func:`parse_line` parses a line with that parser and builds
+the magic's dataclass (its ``from_namespace``), the typed value its handler receives. A bad line
+raises IPython's ``UsageError`` (the message, then the usage); ``-h`` raises :class:`ShowHelp`.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Protocol, TypeVar, cast
+
+from IPython.core import magic_arguments as _ipython_args
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import ArgDecorator, MagicArgumentParser
 
 from nbllm.errors import InvalidOption
 from nbllm.options import parse_parameter
 
 __all__ = [
+    "THINK_LEVELS",
+    "ArgumentDecorator",
     "BenchArgs",
     "ChatArgs",
-    "HelpRequested",
-    "MagicArgumentError",
     "ModelArgs",
     "PsArgs",
     "PullArgs",
     "ServeArgs",
     "ShowArgs",
+    "ShowHelp",
     "TimingsArgs",
-    "parse",
+    "argument",
+    "cell_arguments",
+    "help_option",
+    "host_option",
+    "magic_arguments",
+    "options_option",
+    "parse_line",
     "parse_options",
+    "parse_think",
+    "show_field_options",
 ]
 
 SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
+THINK_LEVELS = ("low", "medium", "high")
+"""``--think LEVEL``; ``true``/``false`` (any case) turn thinking on or off."""
 
 
-class MagicArgumentError(ValueError):
-    """A magic's line did not parse; the message says why (with the usage)."""
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class HelpRequested(Exception):
-    """``-h``/``--help`` was given; ``text`` is the help."""
+class ArgumentDecorator(Protocol):
+    """What IPython's ``@magic_arguments()`` and ``@argument(...)`` are (IPython leaves them untyped)."""
+
+    def __call__(self, fn: F, /) -> F: ...
+
+
+def magic_arguments(name: str | None = None) -> ArgumentDecorator:
+    """IPython's ``@magic_arguments`` (typed): builds the magic's parser and makes its help the docstring."""
+    return cast(ArgumentDecorator, _ipython_args.magic_arguments(name))  # type: ignore[no-untyped-call]
+
+
+def argument(*args: Any, **kwargs: Any) -> ArgumentDecorator:
+    """IPython's ``@argument`` (typed): ``add_argument(*args, **kwargs)`` on the magic's parser."""
+    return cast(ArgumentDecorator, _ipython_args.argument(*args, **kwargs))  # type: ignore[no-untyped-call]
+
+
+class ShowHelp(Exception):
+    """``-h``/``--help`` was given: ``text`` is the magic's help (the magics show it instead of running)."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise MagicArgumentError(f"{message}\n{self.format_usage().strip()}")
+class _HelpAction(argparse.Action):
+    """``-h``: stop parsing with the help (argparse's own would print it and exit the kernel)."""
 
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise MagicArgumentError(message or f"%{self.prog} failed")
-
-    def print_help(self, file: Any = None) -> None:
-        raise HelpRequested(self.format_help())
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        raise ShowHelp(parser.format_help())
 
 
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+class _HelpOption(ArgDecorator):
+    """Adds ``-h/--help`` and argparse's plain help layout (``usage: NAME ...``, not IPython's reST)."""
+
+    def add_to_parser(self, parser: argparse.ArgumentParser, group: Any) -> None:
+        parser.formatter_class = argparse.HelpFormatter
+        parser.add_argument("-h", "--help", action=_HelpAction, nargs=0, help="show this help")
+
+
+help_option = cast(ArgumentDecorator, _HelpOption())
+"""Decorator: ``-h/--help`` for a magic (put it right under ``@magic_arguments()``)."""
+host_option = argument("--host", default=None, help="server URL (Ollama or nbllm), or 'local' for this kernel")
+"""Decorator: ``--host URL``."""
+options_option = argument(
+    "-o", "--option", dest="options", action="append", default=None, metavar="KEY=VALUE", help="a model option"
+)
+"""Decorator: ``-o key=value`` (repeatable)."""
+
+
+def cell_arguments(kind: str) -> Callable[[F], F]:
+    """Decorator: the flags of ``%%chat`` (``kind="chat"``) or ``%%generate``, in the order of their help."""
+    common = [
+        argument("model", nargs="?", default=None, help="the model (default: NbllmMagics.default_model)"),
+        argument(
+            "-m", "--model", dest="more_models", action="append", default=None, metavar="MODEL", help="compare models"
+        ),
+        argument("-s", "--system", default=None, help="system prompt"),
+        options_option,
+        argument("--format", default=None, help="'json' or the name of a variable holding a JSON schema"),
+        argument(
+            "--think",
+            nargs="?",
+            const=True,
+            default=None,
+            metavar="LEVEL",
+            help="let a thinking model think (shown folded): bare, low, medium, high, or false",
+        ),
+        argument("--keep-alive", default=None, help="how long the model stays loaded (5m, 0, -1)"),
+        argument("--var", default=None, help="also store the result in this variable"),
+        argument("--no-interp", action="store_true", help="send {braces} exactly as written"),
+        argument("--no-stream", action="store_true", help="show only the final answer"),
+        argument(
+            "-f",
+            "--output-format",
+            default="markdown",
+            choices=("markdown", "md", "text", "json", "code"),
+            help="show the answer as markdown (default), text, json (asks for JSON), or code (into a new cell below)",
+        ),
+        host_option,
+    ]
+    if kind == "chat":
+        common += [
+            argument("--tools", default="", help="comma-separated names of Python functions the model may call"),
+            argument("--tool-choice", default=None, help="auto, none, required, or a function name"),
+            argument("--thread", default="default", help="conversation to continue"),
+            argument("--new", action="store_true", help="start the conversation afresh"),
+        ]
+    else:
+        common.append(argument("--raw", action="store_true", help="no prompt template"))
+
+    def decorate(fn: F) -> F:
+        for deco in reversed(common):  # decorators apply bottom-up: the help lists them in this order
+            fn = deco(fn)
+        return fn
+
+    return decorate
+
+
+def show_field_options(fn: F) -> F:
+    """Decorator: ``%show``'s ``--template``, ``--modelfile``, ... (one field each)."""
+    for name in reversed(SHOW_FIELDS):
+        fn = argument(f"--{name}", dest="field", action="store_const", const=name, help=f"show the {name}")(fn)
+    return fn
+
+
+class _FromNamespace(Protocol):
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> Any: ...
+
+
+A = TypeVar("A", bound=_FromNamespace)
+
+
+def parse_line(magic: Callable[..., Any], line: str, into: type[A]) -> A:
+    """Parse ``line`` with the parser ``@magic_arguments`` put on ``magic``, into its dataclass ``into``.
+
+    The line is split as a POSIX shell does (``-s 'Be brief.'`` is one word without its quotes);
+    IPython's ``parse_argstring`` keeps the quotes.
+    """
+    parser: MagicArgumentParser = magic.parser  # type: ignore[attr-defined]
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot split the line: {exc}") from None
+    try:
+        ns = parser.parse_args(words)
+    except UsageError as exc:  # MagicArgumentParser.error: the message; the usage says what is accepted
+        raise UsageError(f"{exc}\n{parser.format_usage().strip()}") from None
+    result: A = into.from_namespace(ns)
+    return result
+
+
+def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
     """``-o key=value`` pairs as typed model options (a repeated key, such as ``stop``, collects a list).
 
     >>> parse_options(["temperature=0", "num_predict=20", "stop=a", "stop=b"])
     {'temperature': 0.0, 'num_predict': 20, 'stop': ('a', 'b')}
     """
     raw: dict[str, list[str]] = {}
-    for pair in pairs:
+    for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise MagicArgumentError(f"option {pair!r} is not key=value")
+            raise UsageError(f"option {pair!r} is not key=value")
         raw.setdefault(key.strip(), []).append(value)
     try:
         parsed = {key: parse_parameter(key, values) for key, values in raw.items()}
     except InvalidOption as exc:
-        raise MagicArgumentError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     return {k: v for k, v in parsed.items() if v is not None}
+
+
+def parse_think(value: bool | str | None) -> bool | str | None:  # noqa: FBT001 (argparse's value)
+    """``--think``'s value as the API's ``think``: True (bare), False, or a level.
+
+    >>> parse_think(True), parse_think("false"), parse_think("High"), parse_think(None)
+    (True, False, 'high', None)
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    word = value.strip().lower()
+    if word in ("true", "false"):
+        return word == "true"
+    if word in THINK_LEVELS:
+        return word
+    raise UsageError(f"--think takes low, medium, high, true or false (or nothing), not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +227,11 @@ class ModelArgs:
     models: tuple[str, ...] = ()
     host: str | None = None
 
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> ModelArgs:
+        """From the parsed line."""
+        return cls(models=tuple(getattr(ns, "models", ())), host=ns.host)
+
 
 @dataclass(frozen=True)
 class PullArgs:
@@ -91,6 +240,11 @@ class PullArgs:
     model: str
     insecure: bool = False
     host: str | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> PullArgs:
+        """From the parsed line."""
+        return cls(model=ns.model, insecure=ns.insecure, host=ns.host)
 
 
 @dataclass(frozen=True)
@@ -102,6 +256,11 @@ class ShowArgs:
     verbose: bool = False
     host: str | None = None
 
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> ShowArgs:
+        """From the parsed line."""
+        return cls(model=ns.model, field=ns.field, verbose=ns.verbose, host=ns.host)
+
 
 @dataclass(frozen=True)
 class PsArgs:
@@ -110,6 +269,11 @@ class PsArgs:
     watch: bool = False
     interval: float = 1.0
     host: str | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> PsArgs:
+        """From the parsed line (intervals under 0.2 s are raised to it)."""
+        return cls(watch=ns.watch, interval=max(0.2, ns.interval), host=ns.host)
 
 
 @dataclass(frozen=True)
@@ -121,6 +285,11 @@ class ServeArgs:
     port: int | None = None
     log: str | None = None
 
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> ServeArgs:
+        """From the parsed line."""
+        return cls(action=ns.action, host=ns.host, port=ns.port, log=ns.log)
+
 
 @dataclass(frozen=True)
 class TimingsArgs:
@@ -129,6 +298,11 @@ class TimingsArgs:
     plot: bool = False
     clear: bool = False
     last: int | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> TimingsArgs:
+        """From the parsed line."""
+        return cls(plot=ns.plot, clear=ns.clear, last=ns.last)
 
 
 @dataclass(frozen=True)
@@ -140,6 +314,15 @@ class BenchArgs:
     runs: int = 3
     options: dict[str, Any] = field(default_factory=dict)
     host: str | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> BenchArgs:
+        """From the parsed line (``num_predict`` 128 unless given: comparable, bounded runs)."""
+        if ns.runs < 1:
+            raise UsageError("-n must be at least 1")
+        options = parse_options(ns.options)
+        options.setdefault("num_predict", 128)
+        return cls(models=tuple(ns.models), prompt=ns.prompt, runs=ns.runs, options=options, host=ns.host)
 
 
 @dataclass(frozen=True)
@@ -154,7 +337,8 @@ class ChatArgs:
     tool_choice: str | None = None
     thread: str = "default"
     new: bool = False
-    think: bool = False
+    think: bool | str | None = None
+    """``--think [LEVEL]``: the API's ``think`` (None: the model's default)."""
     raw: bool = False
     keep_alive: str | None = None
     var: str | None = None
@@ -164,147 +348,40 @@ class ChatArgs:
     output: str = "markdown"
     """``-f/--output-format``: markdown, text, json or code (see :mod:`nbllm.notebook.outputs`)."""
 
-
-def _host(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=None, help="server URL (Ollama or nbllm), or 'local' for this kernel")
-
-
-def _output_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-f",
-        "--output-format",
-        default="markdown",
-        choices=("markdown", "md", "text", "json", "code"),
-        help="show the answer as markdown (default), text, json (asks for JSON), or code (into a new cell below)",
-    )
-
-
-@functools.cache
-def _parsers() -> dict[str, argparse.ArgumentParser]:
-    parsers: dict[str, argparse.ArgumentParser] = {}
-
-    def new(name: str, description: str) -> argparse.ArgumentParser:
-        parser = _Parser(prog=name, description=description, add_help=True)
-        parsers[name] = parser
-        return parser
-
-    p = new("pull", "Pull a model, with a live progress bar.")
-    p.add_argument("model")
-    p.add_argument("--insecure", action="store_true", help="use an insecure registry")
-    _host(p)
-    p = new("list", "List local models (a DataFrame).")
-    _host(p)
-    p = new("show", "Show information about a model.")
-    p.add_argument("model")
-    for name in SHOW_FIELDS:
-        p.add_argument(f"--{name}", dest="field", action="store_const", const=name, help=f"show the {name}")
-    p.add_argument("-v", "--verbose", action="store_true", help="show more model information")
-    _host(p)
-    p = new("ps", "List running models (a DataFrame; --watch refreshes live).")
-    p.add_argument("--watch", action="store_true", help="a live view refreshed every --interval seconds")
-    p.add_argument("--interval", type=float, default=1.0)
-    _host(p)
-    for name, text in (("stop", "Stop (unload) a running model."), ("rm", "Remove models.")):
-        p = new(name, text)
-        p.add_argument("models", nargs="+")
-        _host(p)
-    p = new("serve", "Start (or stop) the API server in a background thread of this kernel.")
-    p.add_argument("action", nargs="?", default="start", choices=("start", "stop", "status"))
-    p.add_argument("--host", default=None, help="address to bind (default from OLLAMA_HOST: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 11434; 0 picks a free one)")
-    p.add_argument("--log", default=None, metavar="FILE", help="append the server's log to FILE (else it is dropped)")
-    p = new("timings", "Timing stats of every response (a DataFrame).")
-    p.add_argument("--plot", action="store_true", help="draw the comparison instead")
-    p.add_argument("--clear", action="store_true", help="forget the stats kept so far")
-    p.add_argument("--last", type=int, default=None, help="only the last N responses")
-    p = new("bench", "Compare models on one prompt: N runs each, then a plot.")
-    p.add_argument("models", nargs="+")
-    p.add_argument("-p", "--prompt", default="Why is the sky blue?")
-    p.add_argument("-n", "--runs", type=int, default=3)
-    p.add_argument("-o", "--option", dest="options", action="append", default=[], metavar="KEY=VALUE")
-    _host(p)
-    for name in ("chat", "generate"):
-        p = new(name, "Send the cell to a model; the answer streams into the cell as Markdown.")
-        p.add_argument("model", nargs="?", default=None)
-        p.add_argument("-m", "--model", dest="more_models", action="append", default=[], help="compare models")
-        p.add_argument("-s", "--system", default=None, help="system prompt")
-        p.add_argument("-o", "--option", dest="options", action="append", default=[], metavar="KEY=VALUE")
-        p.add_argument("--format", default=None, help="'json' or the name of a variable holding a JSON schema")
-        p.add_argument("--think", action="store_true", help="let a thinking model think (shown folded)")
-        p.add_argument("--keep-alive", default=None, help="how long the model stays loaded (5m, 0, -1)")
-        p.add_argument("--var", default=None, help="also store the result in this variable")
-        p.add_argument("--no-interp", action="store_true", help="send {braces} exactly as written")
-        p.add_argument("--no-stream", action="store_true", help="show only the final answer")
-        _output_format(p)
-        _host(p)
-        if name == "chat":
-            p.add_argument("--tools", default="", help="comma-separated names of Python functions the model may call")
-            p.add_argument("--tool-choice", default=None, help="auto, none, required, or a function name")
-            p.add_argument("--thread", default="default", help="conversation to continue")
-            p.add_argument("--new", action="store_true", help="start the conversation afresh")
-        else:
-            p.add_argument("--raw", action="store_true", help="no prompt template")
-    return parsers
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> ChatArgs:
+        """From the parsed line of ``%%chat`` or ``%%generate``."""
+        output = "markdown" if ns.output_format == "md" else ns.output_format
+        model, think = _model_and_think(ns.model, ns.think)
+        models = tuple(m for m in [model, *(ns.more_models or ())] if m)
+        if output != "markdown" and len(models) > 1:
+            raise UsageError(f"-f {output} works with one model at a time")
+        return cls(
+            models=models,
+            output=output,
+            system=ns.system,
+            options=parse_options(ns.options),
+            format=ns.format if ns.format is not None or output != "json" else "json",
+            tools=tuple(t.strip() for t in getattr(ns, "tools", "").split(",") if t.strip()),
+            tool_choice=getattr(ns, "tool_choice", None),
+            thread=getattr(ns, "thread", "default"),
+            new=getattr(ns, "new", False),
+            think=think,
+            raw=getattr(ns, "raw", False),
+            keep_alive=ns.keep_alive,
+            var=ns.var,
+            interpolate=not ns.no_interp,
+            stream=not ns.no_stream,
+            host=ns.host,
+        )
 
 
-def parse(magic: str, line: str) -> Any:
-    """Parse the line of ``%magic`` (or the first line of ``%%magic``) into its args dataclass."""
-    parser = _parsers()[magic]
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:
-        raise MagicArgumentError(f"cannot split the line: {exc}") from None
-    ns = parser.parse_args(words)
-    return _BUILDERS[magic](ns)
+def _model_and_think(model: str | None, think: bool | str | None) -> tuple[str | None, bool | str | None]:  # noqa: FBT001
+    """``--think MODEL`` (as before levels existed): argparse took the model as the level; give it back.
 
-
-def _models(ns: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(m for m in [ns.model, *ns.more_models] if m)
-
-
-def _chat(ns: argparse.Namespace) -> ChatArgs:
-    output = "markdown" if ns.output_format == "md" else ns.output_format
-    models = _models(ns)
-    if output != "markdown" and len(models) > 1:
-        raise MagicArgumentError(f"-f {output} works with one model at a time")
-    return ChatArgs(
-        models=models,
-        output=output,
-        system=ns.system,
-        options=parse_options(ns.options),
-        format=ns.format if ns.format is not None or output != "json" else "json",
-        tools=tuple(t.strip() for t in getattr(ns, "tools", "").split(",") if t.strip()),
-        tool_choice=getattr(ns, "tool_choice", None),
-        thread=getattr(ns, "thread", "default"),
-        new=getattr(ns, "new", False),
-        think=ns.think,
-        raw=getattr(ns, "raw", False),
-        keep_alive=ns.keep_alive,
-        var=ns.var,
-        interpolate=not ns.no_interp,
-        stream=not ns.no_stream,
-        host=ns.host,
-    )
-
-
-def _bench(ns: argparse.Namespace) -> BenchArgs:
-    if ns.runs < 1:
-        raise MagicArgumentError("-n must be at least 1")
-    options = parse_options(ns.options)
-    options.setdefault("num_predict", 128)  # comparable, bounded runs
-    return BenchArgs(models=tuple(ns.models), prompt=ns.prompt, runs=ns.runs, options=options, host=ns.host)
-
-
-_BUILDERS: dict[str, Any] = {
-    "pull": lambda ns: PullArgs(model=ns.model, insecure=ns.insecure, host=ns.host),
-    "list": lambda ns: ModelArgs(host=ns.host),
-    "show": lambda ns: ShowArgs(model=ns.model, field=ns.field, verbose=ns.verbose, host=ns.host),
-    "ps": lambda ns: PsArgs(watch=ns.watch, interval=max(0.2, ns.interval), host=ns.host),
-    "stop": lambda ns: ModelArgs(models=tuple(ns.models), host=ns.host),
-    "rm": lambda ns: ModelArgs(models=tuple(ns.models), host=ns.host),
-    "serve": lambda ns: ServeArgs(action=ns.action, host=ns.host, port=ns.port, log=ns.log),
-    "timings": lambda ns: TimingsArgs(plot=ns.plot, clear=ns.clear, last=ns.last),
-    "bench": _bench,
-    "chat": _chat,
-    "generate": _chat,
-}
+    >>> _model_and_think(None, "qwen3"), _model_and_think("m", "low"), _model_and_think(None, "False")
+    (('qwen3', True), ('m', 'low'), (None, False))
+    """
+    if model is None and isinstance(think, str) and think.strip().lower() not in (*THINK_LEVELS, "true", "false"):
+        return think, True
+    return model, parse_think(think)

@@ -1,8 +1,9 @@
 """``NbllmMagics``: the line magics (``%pull``, ``%list``, ``%show``, ``%ps``, ``%stop``, ``%rm``, ``%serve``,
 ``%timings``, ``%bench``) and the cell magics (``%%chat``, ``%%generate``).
 
-Each magic parses its line into a typed args object (:mod:`nbllm.notebook.magic_args`) and is
-dispatched through a table. nbllm errors surface as IPython ``UsageError``: one line, no
+Each magic declares its flags with IPython's ``@magic_arguments``/``@argument`` (``%chat?`` shows
+the generated help), parses its line into a typed args object (:mod:`nbllm.notebook.magic_args`)
+and hands it to its handler. nbllm errors surface as IPython ``UsageError``: one line, no
 traceback, and the cell still counts as failed for nbclient/papermill. Options are traitlets:
 ``%config NbllmMagics.default_model = "gemma3:270m"``.
 """
@@ -10,77 +11,47 @@ traceback, and the cell still counts as failed for nbclient/papermill. Options a
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections import ChainMap
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, cast
 
+from IPython.core import magic as _ipython_magic
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, magics_class
 from traitlets import Bool, Float, Int, Unicode
 
 from nbllm.client import BaseClient
-from nbllm.errors import NbllmError, NotFound
+from nbllm.errors import NbllmError
 from nbllm.notebook.display import LiveDisplay, Note, Rich
 from nbllm.notebook.interpolation import CellErrors, interpolate, strip_markers
-from nbllm.notebook.magic_args import HelpRequested, MagicArgumentError, parse
+from nbllm.notebook.magic_args import (
+    ArgumentDecorator,
+    BenchArgs,
+    ChatArgs,
+    ModelArgs,
+    PsArgs,
+    PullArgs,
+    ServeArgs,
+    ShowArgs,
+    TimingsArgs,
+    argument,
+    cell_arguments,
+    help_option,
+    host_option,
+    magic_arguments,
+    options_option,
+    parse_line,
+    show_field_options,
+)
+from nbllm.notebook.magic_errors import friendly, quiet_interrupt
 from nbllm.notebook.session import NotebookSession
 from nbllm.schema import GenerateRequest
 
-__all__ = ["NbllmMagics"]
+__all__ = ["NbllmMagics", "quiet_interrupt"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _friendly(fn: F) -> F:
-    """Turn nbllm and argument errors into one-line UsageErrors; ``-h`` shows the help; interrupts stop quietly."""
-
-    @functools.wraps(fn)
-    def wrapper(self: NbllmMagics, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except KeyboardInterrupt:
-            raise quiet_interrupt(self.shell) from None
-        except HelpRequested as exc:
-            return Note(exc.text)
-        except MagicArgumentError as exc:
-            raise UsageError(str(exc)) from None
-        except NotFound as exc:
-            raise UsageError(f"{exc.message} (pull it with %pull)" if "model" in exc.message else exc.message) from None
-        except NbllmError as exc:
-            raise UsageError(exc.message) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def quiet_interrupt(shell: Any) -> KeyboardInterrupt:
-    """A KeyboardInterrupt that fails the cell (so Run All stops there) but shows no traceback.
-
-    What the magic showed (the partial answer and its "interrupted" footer) stays the cell's only
-    output, as Ctrl-C in ``ollama run``. IPython hands exceptions listed in ``custom_exceptions`` to
-    ``CustomTB`` instead of printing a traceback; ours is set for this cell only and the previous
-    handler is put back when the cell ends.
-    """
-    exc = KeyboardInterrupt()
-    if shell is None or not hasattr(shell, "set_custom_exc") or not hasattr(shell, "events"):
-        return exc
-    saved_types, saved_handler = shell.custom_exceptions, shell.CustomTB
-
-    def handler(sh: Any, etype: type[BaseException], value: BaseException, tb: Any, tb_offset: Any = None) -> Any:
-        if value is exc:
-            return None  # the cell fails with nothing printed
-        if isinstance(value, saved_types):
-            return saved_handler(etype, value, tb, tb_offset=tb_offset)
-        sh.showtraceback((etype, value, tb), tb_offset=tb_offset)
-        return None
-
-    def restore(*_args: Any) -> None:
-        shell.custom_exceptions, shell.CustomTB = saved_types, saved_handler
-        shell.events.unregister("post_run_cell", restore)
-
-    shell.set_custom_exc((*saved_types, KeyboardInterrupt), handler)
-    shell.events.register("post_run_cell", restore)
-    return exc
+# IPython types its markers as "the function, or a decorator" (they also take a name); ours take the function
+line_magic = cast(ArgumentDecorator, _ipython_magic.line_magic)
+cell_magic = cast(ArgumentDecorator, _ipython_magic.cell_magic)
 
 
 @magics_class
@@ -107,26 +78,11 @@ class NbllmMagics(Magics):
         self.last_host: str | None = None
         """The backend of the last cell magic, to say once when it changes (after ``%serve stop``)."""
         self.magics["line"]["list"] = self.list_models  # `list` is a builtin: the method has another name
-        self._handlers: dict[str, Callable[[Any], Any]] = {
-            "pull": self._pull,
-            "list": self._list,
-            "show": self._show,
-            "ps": self._ps,
-            "stop": self._stop,
-            "rm": self._rm,
-            "serve": self._serve,
-            "timings": self._timings,
-            "bench": self._bench,
-        }
 
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _client(self, host: str | None) -> BaseClient:
         return self.session.client(host or self.host or None)
-
-    @_friendly
-    def _line(self, name: str, line: str) -> Any:
-        return self._handlers[name](parse(name, line))
 
     def _context(self, client: BaseClient) -> Any:
         from nbllm.notebook.chat import CellContext
@@ -142,70 +98,132 @@ class NbllmMagics(Magics):
             set_next_input=self._set_next_input if self.shell is not None else None,
         )
 
-    # -- line magics --------------------------------------------------------------------------------
+    # -- line magics: flags, then the handler ------------------------------------------------------
 
     @line_magic
-    def pull(self, line: str) -> Any:
-        """%pull MODEL [--insecure] [--host URL]: download a model, with a live progress bar."""
-        return self._line("pull", line)
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("model")
+    @argument("--insecure", action="store_true", help="use an insecure registry")
+    @host_option
+    def pull(self, line: str) -> None:
+        """Pull a model, with a live progress bar."""
+        self._pull(parse_line(self.pull, line, PullArgs))
 
+    @friendly
+    @magic_arguments("list")
+    @help_option
+    @host_option
     def list_models(self, line: str) -> Any:
-        """%list [--host URL]: local models, as a DataFrame."""
-        return self._line("list", line)
+        """List local models (a DataFrame)."""
+        return self._list(parse_line(self.list_models, line, ModelArgs))
 
     @line_magic
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("model")
+    @show_field_options
+    @argument("-v", "--verbose", action="store_true", help="show more model information")
+    @host_option
     def show(self, line: str) -> Any:
-        """%show MODEL [--template|--modelfile|--parameters|--system|--license] [-v]: model details."""
-        return self._line("show", line)
+        """Show information about a model."""
+        return self._show(parse_line(self.show, line, ShowArgs))
 
     @line_magic
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("--watch", action="store_true", help="a live view refreshed every --interval seconds")
+    @argument("--interval", type=float, default=1.0)
+    @host_option
     def ps(self, line: str) -> Any:
-        """%ps [--watch [--interval S]]: running models, as a DataFrame (or a live view)."""
-        return self._line("ps", line)
+        """List running models (a DataFrame; --watch refreshes live)."""
+        return self._ps(parse_line(self.ps, line, PsArgs))
 
     @line_magic
-    def stop(self, line: str) -> Any:
-        """%stop MODEL...: unload running models."""
-        return self._line("stop", line)
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("models", nargs="+")
+    @host_option
+    def stop(self, line: str) -> Note:
+        """Stop (unload) a running model."""
+        return self._stop(parse_line(self.stop, line, ModelArgs))
 
     @line_magic
-    def rm(self, line: str) -> Any:
-        """%rm MODEL...: delete models from the store."""
-        return self._line("rm", line)
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("models", nargs="+")
+    @host_option
+    def rm(self, line: str) -> Note:
+        """Remove models."""
+        return self._rm(parse_line(self.rm, line, ModelArgs))
 
     @line_magic
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("action", nargs="?", default="start", choices=("start", "stop", "status"))
+    @argument("--host", default=None, help="address to bind (default from OLLAMA_HOST: 127.0.0.1)")
+    @argument("--port", type=int, default=None, help="port (default 11434; 0 picks a free one)")
+    @argument("--log", default=None, metavar="FILE", help="append the server's log to FILE (else it is dropped)")
     def serve(self, line: str) -> Any:
-        """%serve [--host H] [--port P] [--log FILE] | %serve stop | %serve status: the API server in this kernel."""
-        return self._line("serve", line)
+        """Start (or stop) the API server in a background thread of this kernel."""
+        return self._serve(parse_line(self.serve, line, ServeArgs))
 
     @line_magic
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("--plot", action="store_true", help="draw the comparison instead")
+    @argument("--clear", action="store_true", help="forget the stats kept so far")
+    @argument("--last", type=int, default=None, help="only the last N responses")
     def timings(self, line: str) -> Any:
-        """%timings [--plot] [--last N] [--clear]: timing stats of every response, as a DataFrame."""
-        return self._line("timings", line)
+        """Timing stats of every response (a DataFrame)."""
+        return self._timings(parse_line(self.timings, line, TimingsArgs))
 
     @line_magic
+    @friendly
+    @magic_arguments()
+    @help_option
+    @argument("models", nargs="+")
+    @argument("-p", "--prompt", default="Why is the sky blue?")
+    @argument("-n", "--runs", type=int, default=3)
+    @options_option
+    @host_option
     def bench(self, line: str) -> Any:
-        """%bench MODEL [MODEL...] [--prompt TEXT] [-n RUNS] [-o key=value]: compare models, with a plot."""
-        return self._line("bench", line)
+        """Compare models on one prompt: N runs each, then a plot."""
+        return self._bench(parse_line(self.bench, line, BenchArgs))
 
     # -- cell magics --------------------------------------------------------------------------------
 
     @cell_magic
-    def chat(self, line: str, cell: str) -> None:
-        """%%chat [MODEL] [-m MODEL...] [-s SYSTEM] [-o k=v] [--format json|VAR] [--tools f,g] [--thread NAME|--new]."""
-        self._cell("chat", line, cell)
+    @friendly
+    @magic_arguments()
+    @help_option
+    @cell_arguments("chat")
+    def chat(self, line: str, cell: str) -> Note | None:
+        """Send the cell to a model; the answer streams into the cell as Markdown."""
+        self._cell("chat", parse_line(self.chat, line, ChatArgs), cell)
+        return None
 
     @cell_magic
-    def generate(self, line: str, cell: str) -> None:
-        """%%generate [MODEL] [-m MODEL...] [-s SYSTEM] [-o k=v] [--format json|VAR] [--raw]: raw completion."""
-        self._cell("generate", line, cell)
+    @friendly
+    @magic_arguments()
+    @help_option
+    @cell_arguments("generate")
+    def generate(self, line: str, cell: str) -> Note | None:
+        """Send the cell to a model as a raw completion; the answer streams into the cell as Markdown."""
+        self._cell("generate", parse_line(self.generate, line, ChatArgs), cell)
+        return None
 
-    @_friendly
-    def _cell(self, kind: str, line: str, cell: str) -> None:
+    def _cell(self, kind: str, args: ChatArgs, cell: str) -> None:
         from nbllm.notebook.chat import Interrupted, run_chat, run_generate
         from nbllm.notebook.compare import run_compare
 
-        args = parse(kind, line)
         args = dataclasses.replace(args, stream=args.stream and self.stream)
         prompt = strip_markers(cell)
         if args.interpolate and self.interpolate and self.shell is not None:
@@ -254,7 +272,7 @@ class NbllmMagics(Magics):
 
     # -- handlers -----------------------------------------------------------------------------------
 
-    def _pull(self, args: Any) -> None:
+    def _pull(self, args: PullArgs) -> None:
         from nbllm.notebook.streaming import StreamPump
         from nbllm.notebook.widgets.progress import PullProgress
 
@@ -279,18 +297,18 @@ class NbllmMagics(Magics):
         if error is not None:
             raise error if isinstance(error, NbllmError) else NbllmError(str(error))
 
-    def _list(self, args: Any) -> Any:
+    def _list(self, args: ModelArgs) -> Any:
         from nbllm.notebook.tables import models_frame
 
         return models_frame(self._client(args.host).list_models())
 
-    def _show(self, args: Any) -> Any:
+    def _show(self, args: ShowArgs) -> Any:
         from nbllm.notebook.show import ShowView
 
         resp = self._client(args.host).show(args.model, verbose=args.verbose)
         return ShowView(args.model, resp, field=args.field, verbose=args.verbose)
 
-    def _ps(self, args: Any) -> Any:
+    def _ps(self, args: PsArgs) -> Any:
         from nbllm.notebook.tables import ps_frame
 
         client = self._client(args.host)
@@ -302,19 +320,19 @@ class NbllmMagics(Magics):
         self.session.keep(view)
         return view
 
-    def _stop(self, args: Any) -> Note:
+    def _stop(self, args: ModelArgs) -> Note:
         client = self._client(args.host)
         for model in args.models:
             client.generate(GenerateRequest(model=model, keep_alive=0), stream=False)
         return Note("stopped " + ", ".join(args.models))
 
-    def _rm(self, args: Any) -> Note:
+    def _rm(self, args: ModelArgs) -> Note:
         client = self._client(args.host)
         for model in args.models:
             client.delete(model)
         return Note("\n".join(f"deleted '{m}'" for m in args.models))
 
-    def _serve(self, args: Any) -> Any:
+    def _serve(self, args: ServeArgs) -> Any:
         actions: dict[str, Callable[[], Any]] = {
             "start": lambda: self._server_note(self.session.serve(args.host, args.port, log=args.log).url),
             "stop": self._serve_stop,
@@ -349,7 +367,7 @@ class NbllmMagics(Magics):
         note.url = url  # type: ignore[attr-defined]
         return note
 
-    def _timings(self, args: Any) -> Any:
+    def _timings(self, args: TimingsArgs) -> Any:
         if args.clear:
             self.session.timings.clear()
             return Note("timings cleared")
@@ -358,7 +376,7 @@ class NbllmMagics(Magics):
             frame = frame.tail(args.last)
         return frame.plot() if args.plot else frame
 
-    def _bench(self, args: Any) -> Any:
+    def _bench(self, args: BenchArgs) -> Any:
         from nbllm.notebook.bench import run_bench
 
         return run_bench(self._context(self._client(args.host)), args)

@@ -14,7 +14,7 @@ from typing import Any
 
 from nbllm.notebook.answer import code_blocks
 
-__all__ = ["CODE_NOTE", "OUTPUT_FORMATS", "final_bundle", "status_bundle"]
+__all__ = ["CODE_NOTE", "OUTPUT_FORMATS", "final_bundle", "live_bundle", "status_bundle"]
 
 OUTPUT_FORMATS = ("markdown", "text", "json", "code")
 CODE_NOTE = "*(the code is in a new cell below)*"
@@ -23,6 +23,13 @@ CODE_NOTE = "*(the code is in a new cell below)*"
 def status_bundle(status: str) -> dict[str, Any]:
     """What a live answer shows before its first token: only the status line."""
     return {"text/plain": status, "text/markdown": f"<sub>{status}</sub>"}
+
+
+def live_bundle(body: str, status: str) -> dict[str, Any]:
+    """A streaming answer: only the status line until text arrives, then the text above it."""
+    if not body:
+        return status_bundle(status)
+    return {"text/markdown": f"{body}\n\n<sub>{status}</sub>", "text/plain": f"{body}\n\n[{status}]"}
 
 
 def final_bundle(

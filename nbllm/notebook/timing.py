@@ -2,7 +2,9 @@
 
 The server's numbers (load, prompt evaluation, generation, in nanoseconds) come from the final
 chunk of each response; the time to first token is measured here, on the client side, from
-sending the request to the first chunk that carries text.
+sending the request to the first chunk that carries text. For thinking models the server streams
+the thinking as its own chunks (``message.thinking``); they are counted here, on the client side
+(``thinking_chunks``, ``thinking_chars``), and are part of the server's ``eval_tokens``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
     from nbllm.notebook.plots import ComparisonPlot
 
-__all__ = ["COLUMNS", "DISPLAY_DECIMALS", "TimingLog", "TimingRecord", "timing_frame"]
+__all__ = ["COLUMNS", "COLUMN_NOTES", "DISPLAY_DECIMALS", "TimingLog", "TimingRecord", "timing_frame"]
 
 COLUMNS = [
     "model",
@@ -30,6 +32,8 @@ COLUMNS = [
     "prompt_tok_s",
     "eval_tokens",
     "eval_tok_s",
+    "thinking_chunks",
+    "thinking_chars",
     "load_s",
     "ttft_s",
     "total_s",
@@ -43,6 +47,16 @@ COLUMNS = [
     "interrupted",
     "time",
 ]
+
+COLUMN_NOTES = {
+    "eval_tokens": "tokens generated, thinking included (the server's eval_count)",
+    "thinking_chunks": (
+        "streamed chunks that carried the model's thinking (message.thinking), counted by the notebook:"
+        " the server's split of eval_tokens, one chunk per token as it streams them; empty without thinking"
+    ),
+    "thinking_chars": "characters of thinking received (the answer's are not counted); empty without thinking",
+}
+"""What the less obvious columns hold (a timing DataFrame's ``attrs["notes"]``, shown under its HTML)."""
 
 DISPLAY_DECIMALS = {
     **dict.fromkeys(("prompt_tok_s", "eval_tok_s"), 1),
@@ -79,6 +93,10 @@ class TimingRecord:
     cell: int | None = None
     done_reason: str | None = None
     interrupted: bool = False
+    thinking_chunks: int | None = None
+    """Streamed chunks that carried thinking (None: the response had none); see :data:`COLUMN_NOTES`."""
+    thinking_chars: int | None = None
+    """Characters of thinking received (None: the response had none)."""
     time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @classmethod
@@ -104,10 +122,11 @@ class TimingRecord:
         )
 
     def summary(self) -> str:
-        """``48 tokens · 95.1 tok/s · first token 0.12 s · total 0.61 s``."""
+        """``48 tokens · 95.1 tok/s · first token 0.12 s · total 0.61 s`` (``48 tokens (30 thinking)``)."""
         parts = []
         if self.eval_tokens is not None:
-            parts.append(f"{self.eval_tokens} tokens")
+            thinking = f" ({self.thinking_chunks} thinking)" if self.thinking_chunks else ""
+            parts.append(f"{self.eval_tokens} tokens{thinking}")
         if not math.isnan(self.eval_tok_s):
             parts.append(f"{self.eval_tok_s:.1f} tok/s")
         if not math.isnan(self.ttft_s):
@@ -170,8 +189,10 @@ def timing_frame(records: Iterable[TimingRecord]) -> pd.DataFrame:
 
     frame_cls = _frame_class()
     data = [asdict(r) for r in records]
-    frame = pd.DataFrame(data, columns=COLUMNS).astype({"prompt_tokens": "Int64", "eval_tokens": "Int64"})
-    return frame_cls(frame)
+    counts = ("prompt_tokens", "eval_tokens", "thinking_chunks", "thinking_chars")
+    frame = frame_cls(pd.DataFrame(data, columns=COLUMNS).astype(dict.fromkeys(counts, "Int64")))
+    frame.attrs["notes"] = dict(COLUMN_NOTES)
+    return frame
 
 
 def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
@@ -205,9 +226,20 @@ def _frame_class() -> type[pd.DataFrame]:
 
         def _repr_html_(self) -> str | None:
             html: str | None = _rounded(self)._repr_html_()
-            return html
+            return html if html is None else html + _notes_html(self)
 
     return TimingFrame
+
+
+def _notes_html(frame: pd.DataFrame) -> str:
+    """The notes of the thinking columns, under a frame that has thinking (else nothing)."""
+    import html
+
+    if "thinking_chunks" not in frame.columns or not frame["thinking_chunks"].notna().any():
+        return ""
+    notes: dict[str, str] = frame.attrs.get("notes", COLUMN_NOTES)
+    items = "".join(f"<li><code>{k}</code>: {html.escape(v)}</li>" for k, v in notes.items() if k in frame.columns)
+    return f"<ul style='font-size: smaller'>{items}</ul>"
 
 
 class _PlotAccessor:

@@ -5,22 +5,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
+from IPython.core.error import UsageError
 from pydantic import BaseModel
 
 from nbllm.errors import ServerUnreachable
 from nbllm.notebook.display import close_fences
 from nbllm.notebook.interpolation import interpolate, strip_markers
 from nbllm.notebook.magic_args import (
+    BenchArgs,
     ChatArgs,
-    HelpRequested,
-    MagicArgumentError,
+    PsArgs,
+    PullArgs,
     ServeArgs,
     ShowArgs,
-    parse,
+    ShowHelp,
+    parse_line,
 )
+from nbllm.notebook.magics import NbllmMagics
 from nbllm.notebook.session import default_client
 from nbllm.notebook.streaming import StreamPump
 from nbllm.notebook.tools import ToolBox, function_to_tool, parse_docstring
@@ -46,6 +50,15 @@ def test_fences_close_only_when_open() -> None:
     assert close_fences("plain") == "plain"
 
 
+_ARGS = {"chat": ChatArgs, "generate": ChatArgs, "pull": PullArgs, "show": ShowArgs, "serve": ServeArgs}
+_ARGS |= {"bench": BenchArgs, "ps": PsArgs}
+
+
+def parse(magic: str, line: str) -> Any:
+    """The line of ``%magic`` parsed by the magic's own ``@magic_arguments`` parser."""
+    return parse_line(getattr(NbllmMagics, magic), line, _ARGS[magic])
+
+
 def test_chat_arguments_parse_into_typed_args() -> None:
     args = parse(
         "chat",
@@ -62,19 +75,19 @@ def test_chat_arguments_parse_into_typed_args() -> None:
 
 
 def test_bad_arguments_raise_clear_errors() -> None:
-    with pytest.raises(MagicArgumentError, match="unknown parameter 'bogus'"):
+    with pytest.raises(UsageError, match="unknown parameter 'bogus'"):
         parse("chat", "-o bogus=1")
-    with pytest.raises(MagicArgumentError, match="not key=value"):
+    with pytest.raises(UsageError, match="not key=value"):
         parse("chat", "-o temperature")
-    with pytest.raises(MagicArgumentError, match="invalid float32 value"):
+    with pytest.raises(UsageError, match="invalid float32 value"):
         parse("generate", "-o temperature=hot")
-    with pytest.raises(MagicArgumentError, match="unrecognized arguments: --tools"):
+    with pytest.raises(UsageError, match="unrecognized arguments: --tools"):
         parse("generate", "--tools f")
-    with pytest.raises(MagicArgumentError, match="the following arguments are required: model"):
+    with pytest.raises(UsageError, match="the following arguments are required: model"):
         parse("pull", "")
-    with pytest.raises(MagicArgumentError, match="No closing quotation"):
+    with pytest.raises(UsageError, match="No closing quotation"):
         parse("chat", "-s 'unterminated")
-    with pytest.raises(HelpRequested, match="usage: pull"):
+    with pytest.raises(ShowHelp, match="usage: pull"):
         parse("pull", "-h")
 
 
@@ -292,9 +305,9 @@ def test_output_format_flags_and_code_extraction() -> None:
     assert parse("chat", "-f json").format == "json"  # -f json asks the model for JSON
     assert parse("chat", "-f json --format Person").format == "Person"
     assert parse("generate", "-f text").output == "text"
-    with pytest.raises(MagicArgumentError, match="invalid choice"):
+    with pytest.raises(UsageError, match="invalid choice"):
         parse("chat", "-f html")
-    with pytest.raises(MagicArgumentError, match="-f code works with one model at a time"):
+    with pytest.raises(UsageError, match="-f code works with one model at a time"):
         parse("chat", "-m a -m b -f code")
     assert code_blocks("So:\n```python\ndef f():\n    return 1\n```\nand\n~~~\nf()\n~~~\n") == (
         "def f():\n    return 1\n\nf()"

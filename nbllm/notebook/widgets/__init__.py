@@ -13,5 +13,6 @@ except ImportError as exc:  # pragma: no cover - ipywidgets is a dependency; kep
 from nbllm.notebook.widgets.inspector import ToolCallInspector
 from nbllm.notebook.widgets.progress import PullProgress
 from nbllm.notebook.widgets.ps import PsView
+from nbllm.notebook.widgets.thinking import ThinkingAnswer
 
-__all__ = ["PsView", "PullProgress", "ToolCallInspector"]
+__all__ = ["PsView", "PullProgress", "ThinkingAnswer", "ToolCallInspector"]
