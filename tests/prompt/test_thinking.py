@@ -8,7 +8,7 @@ import pytest
 
 from nbllm.errors import InvalidRequest
 from nbllm.prompt.gotemplate import GoTemplate
-from nbllm.prompt.thinking import ThinkingParser, check_think, infer_tags, jinja_tags, think_level, think_on
+from nbllm.prompt.thinking import ThinkingParser, ThinkValue, check_think, infer_tags, jinja_tags, think_level, think_on
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -124,11 +124,13 @@ def test_jinja_tags_need_both_tags() -> None:
 
 
 @pytest.mark.parametrize("value", [True, False, None, "high", "medium", "low", "max"])
-def test_think_values_ollama_takes(value: bool | str | None) -> None:
+def test_think_values_ollama_takes(value: ThinkValue) -> None:
     assert check_think(value) == value
 
 
-@pytest.mark.parametrize(("value", "message"), [("loud", 'invalid think value: "loud"'), (1, "think must be a boolean")])
+@pytest.mark.parametrize(
+    ("value", "message"), [("loud", 'invalid think value: "loud"'), (1, "think must be a boolean")]
+)
 def test_other_think_values_are_refused(value: object, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         check_think(value)
