@@ -167,3 +167,52 @@ def test_tool_call_after_thinking_is_parsed(api: TestClient, fake_factory: FakeE
     assert thinking == "I need the weather."
     assert [c["function"]["name"] for c in calls] == ["weather"]
     assert "".join(c["message"]["content"] for c in chunks).strip() == ""
+
+
+def _v1(api: TestClient, **body: Any) -> Any:
+    return api.post("/v1/chat/completions", json={"model": "thinker", "messages": ASK, **body})
+
+
+@pytest.mark.parametrize(
+    ("body", "thinks"),
+    [
+        ({}, True),
+        ({"reasoning_effort": "high"}, True),
+        ({"reasoning": {"effort": "minimal"}}, True),
+        ({"reasoning_effort": "none"}, False),
+        ({"reasoning_effort": "high", "reasoning": {"effort": "none"}}, False),  # reasoning.effort wins
+    ],
+)
+def test_v1_reasoning_effort_maps_to_think(
+    api: TestClient, fake_factory: FakeEngineFactory, body: dict[str, Any], *, thinks: bool
+) -> None:
+    fake_factory.replies.append(REPLY)
+    resp = _v1(api, **body)
+    assert resp.status_code == 200, resp.text
+    message = resp.json()["choices"][0]["message"]
+    if thinks:
+        assert (message["reasoning"], message["content"]) == ("I add 4 and 4.", "The answer is 8.")
+    else:  # think false: the template's empty block, the model's text as it came
+        assert "reasoning" not in message and message["content"] == REPLY
+        assert fake_factory.loads[-1].prompts[-1].endswith("<think></think>")
+
+
+@pytest.mark.parametrize("body", [{"reasoning_effort": "extreme"}, {"reasoning": {"effort": "loud"}}])
+def test_v1_unknown_effort_is_400_in_openai_shape(api: TestClient, body: dict[str, Any]) -> None:
+    resp = _v1(api, **body)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"].startswith("invalid reasoning value")
+
+
+def test_v1_streams_reasoning_in_deltas_and_takes_it_back(api: TestClient, fake_factory: FakeEngineFactory) -> None:
+    fake_factory.replies.append(REPLY)
+    resp = _v1(api, stream=True)
+    events = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert "".join(d.get("reasoning", "") for d in deltas) == "I add 4 and 4."
+    assert "".join(d["content"] for d in deltas) == "The answer is 8."
+    history = [*ASK, {"role": "assistant", "content": "8", "reasoning": "I add."}, {"role": "user", "content": "Why?"}]
+    fake_factory.replies.append("Because.")
+    assert _v1(api, messages=history).status_code == 200
+    assert "<think>I add.</think>8<|im_end|>" in fake_factory.loads[-1].prompts[-1]
