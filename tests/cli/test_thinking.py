@@ -49,6 +49,9 @@ def test_repl_set_nothink_and_think(host: dict[str, str], model: str) -> None:
     child.sendline(QUESTION)
     child.expect_exact(PROMPT)
     assert "Thinking..." not in child.before and "<think>" not in child.before
+    child.sendline("/clear")  # (an answer without thinking in the history is an example the model would follow)
+    child.expect_exact("Cleared session context")
+    child.expect_exact(PROMPT)
     child.sendline("/set think low")
     child.expect_exact("Set 'think' mode to 'low'.")
     child.expect_exact(PROMPT)
