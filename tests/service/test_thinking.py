@@ -216,3 +216,27 @@ def test_v1_streams_reasoning_in_deltas_and_takes_it_back(api: TestClient, fake_
     fake_factory.replies.append("Because.")
     assert _v1(api, messages=history).status_code == 200
     assert "<think>I add.</think>8<|im_end|>" in fake_factory.loads[-1].prompts[-1]
+
+
+QWEN3_JINJA = """{%- for m in messages %}<|im_start|>{{ m.role }}
+{% if m.role == 'assistant' and m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}
+{{- m.content }}<|im_end|>
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% if enable_thinking is defined and enable_thinking is false %}<think>
+
+</think>
+
+{% endif %}{% endif %}"""
+
+
+def test_gguf_jinja_templates_get_the_thinking_switch_and_the_earlier_thinking() -> None:
+    from nbllm.prompt.jinja import JinjaChatTemplate
+    from nbllm.service.prompts import ModelTemplate
+
+    template = ModelTemplate(go=None, jinja=JinjaChatTemplate(QWEN3_JINJA))
+    assert template.supports_thinking and template.thinking_tags == ("<think>", "</think>")
+    history = [*ASK, {"role": "assistant", "content": "8", "thinking": "I add."}, {"role": "user", "content": "Why?"}]
+    assert "<think>I add.</think>8" in template.chat(history, None)
+    assert template.chat(ASK, None, think=False).endswith("<think>\n\n</think>\n\n")
+    assert template.chat(ASK, None, think="high").endswith("<|im_start|>assistant\n")
+    assert not ModelTemplate(go=None, jinja=JinjaChatTemplate("{{ messages[0].content }}")).supports_thinking
