@@ -108,16 +108,18 @@ def test_ollama_client(live_server: BackgroundServer, model: str, raw: dict[str,
 
 
 def test_openai_client(live_server: BackgroundServer, model: str, raw: dict[str, Any]) -> None:
-    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key="nbllm")
+    # (/v1 samples at OpenAI's default temperature 1 unless told: greedy, as the raw answer was)
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key="nbllm", max_retries=0)
+    greedy: Any = {"temperature": 0}
     try:
-        resp = client.chat.completions.create(model=model, messages=ASK, reasoning_effort="high")  # type: ignore[arg-type]
+        resp = client.chat.completions.create(model=model, messages=ASK, reasoning_effort="high", **greedy)  # type: ignore[arg-type]
         message = resp.choices[0].message
         assert (getattr(message, "reasoning", None), message.content) == (raw["thinking"], raw["content"])
-        stream = client.chat.completions.create(model=model, messages=ASK, stream=True)  # type: ignore[arg-type]
+        stream = client.chat.completions.create(model=model, messages=ASK, stream=True, **greedy)  # type: ignore[arg-type]
         deltas = [c.choices[0].delta for c in stream if c.choices]
         assert "".join(getattr(d, "reasoning", None) or "" for d in deltas) == raw["thinking"]
         assert "".join(d.content or "" for d in deltas) == raw["content"]
-        off = client.chat.completions.create(model=model, messages=ASK, reasoning_effort="none")  # type: ignore[arg-type]
+        off = client.chat.completions.create(model=model, messages=ASK, reasoning_effort="none", **greedy)  # type: ignore[arg-type]
         assert getattr(off.choices[0].message, "reasoning", None) is None
         with pytest.raises(openai.BadRequestError, match="invalid reasoning value"):
             client.chat.completions.create(model=model, messages=ASK, extra_body={"reasoning_effort": "extreme"})  # type: ignore[arg-type]
