@@ -47,6 +47,9 @@ class OpenAIChatRequest(_Loose):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     reasoning_effort: str | None = None
+    """How hard a reasoning model thinks (``none`` turns thinking off); maps to Ollama's ``think``."""
+    reasoning: dict[str, Any] | None = None
+    """``{"effort": ...}``, the newer spelling of ``reasoning_effort`` (it wins over it)."""
 
 
 class OpenAICompletionRequest(_Loose):

@@ -1,16 +1,23 @@
-"""Use cases: generate and chat, streamed as Ollama's response chunks with its timing stats."""
+"""Use cases: generate and chat, streamed as Ollama's response chunks with its timing stats.
+
+Both run the same steps: ``_prepare`` (resolve the model, check the request against what the model
+can do, options, load spec, ``think`` as Ollama resolves it) and ``_stream`` (acquire the model,
+tokenize, sample, split the output into thinking, content and tool calls). They differ only in how
+the prompt is built and in the shape of a chunk.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, overload
 
-from nbllm.engine import Engine, FinalStats, Pending, SamplingParams, TokenChunk
+from nbllm.engine import Engine, FinalStats, LoadSpec, Pending, SamplingParams, TokenChunk
 from nbllm.errors import ContextLengthExceeded, InvalidRequest, TemplateError, UnsupportedCapability
 from nbllm.options import Options
+from nbllm.prompt.thinking import ThinkValue, check_think, split_thinking, think_on
 from nbllm.runtime import GenerationRecord, Runtime
 from nbllm.schema import (
     ChatRequest,
@@ -22,174 +29,217 @@ from nbllm.schema import (
     now_timestamp,
 )
 from nbllm.schema.generate import Logprob
+from nbllm.service.collect import collect_chat, collect_generate, settled
 from nbllm.service.common import keep_alive_of, load_spec, model_options, resolve_model
-from nbllm.service.constraints import Constraints, chat_constraints, format_only, to_tool_calls
+from nbllm.service.constraints import Constraints, chat_constraints, format_only
+from nbllm.service.output import OutputSplitter, Piece, thinking_parser
 from nbllm.service.prompts import ModelTemplate, capabilities, model_template
 from nbllm.store import LocalModel
 from nbllm.store.gguf import GGUFInfo
 
-T = TypeVar("T")
-
 __all__ = ["chat", "collect_chat", "collect_generate", "generate", "settled"]
 
+_OLD_THINKING_STRIPPED = ("qwen3", "deepseek-r1")
+"""Models whose earlier turns lose their ``<think>`` text (Ollama's ``filterThinkTags``): family or name."""
 
-def _check_common(
-    model: LocalModel, info: GGUFInfo, name: str, *, think: bool | str | None, top_logprobs: int | None
-) -> list[str]:
-    if top_logprobs is not None and not 0 <= top_logprobs <= 20:
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked request: the model, what it can do, how to load and sample it."""
+
+    model: LocalModel
+    info: GGUFInfo
+    caps: list[str]
+    keep_alive: float | None
+    options: Options
+    spec: LoadSpec
+    think: ThinkValue
+    """``think`` as Ollama resolves it: on for a thinking model that was not told."""
+    tags: tuple[str, str]
+    """The model's thinking tags when it thinks on this request (else empty)."""
+    started: int
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One chunk to send: a piece of output, its token (for logprobs), or the final stats."""
+
+    piece: Piece
+    token: TokenChunk | None = None
+    final: FinalStats | None = None
+    metrics: dict[str, Any] | None = None
+
+
+def _prepare(rt: Runtime, req: GenerateRequest | ChatRequest) -> _Prepared:
+    """What generate and chat check and work out before anything loads."""
+    started = time.perf_counter_ns()
+    think = check_think(req.think)
+    model = resolve_model(rt, req.model)
+    if isinstance(req, GenerateRequest) and req.raw and (req.template or req.system or req.context):
+        raise InvalidRequest("raw mode does not support template, system, or context")
+    keep_alive = keep_alive_of(req.keep_alive)
+    info = rt.store.gguf(model)
+    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:
         raise InvalidRequest("top_logprobs must be between 0 and 20")
     caps = capabilities(model, info)
     if "completion" not in caps:
-        raise InvalidRequest(f'"{name}" does not support generate')
-    if think and "thinking" not in caps:
-        raise UnsupportedCapability(f'"{name}" does not support thinking')
-    return caps
+        raise InvalidRequest(f'"{req.model}" does not support generate')
+    if "thinking" in caps:
+        think = True if think is None else think  # thinking models think unless told not to
+    elif think_on(think):
+        raise UnsupportedCapability(f'"{req.model}" does not support thinking')
+    tags = model_template(model, info).thinking_tags if think_on(think) else ("", "")
+    options = model_options(model, req.options)
+    spec = load_spec(rt, model, info, options)
+    return _Prepared(model, info, caps, keep_alive, options, spec, think, tags, started)
+
+
+def _stream(
+    rt: Runtime,
+    p: _Prepared,
+    req: GenerateRequest | ChatRequest,
+    render: Callable[[Engine], tuple[str, list[int]]],
+    constraints: Constraints,
+    cancel: threading.Event | None,
+) -> Iterator[_Step | Pending]:
+    """Generate and split: thinking is sent as chunks of its own, before the content it ends with."""
+    with rt.scheduler.acquire(p.model.name.display, p.model, p.spec, p.keep_alive, cancel=cancel) as runner:
+        load_ns = time.perf_counter_ns() - p.started
+        engine = runner.engine
+        prompt, tokens = render(engine)
+        params = _sampling(
+            p.options,
+            engine,
+            logprobs=req.logprobs,
+            top_logprobs=req.top_logprobs,
+            shift=req.shift,
+            constraints=constraints,
+        )
+        splitter = OutputSplitter(thinking_parser(p.think, p.tags, prompt), constraints.parser())
+        for event in engine.generate(tokens, params, cancel=cancel):
+            if isinstance(event, Pending):
+                yield event
+                continue
+            final = event if isinstance(event, FinalStats) else None
+            piece = splitter.take(event.text, final=final is not None)
+            token = event if isinstance(event, TokenChunk) else None
+            if final is None and piece.empty and splitter.thinking is not None and not req.logprobs:
+                continue  # held back until the parser knows what it is (as Ollama)
+            if piece.thinking and (piece.content or piece.tool_calls or final is not None):
+                yield _Step(Piece(thinking=piece.thinking), token)
+                piece, token = Piece(content=piece.content, tool_calls=piece.tool_calls), None
+            if final is None:
+                yield _Step(piece, token)
+                continue
+            _observe(rt, p.model, final, p.started)
+            yield _Step(piece, token, final, _metrics(final, p.started, load_ns))
 
 
 def generate(
     rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None
 ) -> Iterator[GenerateResponse | Pending]:
-    """``/api/generate``: yields text chunks, then a final chunk with ``done: true`` and the stats
-    (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
-    started = time.perf_counter_ns()
-    model = resolve_model(rt, req.model)
-    if req.raw and (req.template or req.system or req.context):
-        raise InvalidRequest("raw mode does not support template, system, or context")
-    keep_alive = keep_alive_of(req.keep_alive)
-    info = rt.store.gguf(model)
-    caps = _check_common(model, info, req.model, think=req.think, top_logprobs=req.top_logprobs)
-    if req.suffix and "insert" not in caps:
-        raise UnsupportedCapability(f"{model.name.full} does not support insert")
-    if req.images and "vision" not in caps:
-        raise UnsupportedCapability(f"{model.name.full} does not support vision")
-    template = model_template(model, info, req.template)
+    """``/api/generate``: yields text (and thinking) chunks, then a final chunk with ``done: true`` and
+    the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
+    p = _prepare(rt, req)
+    if req.suffix and "insert" not in p.caps:
+        raise UnsupportedCapability(f"{p.model.name.full} does not support insert")
+    if req.images and "vision" not in p.caps:
+        raise UnsupportedCapability(f"{p.model.name.full} does not support vision")
+    template = model_template(p.model, p.info, req.template)
     constraints = format_only(req.format)
-    options = model_options(model, req.options)
-    spec = load_spec(rt, model, info, options)
     if req.debug_render_only:
-        text = req.prompt if req.raw else _generate_text(template, model, req)
-        yield _rendered(GenerateResponse, req.model, text, len(req.images or []))
+        text = req.prompt if req.raw else _generate_text(template, p, req)
+        yield _bare(req, done=True, debug_info={"rendered_template": text, "image_count": len(req.images or [])})
         return
     if not req.prompt and not req.images and not req.suffix:
-        yield _load_or_unload(rt, req.model, model, spec, keep_alive, GenerateResponse, cancel)
+        yield _load_or_unload(rt, p, req, cancel)
         return
-    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive, cancel=cancel) as runner:
-        load_ns = time.perf_counter_ns() - started
-        engine = runner.engine
+
+    def render(engine: Engine) -> tuple[str, list[int]]:
         if req.raw:
-            tokens = engine.tokenize(req.prompt)
-        else:
-            prefix = engine.detokenize(req.context) if req.context else ""
-            tokens = _tokens(engine, prefix + _generate_text(template, model, req))
-        tokens = _fit(tokens, engine, truncate=req.truncate)
-        params = _sampling(
-            options,
-            engine,
-            logprobs=req.logprobs,
-            top_logprobs=req.top_logprobs,
-            shift=req.shift,
-            constraints=constraints,
-        )
-        for event in engine.generate(tokens, params, cancel=cancel):
-            if isinstance(event, Pending):
-                yield event
-            elif isinstance(event, TokenChunk):
-                yield GenerateResponse(
-                    model=req.model,
-                    created_at=now_timestamp(),
-                    response=event.text,
-                    logprobs=_logprobs(event) if req.logprobs else None,
-                )
-            else:
-                _observe(rt, model, event, started)
-                yield GenerateResponse(
-                    model=req.model,
-                    created_at=now_timestamp(),
-                    response=event.text,
-                    done=True,
-                    done_reason=event.done_reason,
-                    context=None if req.raw else list(event.tokens),
-                    **_metrics(event, started, load_ns),
-                )
+            return req.prompt, _fit(engine.tokenize(req.prompt), engine, truncate=req.truncate)
+        prefix = engine.detokenize(req.context) if req.context else ""
+        text = prefix + _generate_text(template, p, req)
+        return text, _fit(_tokens(engine, text), engine, truncate=req.truncate)
+
+    for step in _stream(rt, p, req, render, constraints, cancel):
+        if isinstance(step, Pending):
+            yield step
+            continue
+        chunk = _bare(req, response=step.piece.content, thinking=step.piece.thinking or None)
+        if step.token is not None and req.logprobs:
+            chunk.logprobs = _logprobs(step.token)
+        if step.final is not None:
+            context = None if req.raw else list(step.final.tokens)
+            done = {"done": True, "done_reason": step.final.done_reason, "context": context}
+            chunk = chunk.model_copy(update={**done, **(step.metrics or {})})
+        yield chunk
 
 
 def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None) -> Iterator[ChatResponse | Pending]:
-    """``/api/chat``: yields message deltas, then a final chunk with ``done: true`` and the stats
-    (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
-    started = time.perf_counter_ns()
-    model = resolve_model(rt, req.model)
-    keep_alive = keep_alive_of(req.keep_alive)
-    info = rt.store.gguf(model)
-    caps = _check_common(model, info, req.model, think=req.think, top_logprobs=req.top_logprobs)
-    if req.tools and "tools" not in caps:
-        raise UnsupportedCapability(f"{model.name.full} does not support tools")
-    if any(m.images for m in req.messages or []) and "vision" not in caps:
-        raise UnsupportedCapability(f"{model.name.full} does not support vision")
-    options = model_options(model, req.options)
-    spec = load_spec(rt, model, info, options)
+    """``/api/chat``: yields message deltas (thinking first), then a final chunk with ``done: true`` and
+    the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
+    p = _prepare(rt, req)
+    if req.tools and "tools" not in p.caps:
+        raise UnsupportedCapability(f"{p.model.name.full} does not support tools")
+    if any(m.images for m in req.messages or []) and "vision" not in p.caps:
+        raise UnsupportedCapability(f"{p.model.name.full} does not support vision")
     if not req.messages:
-        yield _load_or_unload(rt, req.model, model, spec, keep_alive, ChatResponse, cancel)
+        yield _load_or_unload(rt, p, req, cancel)
         return
-    template = model_template(model, info)
-    messages = _conversation(model, req.messages)
+    template = model_template(p.model, p.info)
+    messages = _conversation(p.model, req.messages)
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
     constraints = chat_constraints(template, tools, req.tool_choice, req.format)
     shown_tools = tools if req.tool_choice != "none" else None
     if req.debug_render_only:
         images = sum(len(m.images or []) for m in req.messages)
-        yield _rendered(ChatResponse, req.model, template.chat(messages, shown_tools), images)
+        text = template.chat(messages, shown_tools, think=p.think)
+        yield _bare(req, done=True, debug_info={"rendered_template": text, "image_count": images})
         return
-    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive, cancel=cancel) as runner:
-        load_ns = time.perf_counter_ns() - started
-        engine = runner.engine
-        tokens = _chat_tokens(engine, template, messages, shown_tools, truncate=req.truncate)
-        params = _sampling(
-            options,
-            engine,
-            logprobs=req.logprobs,
-            top_logprobs=req.top_logprobs,
-            shift=req.shift,
-            constraints=constraints,
+
+    def render(engine: Engine) -> tuple[str, list[int]]:
+        return _chat_tokens(engine, template, messages, shown_tools, think=p.think, truncate=req.truncate)
+
+    for step in _stream(rt, p, req, render, constraints, cancel):
+        if isinstance(step, Pending):
+            yield step
+            continue
+        piece = step.piece
+        calls = piece.tool_calls or None
+        chunk = _bare(
+            req,
+            message=Message(role="assistant", content=piece.content, thinking=piece.thinking or None, tool_calls=calls),
         )
-        parser = constraints.parser()
-        n_calls = 0
-        for event in engine.generate(tokens, params, cancel=cancel):
-            if isinstance(event, Pending):
-                yield event
-                continue
-            content, calls = parser.feed(event.text) if parser else (event.text, [])
-            if isinstance(event, FinalStats) and parser is not None:
-                content += parser.finish()
-            tool_calls = to_tool_calls(calls, n_calls) or None
-            n_calls += len(calls)
-            message = Message(role="assistant", content=content, tool_calls=tool_calls)
-            if isinstance(event, TokenChunk):
-                yield ChatResponse(
-                    model=req.model,
-                    created_at=now_timestamp(),
-                    message=message,
-                    logprobs=_logprobs(event) if req.logprobs else None,
-                )
-            else:
-                _observe(rt, model, event, started)
-                yield ChatResponse(
-                    model=req.model,
-                    created_at=now_timestamp(),
-                    message=message,
-                    done=True,
-                    done_reason=event.done_reason,
-                    **_metrics(event, started, load_ns),
-                )
+        if step.token is not None and req.logprobs:
+            chunk.logprobs = _logprobs(step.token)
+        if step.final is not None:
+            done = {"done": True, "done_reason": step.final.done_reason}
+            chunk = chunk.model_copy(update={**done, **(step.metrics or {})})
+        yield chunk
 
 
-def _generate_text(template: ModelTemplate, model: LocalModel, req: GenerateRequest) -> str:
+@overload
+def _bare(req: GenerateRequest, **fields: Any) -> GenerateResponse: ...
+@overload
+def _bare(req: ChatRequest, **fields: Any) -> ChatResponse: ...
+def _bare(req: GenerateRequest | ChatRequest, **fields: Any) -> GenerateResponse | ChatResponse:
+    """A chunk of the request's kind, stamped now (a chat chunk has an assistant message)."""
+    if isinstance(req, ChatRequest):
+        fields.setdefault("message", Message(role="assistant", content=""))
+        return ChatResponse(model=req.model, created_at=now_timestamp(), **fields)
+    return GenerateResponse(model=req.model, created_at=now_timestamp(), **fields)
+
+
+def _generate_text(template: ModelTemplate, p: _Prepared, req: GenerateRequest) -> str:
     """The templated prompt of a generate request (the model's MESSAGEs unless ``context`` continues)."""
     try:
         return template.generate(
             req.prompt,
-            system=req.system if req.system is not None else model.system,
+            system=req.system if req.system is not None else p.model.system,
             suffix=req.suffix,
-            messages=[] if req.context else list(model.messages),
+            messages=[] if req.context else list(p.model.messages),
+            think=p.think,
         )
     except TemplateError as exc:
         if req.template:  # the request's own template failed: a 400, not the server's error
@@ -197,30 +247,22 @@ def _generate_text(template: ModelTemplate, model: LocalModel, req: GenerateRequ
         raise
 
 
-def _rendered(cls: Any, name: str, text: str, images: int) -> Any:
-    """The answer to ``_debug_render_only``: the exact prompt, nothing generated."""
-    extra: dict[str, Any] = {"message": Message(role="assistant", content="")} if cls is ChatResponse else {}
-    info = {"rendered_template": text, "image_count": images}
-    return cls(model=name, created_at=now_timestamp(), done=True, debug_info=info, **extra)
-
-
+@overload
 def _load_or_unload(
-    rt: Runtime,
-    name: str,
-    model: LocalModel,
-    spec: Any,
-    keep_alive: float | None,
-    cls: Any,
-    cancel: threading.Event | None,
-) -> Any:
+    rt: Runtime, p: _Prepared, req: GenerateRequest, cancel: threading.Event | None
+) -> GenerateResponse: ...
+@overload
+def _load_or_unload(rt: Runtime, p: _Prepared, req: ChatRequest, cancel: threading.Event | None) -> ChatResponse: ...
+def _load_or_unload(
+    rt: Runtime, p: _Prepared, req: GenerateRequest | ChatRequest, cancel: threading.Event | None
+) -> GenerateResponse | ChatResponse:
     """An empty request loads the model (``done_reason: load``), or unloads it with keep_alive 0."""
-    extra: dict[str, Any] = {"message": Message(role="assistant", content="")} if cls is ChatResponse else {}
-    if keep_alive == 0:
-        rt.scheduler.expire(model)
-        return cls(model=name, created_at=now_timestamp(), done=True, done_reason="unload", **extra)
-    with rt.scheduler.acquire(model.name.display, model, spec, keep_alive, cancel=cancel):
+    if p.keep_alive == 0:
+        rt.scheduler.expire(p.model)
+        return _bare(req, done=True, done_reason="unload")
+    with rt.scheduler.acquire(p.model.name.display, p.model, p.spec, p.keep_alive, cancel=cancel):
         pass
-    return cls(model=name, created_at=now_timestamp(), done=True, done_reason="load", **extra)
+    return _bare(req, done=True, done_reason="load")
 
 
 def _conversation(model: LocalModel, messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -230,6 +272,11 @@ def _conversation(model: LocalModel, messages: Sequence[Message]) -> list[dict[s
         out.append({"role": "system", "content": model.system})
     out.extend(dict(m) for m in model.messages)
     out.extend(m.model_dump(exclude_none=True) for m in messages)
+    if model.config.get("model_family") in _OLD_THINKING_STRIPPED or model.name.model in _OLD_THINKING_STRIPPED:
+        last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=-1)
+        for i, m in enumerate(out[:last_user]):
+            if m.get("role") == "assistant":
+                out[i] = {**m, "content": split_thinking(str(m.get("content") or ""), "<think>", "</think>")[1]}
     return out
 
 
@@ -255,20 +302,22 @@ def _chat_tokens(
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]] | None,
     *,
+    think: ThinkValue,
     truncate: bool | None,
-) -> list[int]:
+) -> tuple[str, list[int]]:
     """Render and tokenize; if too long, drop the oldest turns (never system messages or the last one)."""
     n_ctx = engine.info.n_ctx
     current = list(messages)
     while True:
-        tokens = _tokens(engine, template.chat(current, tools))
+        text = template.chat(current, tools, think=think)
+        tokens = _tokens(engine, text)
         if len(tokens) < n_ctx:
-            return tokens
+            return text, tokens
         if truncate is False:
             raise ContextLengthExceeded(len(tokens), n_ctx)
         droppable = [i for i, m in enumerate(current[:-1]) if m.get("role") != "system"]
         if not droppable:
-            return _fit(tokens, engine, truncate=truncate)
+            return text, _fit(tokens, engine, truncate=truncate)
         del current[droppable[0]]
 
 
@@ -332,49 +381,3 @@ def _logprobs(chunk: TokenChunk) -> list[TokenLogprob] | None:
         return None
     top = [Logprob(token=t, logprob=v, bytes=list(b)) for t, v, b in lp.top] or None
     return [TokenLogprob(token=lp.token, logprob=lp.logprob, bytes=list(lp.bytes), top_logprobs=top)]
-
-
-def settled(chunks: Iterator[T | Pending]) -> Iterator[T]:
-    """A use case's chunks for a consumer that waits for them: without PENDING (which only comes inside
-    an ``engine.NoWait`` block); closing this closes ``chunks``."""
-    try:
-        for chunk in chunks:
-            if not isinstance(chunk, Pending):
-                yield chunk
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-
-
-def collect_generate(chunks: Iterator[GenerateResponse | Pending]) -> GenerateResponse:
-    """One response from a stream (``stream: false``): text and logprobs concatenated, final stats kept."""
-    text: list[str] = []
-    logprobs: list[TokenLogprob] = []
-    last: GenerateResponse | None = None
-    for chunk in settled(chunks):
-        text.append(chunk.response)
-        logprobs.extend(chunk.logprobs or [])
-        last = chunk
-    assert last is not None
-    return last.model_copy(update={"response": "".join(text), "logprobs": logprobs or None})
-
-
-def collect_chat(chunks: Iterator[ChatResponse | Pending]) -> ChatResponse:
-    """One response from a chat stream: content, thinking, tool calls and logprobs concatenated."""
-    content: list[str] = []
-    thinking: list[str] = []
-    calls: list[Any] = []
-    logprobs: list[TokenLogprob] = []
-    last: ChatResponse | None = None
-    for chunk in settled(chunks):
-        content.append(chunk.message.content)
-        thinking.append(chunk.message.thinking or "")
-        calls.extend(chunk.message.tool_calls or [])
-        logprobs.extend(chunk.logprobs or [])
-        last = chunk
-    assert last is not None
-    message = Message(
-        role="assistant", content="".join(content), thinking="".join(thinking) or None, tool_calls=calls or None
-    )
-    return last.model_copy(update={"message": message, "logprobs": logprobs or None})

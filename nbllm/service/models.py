@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound, StoreError
+from nbllm.errors import InvalidModelName, InvalidRequest, ModelNotFound, NbllmError, StoreError
 from nbllm.options import parse_api_options
 from nbllm.runtime import Runtime
 from nbllm.schema import (
@@ -23,7 +23,7 @@ from nbllm.schema import (
 )
 from nbllm.service.common import details_of, parse_model_name
 from nbllm.service.prompts import capabilities
-from nbllm.store import ModelName
+from nbllm.store import LocalModel, ModelName
 from nbllm.store.modelfile import format_parameters, render_modelfile
 
 __all__ = ["copy_model", "delete_model", "list_models", "processor_label", "processor_text", "ps", "pull", "show"]
@@ -41,9 +41,20 @@ def list_models(rt: Runtime) -> ListResponse:
                 size=m.size,
                 digest=m.digest,
                 details=details_of(m),
+                capabilities=_listed_capabilities(rt, m),
             )
         )
     return ListResponse(models=models)
+
+
+def _listed_capabilities(rt: Runtime, model: LocalModel) -> list[str] | None:
+    """A listed model's capabilities, as Ollama's list shows them (none for one that cannot be read)."""
+    if model.model_path is None or model.problems:
+        return None
+    try:
+        return capabilities(model, rt.store.gguf(model))
+    except NbllmError:
+        return None
 
 
 def show(rt: Runtime, req: ShowRequest) -> ShowResponse:

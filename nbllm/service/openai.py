@@ -48,6 +48,18 @@ __all__ = [
 
 R = TypeVar("R", bound=BaseModel)
 
+_EFFORTS: dict[str, bool | str] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "max",
+    "xhigh": "max",
+    "ultra": "max",
+}
+"""OpenAI's reasoning efforts as Ollama's ``think`` (its compatibility layer's table)."""
+
 
 def _id(prefix: str) -> str:
     return f"{prefix}-{secrets.randbelow(10**9)}"
@@ -94,6 +106,17 @@ def _content(content: Any) -> tuple[str, list[str]]:
     return "".join(texts), images
 
 
+def _think(req: OpenAIChatRequest) -> bool | str | None:
+    """``reasoning.effort`` (or ``reasoning_effort``) as ``think``; an effort Ollama does not know is a 400."""
+    effort = (req.reasoning or {}).get("effort") if req.reasoning is not None else req.reasoning_effort
+    if effort is None or effort == "":
+        return None
+    if not isinstance(effort, str) or effort not in _EFFORTS:
+        choices = ", ".join(f'"{e}"' for e in _EFFORTS)
+        raise InvalidRequest(f"invalid reasoning value: '{effort}' (must be one of {choices})")
+    return _EFFORTS[effort]
+
+
 def _messages(raw: list[dict[str, Any]]) -> list[Message]:
     names: dict[str, str] = {}
     out = []
@@ -118,6 +141,7 @@ def _messages(raw: list[dict[str, Any]]) -> list[Message]:
             Message(
                 role=role,
                 content=text,
+                thinking=msg.get("reasoning") if isinstance(msg.get("reasoning"), str) else None,
                 images=images or None,
                 tool_calls=calls or None,
                 tool_name=tool_name,
@@ -165,6 +189,7 @@ def chat_request(req: OpenAIChatRequest, extra_options: Mapping[str, Any] | None
             "options": _options(req, extra_options),
             "logprobs": req.logprobs,
             "top_logprobs": req.top_logprobs,
+            "think": _think(req),
             "stream": True,
         },
     )
@@ -208,6 +233,7 @@ def chat_completion(
     ident, created = _id("chatcmpl"), int(time.time())
     base = {"id": ident, "created": created, "model": model, "system_fingerprint": "fp_ollama"}
     content: list[str] = []
+    reasoning: list[str] = []
     calls: list[ToolCall] = []
     logprobs: list[Any] = []
     for chunk in chunks:
@@ -215,6 +241,7 @@ def chat_completion(
             yield chunk
             continue
         content.append(chunk.message.content)
+        reasoning.append(chunk.message.thinking or "")
         calls.extend(chunk.message.tool_calls or [])
         logprobs.extend(chunk.logprobs or [])
         if not stream:
@@ -224,6 +251,8 @@ def chat_completion(
         if chunk.done:
             finish = "tool_calls" if calls else (chunk.done_reason or "stop")
         delta: dict[str, Any] = {"role": "assistant", "content": chunk.message.content}
+        if chunk.message.thinking:
+            delta["reasoning"] = chunk.message.thinking
         if chunk.message.tool_calls:
             delta["tool_calls"] = _openai_calls(chunk.message.tool_calls)
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": _logprobs(chunk.logprobs)}
@@ -233,6 +262,8 @@ def chat_completion(
     if stream:
         return
     message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+    if any(reasoning):
+        message["reasoning"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = _openai_calls(calls)
     finish = "tool_calls" if calls else (final.done_reason or "stop")

@@ -17,6 +17,7 @@ from nbllm.errors import InvalidRequest, TemplateError
 from nbllm.prompt.gotemplate import GoTemplate
 from nbllm.prompt.jinja import JinjaChatTemplate
 from nbllm.prompt.ollama_template import render_generate, render_messages
+from nbllm.prompt.thinking import ThinkValue, infer_tags, jinja_tags, think_on
 from nbllm.store import LocalModel
 from nbllm.store.gguf import GGUFInfo
 
@@ -30,6 +31,17 @@ DEFAULT_TEMPLATE = "{{ .Prompt }}"
 @functools.lru_cache(maxsize=64)
 def _go(source: str) -> GoTemplate:
     return GoTemplate(source)
+
+
+@functools.lru_cache(maxsize=16)
+def _jinja(source: str, bos_token: str, eos_token: str) -> JinjaChatTemplate:
+    """A compiled GGUF chat template (compiled once, not on every request)."""
+    return JinjaChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
+
+
+@functools.lru_cache(maxsize=64)  # (by identity: parsed templates are cached above)
+def _go_tags(template: GoTemplate) -> tuple[str, str]:
+    return infer_tags(template)
 
 
 @contextlib.contextmanager
@@ -77,28 +89,69 @@ class ModelTemplate:
         return "suffix" in self._vars()
 
     @property
-    def supports_thinking(self) -> bool:
-        """Whether the template switches thinking on and off."""
-        return "think" in self._vars()
+    def thinking_tags(self) -> tuple[str, str]:
+        """The tags the template wraps thinking in, as Ollama infers them (empty: not a thinking model)."""
+        if self.go is not None:
+            try:
+                return _go_tags(self.go)
+            except TemplateError:
+                return "", ""
+        return jinja_tags(self.jinja.source) if self.jinja is not None else ("", "")
 
-    def chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None) -> str:
-        """Prompt for a conversation."""
+    @property
+    def supports_thinking(self) -> bool:
+        """Whether the model thinks: its template renders earlier turns' thinking between two tags."""
+        opening, closing = self.thinking_tags
+        return bool(opening and closing)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        *,
+        think: ThinkValue = None,
+    ) -> str:
+        """Prompt for a conversation (``think`` as the request resolved it: ``.Think``, ``.ThinkLevel``)."""
         with _render_errors(override=self.override):
             if self.go is not None:
-                return render_messages(self.go, messages, tools=tools)
+                return render_messages(self.go, messages, tools=tools, think=think)
             assert self.jinja is not None
-            return self.jinja.render(messages, tools=tools)
+            return self.jinja.render(_jinja_messages(messages), tools=tools, **_jinja_think(think))
 
     def generate(
-        self, prompt: str, *, system: str | None, suffix: str | None, messages: Sequence[Mapping[str, Any]]
+        self,
+        prompt: str,
+        *,
+        system: str | None,
+        suffix: str | None,
+        messages: Sequence[Mapping[str, Any]],
+        think: ThinkValue = None,
     ) -> str:
         """Prompt for a completion request (``messages`` are the model's MESSAGE lines)."""
         with _render_errors(override=self.override):
             if self.go is not None:
-                return render_generate(self.go, prompt=prompt, system=system, suffix=suffix, model_messages=messages)
+                return render_generate(
+                    self.go, prompt=prompt, system=system, suffix=suffix, model_messages=messages, think=think
+                )
             assert self.jinja is not None
             msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
-            return self.jinja.render([*msgs, {"role": "user", "content": prompt}])
+            msgs.append({"role": "user", "content": prompt})
+            return self.jinja.render(_jinja_messages(msgs), **_jinja_think(think))
+
+
+def _jinja_messages(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Messages for a Hugging Face template: an assistant's thinking is its ``reasoning_content`` too."""
+    return [{**m, "reasoning_content": m["thinking"]} if m.get("thinking") else m for m in messages]
+
+
+def _jinja_think(think: ThinkValue) -> dict[str, Any]:
+    """``think`` in Hugging Face templates' terms (``enable_thinking``, ``reasoning_effort``), when set."""
+    if think is None:
+        return {}
+    values: dict[str, Any] = {"enable_thinking": think_on(think)}
+    if isinstance(think, str):
+        values["reasoning_effort"] = think
+    return values
 
 
 def model_template(model: LocalModel, info: GGUFInfo, override: str | None = None) -> ModelTemplate:
@@ -114,7 +167,7 @@ def model_template(model: LocalModel, info: GGUFInfo, override: str | None = Non
         source = info.chat_template
         if source:
             specials = info.token_texts
-            jinja = JinjaChatTemplate(source, bos_token=specials.get("bos", ""), eos_token=specials.get("eos", ""))
+            jinja = _jinja(source, specials.get("bos", ""), specials.get("eos", ""))
             return ModelTemplate(go=None, jinja=jinja)
     return ModelTemplate(go=_go(DEFAULT_TEMPLATE), jinja=None)
 
