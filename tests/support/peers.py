@@ -77,9 +77,16 @@ def litellm_venv() -> Path:
 
 
 def router_config(
-    model_name: str, api_bases: list[str], *, routing: str = "simple-shuffle", num_retries: int = 0
+    model_name: str,
+    api_bases: list[str],
+    *,
+    backend_models: list[str] | None = None,
+    routing: str = "simple-shuffle",
+    num_retries: int = 0,
 ) -> dict[str, object]:
     """A LiteLLM proxy config: ``model_name`` served by one OpenAI-compatible deployment per API base.
+
+    ``backend_models`` names the model each backend is asked for (default ``smollm2:135m`` for all).
 
     The master key is read from ``LITELLM_MASTER_KEY`` (never written to the file). With ``num_retries`` 0 a
     request sent to a dead deployment fails to the client instead of being retried on the other one, so a
@@ -90,9 +97,9 @@ def router_config(
             "model_name": model_name,
             # "openai/" is LiteLLM's OpenAI-compatible provider: the same entry fits nbllm's /v1, llama-server,
             # llama-cpp-python's server and vLLM; the model after the slash is what the backend is asked for.
-            "litellm_params": {"model": f"openai/{MODEL}", "api_base": base, "api_key": "unused"},
+            "litellm_params": {"model": f"openai/{backend}", "api_base": base, "api_key": "unused"},
         }
-        for base in api_bases
+        for base, backend in zip(api_bases, backend_models or [MODEL] * len(api_bases), strict=True)
     ]
     return {
         "model_list": deployments,
