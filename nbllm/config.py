@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from nbllm.duration import parse_keep_alive
 from nbllm.errors import ConfigError
 
-__all__ = ["DEFAULT_PORT", "HostAddress", "Settings", "parse_host"]
+__all__ = ["DEFAULT_PORT", "HostAddress", "Settings", "parse_host", "read_secret"]
 
 DEFAULT_PORT = 11434
 _TRUE = {"1", "t", "true", "yes", "on", "y"}
@@ -381,3 +381,9 @@ def _env_names(field: str) -> list[str]:
     if isinstance(alias, str):
         return [alias]
     return [f"NBLLM_{field.upper()}"]
+
+
+def read_secret(name: str) -> SecretStr | None:
+    """The secret (a remote backend's API key) in the environment variable ``name``; None if unset or empty."""
+    value = os.environ.get(name, "").strip().strip("\"'")
+    return SecretStr(value) if value else None

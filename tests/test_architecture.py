@@ -28,13 +28,19 @@ LAYERS = {
     "service": 2,
     "server": 3,
     "client": 3,
+    "backends": 3,
+    "benchmark": 3,
     "cli": 3,
     "notebook": 3,
     "__main__": 4,
     "__init__": 4,
 }
 # edges that may use other edges: the CLI and the notebook drive servers and clients
-EDGE_USES = {"cli": ("client", "server"), "notebook": ("client", "server")}
+EDGE_USES = {
+    "cli": ("client", "server", "backends", "benchmark"),
+    "notebook": ("client", "server", "backends", "benchmark"),
+    "benchmark": ("backends",),
+}
 # third-party modules and the only places allowed to import them
 QUARANTINE = {
     "llama_cpp": ("engine/llama/", "engine/grammar.py", "engine/quantize.py"),
@@ -45,7 +51,15 @@ QUARANTINE = {
     "IPython": ("notebook/",),
     "ipywidgets": ("notebook/",),
     "traitlets": ("notebook/",),
-    "httpx": ("client.py", "store/pull.py", "store/registry.py", "store/transfer.py"),
+    "httpx": (
+        "client.py",
+        "store/pull.py",
+        "store/registry.py",
+        "store/transfer.py",
+        "backends/",
+        "benchmark/runner.py",
+    ),
+    "httpx_sse": ("backends/",),
     "huggingface_hub": ("store/hf.py",),
 }
 

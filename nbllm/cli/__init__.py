@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbllm.cli import create, models, registry, run, serve, verify
+from nbllm.cli import bench, create, models, registry, run, serve, verify
 from nbllm.cli.main import cli, main
 
-__all__ = ["cli", "create", "main", "models", "registry", "run", "serve", "verify"]
+__all__ = ["bench", "cli", "create", "main", "models", "registry", "run", "serve", "verify"]

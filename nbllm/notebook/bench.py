@@ -1,25 +1,41 @@
-"""``%bench MODEL MODEL ... --prompt TEXT -n RUNS``: the same prompt N times per model, then a plot.
+"""``%bench``: compare models' eval timings, or benchmark serving under load.
 
-Runs are sequential (each model measured alone), each a fresh one-message chat, so the first run
-of a model shows its load time and later runs its warm speed. Every run joins ``%timings``.
+``run_bench`` (``%bench MODEL MODEL ... --prompt TEXT -n RUNS``): the same prompt N times per model,
+then a plot. Runs are sequential (each model measured alone), each a fresh one-message chat, so the
+first run of a model shows its load time and later runs its warm speed. Every run joins ``%timings``.
+
+``run_serving_bench`` (``%bench MODEL... -c 1,2,4,8 ...``, the flags of ``nbllm bench``): the serving
+benchmark of :mod:`nbllm.benchmark` against this kernel's server or any Ollama-API or
+OpenAI-compatible host, with a tqdm.auto progress bar; interrupting the kernel (Ctrl-C, the stop
+button) ends it early and still returns the requests measured so far.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+import io
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from nbllm.client import Client
+from nbllm.errors import InvalidRequest
 from nbllm.notebook.answer import Answer
 from nbllm.notebook.chat import CellContext, as_nbllm_error, chat_source, keep_timing, stream_answer
 from nbllm.notebook.display import LiveDisplay, markdown_table, show
 from nbllm.notebook.magic_args import BenchArgs
 from nbllm.notebook.plots import model_stats
+from nbllm.notebook.session import LOCAL, NotebookSession
 from nbllm.notebook.timing import TimingRecord, timing_frame
 from nbllm.schema import ChatRequest, Message
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
-__all__ = ["run_bench"]
+    from nbllm.benchmark import BenchResult
+
+__all__ = ["run_bench", "run_serving_bench", "serving_hosts"]
 
 
 def _progress(done: int, total: int, model: str, last: TimingRecord | None) -> dict[str, str]:
@@ -76,3 +92,59 @@ def run_bench(ctx: CellContext, args: BenchArgs) -> pd.DataFrame:
     progress.finish({"text/markdown": table, "text/plain": table}, meta)
     show(frame.plot(title=f"{args.runs} run(s) per model: {args.prompt[:60]}"))
     return frame
+
+
+def serving_hosts(session: NotebookSession, host: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Backend URLs for the serving benchmark: those given; else the kernel's server, the one at
+    OLLAMA_HOST if it answers, or (``local`` or nothing answering) an in-kernel server started on a free port."""
+    if isinstance(host, str):
+        host = (host,)
+    given = tuple(h for h in host or () if h != LOCAL)
+    if given:
+        return given
+    if not host:
+        if session.server is not None and session.server.running:
+            return (session.server.url,)
+        client = session.client(None)
+        if isinstance(client, Client):
+            return (client.host,)
+    return (session.serve(port=0).url,)
+
+
+def _png(figure: Figure) -> dict[str, str]:
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    title = figure.axes[0].get_title() if figure.axes else "plot"
+    return {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": f"<nbllm bench: {title}>"}
+
+
+def run_serving_bench(
+    session: NotebookSession,
+    models: Sequence[str],
+    *,
+    host: str | Sequence[str] | None = None,
+    out: str | None = None,
+    plots: bool = True,
+    stop: threading.Event | None = None,
+    **flags: Any,
+) -> BenchResult:
+    """Run the serving benchmark (``flags``: ``nbllm bench``'s, e.g. ``concurrency="1,2,4"``), show its plots,
+    save to ``out`` if given and return the :class:`~nbllm.benchmark.BenchResult` (partial if interrupted)."""
+    from tqdm.auto import tqdm
+
+    from nbllm.benchmark import run_benchmark
+    from nbllm.benchmark.flags import spec_from_flags
+
+    try:
+        spec = spec_from_flags(models, serving_hosts(session, host), **flags)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"%bench: {exc}") from None
+    result = run_benchmark(
+        spec, progress=lambda total: tqdm(total=total, unit="req"), stop=stop, settings=session.settings
+    )
+    if out:
+        result.save(out, with_plots=plots)
+    if plots and not result.runs.empty:
+        for figure in result.plots().values():
+            show(_png(figure), raw=True)
+    return result
