@@ -18,7 +18,7 @@ import pytest
 
 from tests.cli.support import ServeProcess
 from tests.support.metrics import scrape, value
-from tests.support.peers import LiteLLMProxy, router_config, start_litellm
+from tests.support.peers import LiteLLMProxy, documented_config, router_config, start_litellm
 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.peers]
 log = logging.getLogger(__name__)
@@ -28,8 +28,9 @@ BASE_HEADER = "x-litellm-model-api-base"
 
 @pytest.fixture(scope="module")
 def proxy(two_nbllm: list[ServeProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteLLMProxy]:
-    """The proxy in front of both servers, one model name, simple-shuffle."""
-    config = router_config(ROUTED, [server.url + "/v1" for server in two_nbllm], routing="simple-shuffle")
+    """The proxy in front of both servers with docs/scaling.md's configuration (one model name, simple-shuffle)."""
+    config = documented_config([server.url + "/v1" for server in two_nbllm])
+    assert config == router_config(ROUTED, [server.url + "/v1" for server in two_nbllm])
     proxy = start_litellm(config, tmp_path_factory.mktemp("litellm"))
     log.info("LiteLLM proxy ready in %.1f s", proxy.ready_s)
     yield proxy

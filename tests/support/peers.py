@@ -17,9 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from bench import env as bench_env
 from bench import servers as bench_servers
@@ -113,6 +115,18 @@ def router_config(
     }
 
 
+def documented_config(api_bases: list[str]) -> dict[str, Any]:
+    """The proxy configuration shown in docs/scaling.md, its deployments' ``api_base`` replaced in order."""
+    text = (REPO / "docs" / "scaling.md").read_text()
+    block = text.split("<!-- config: litellm-fleet -->", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config: dict[str, Any] = yaml.safe_load(block)
+    deployments = config["model_list"]
+    assert len(deployments) == len(api_bases), "docs/scaling.md's configuration has another number of deployments"
+    for deployment, base in zip(deployments, api_bases, strict=True):
+        deployment["litellm_params"]["api_base"] = base
+    return config
+
+
 @dataclass
 class LiteLLMProxy:
     """LiteLLM's proxy as a child process on a loopback port."""
@@ -139,7 +153,7 @@ class LiteLLMProxy:
                 self.proc.wait()
 
 
-def start_litellm(config: dict[str, object], root: Path, *, timeout: float = 180) -> LiteLLMProxy:
+def start_litellm(config: dict[str, Any], root: Path, *, timeout: float = 180) -> LiteLLMProxy:
     """Write ``config`` (JSON is YAML) under ``root`` and run the proxy on it until ``/health/liveliness`` answers."""
     litellm_venv()
     path = root / "litellm.yaml"
