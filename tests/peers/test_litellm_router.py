@@ -8,6 +8,7 @@ The last test kills a backend, so it stays last in this module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import openai
 import pytest
 
+from nbllm.backends import GenRequest, StreamEnd, StreamEvent, Token, open_backend
 from tests.cli.support import ServeProcess
 from tests.support.metrics import scrape, value
 from tests.support.peers import LiteLLMProxy, documented_config, router_config, start_litellm
@@ -122,6 +124,27 @@ def test_requests_spread_over_both_backends(two_nbllm: list[ServeProcess], clien
     # the proxy's own word on where each went agrees with what each server counted
     by_header = Counter(outcome.backend for outcome in outcomes)
     assert [by_header[server.url + "/v1"] for server in two_nbllm] == deltas, (by_header, deltas)
+
+
+def test_nbllm_backend_streams_through_the_proxy(proxy: LiteLLMProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbllm's own OpenAI-compatible backend (what ``nbllm bench --host openai+URL`` uses), chat and generate."""
+    monkeypatch.setenv("LITELLM_TEST_KEY", proxy.key)
+
+    async def ask(*, chat: bool) -> list[StreamEvent]:
+        backend = open_backend(f"openai+{proxy.url}/v1", api_key_env="LITELLM_TEST_KEY")
+        try:
+            req = GenRequest(model=ROUTED, prompt="Say hello.", chat=chat, max_tokens=16, options={"temperature": 0})
+            return [event async for event in backend.stream(req)]
+        finally:
+            await backend.aclose()
+
+    for chat in (True, False):
+        events = asyncio.run(ask(chat=chat))
+        tokens = [event for event in events if isinstance(event, Token)]
+        assert isinstance(events[-1], StreamEnd) and tokens, events
+        assert "".join(token.text for token in tokens).strip()
+        arrivals = [token.arrival for token in tokens] + [events[-1].arrival]
+        assert arrivals == sorted(arrivals)
 
 
 def test_backend_killed_mid_run_requests_go_to_the_other(two_nbllm: list[ServeProcess], client: openai.OpenAI) -> None:
