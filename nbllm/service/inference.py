@@ -305,20 +305,37 @@ def _chat_tokens(
     think: ThinkValue,
     truncate: bool | None,
 ) -> tuple[str, list[int]]:
-    """Render and tokenize; if too long, drop the oldest turns (never system messages or the last one)."""
+    """Render and tokenize; if too long, drop the oldest turns (never system messages or the last one).
+
+    The fewest turns that make it fit are found by bisection, so a request of thousands of messages
+    renders the prompt O(log n) times, not once per dropped turn (that was quadratic: 8,000 messages
+    kept a worker busy for minutes)."""
     n_ctx = engine.info.n_ctx
-    current = list(messages)
-    while True:
-        text = template.chat(current, tools, think=think)
-        tokens = _tokens(engine, text)
-        if len(tokens) < n_ctx:
-            return text, tokens
-        if truncate is False:
-            raise ContextLengthExceeded(len(tokens), n_ctx)
-        droppable = [i for i, m in enumerate(current[:-1]) if m.get("role") != "system"]
-        if not droppable:
-            return text, _fit(tokens, engine, truncate=truncate)
-        del current[droppable[0]]
+
+    def render(drop: int) -> tuple[str, list[int]]:
+        gone = set(droppable[:drop])
+        text = template.chat([m for i, m in enumerate(messages) if i not in gone], tools, think=think)
+        return text, _tokens(engine, text)
+
+    droppable = [i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"]
+    text, tokens = render(0)
+    if len(tokens) < n_ctx:
+        return text, tokens
+    if truncate is False:
+        raise ContextLengthExceeded(len(tokens), n_ctx)
+    text, tokens = render(len(droppable))
+    if len(tokens) >= n_ctx:
+        return text, _fit(tokens, engine, truncate=truncate)
+    low, high = 0, len(droppable)  # render(low) does not fit, render(high) does
+    best = (text, tokens)
+    while high - low > 1:
+        mid = (low + high) // 2
+        attempt = render(mid)
+        if len(attempt[1]) < n_ctx:
+            high, best = mid, attempt
+        else:
+            low = mid
+    return best
 
 
 def _sampling(

@@ -44,6 +44,7 @@ __all__ = [
     "model",
     "model_entry",
     "models",
+    "think_of",
 ]
 
 R = TypeVar("R", bound=BaseModel)
@@ -106,15 +107,23 @@ def _content(content: Any) -> tuple[str, list[str]]:
     return "".join(texts), images
 
 
-def _think(req: OpenAIChatRequest) -> bool | str | None:
-    """``reasoning.effort`` (or ``reasoning_effort``) as ``think``; an effort Ollama does not know is a 400."""
-    effort = (req.reasoning or {}).get("effort") if req.reasoning is not None else req.reasoning_effort
+def think_of(effort: object) -> bool | str | None:
+    """A reasoning effort as ``think`` (None when unset); an effort Ollama does not know is a 400.
+
+    >>> think_of("none"), think_of("minimal"), think_of("xhigh"), think_of(None)
+    (False, 'low', 'max', None)
+    """
     if effort is None or effort == "":
         return None
     if not isinstance(effort, str) or effort not in _EFFORTS:
         choices = ", ".join(f'"{e}"' for e in _EFFORTS)
         raise InvalidRequest(f"invalid reasoning value: '{effort}' (must be one of {choices})")
     return _EFFORTS[effort]
+
+
+def _think(req: OpenAIChatRequest) -> bool | str | None:
+    """``reasoning.effort`` (or ``reasoning_effort``) as ``think``."""
+    return think_of((req.reasoning or {}).get("effort") if req.reasoning is not None else req.reasoning_effort)
 
 
 def _messages(raw: list[dict[str, Any]]) -> list[Message]:

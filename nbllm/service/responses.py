@@ -25,34 +25,9 @@ from nbllm.schema.responses import (
     ReasoningItem,
     ResponsesRequest,
 )
+from nbllm.service.openai import think_of
 
 __all__ = ["chat_request", "think_of"]
-
-_EFFORTS: dict[str, bool | str] = {
-    "none": False,
-    "minimal": "low",
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-    "max": "max",
-    "xhigh": "max",
-    "ultra": "max",
-}
-"""``reasoning.effort`` to ``think``, as Ollama's ``thinkFromReasoningEffort`` maps it."""
-
-
-def think_of(effort: str | None) -> bool | str | None:
-    """The ``think`` value of a reasoning effort (None when unset); an unknown effort is a 400.
-
-    >>> think_of("none"), think_of("minimal"), think_of("xhigh"), think_of(None)
-    (False, 'low', 'max', None)
-    """
-    if effort is None or effort == "":
-        return None
-    if effort not in _EFFORTS:
-        choices = ", ".join(f'"{e}"' for e in _EFFORTS)
-        raise InvalidRequest(f"invalid reasoning value: {effort!r} (must be one of {choices})")
-    return _EFFORTS[effort]
 
 
 def _refuse_state(req: ResponsesRequest) -> None:
