@@ -161,7 +161,15 @@ def llama_cpp_server(peer: Peer, model: Path, *, n_ctx: int, threads: int, log: 
 
 
 def llama_server(
-    peer: Peer, model: Path, *, n_ctx: int, parallel: int, threads: int, log: Path, gpu_layers: int = 0
+    peer: Peer,
+    model: Path,
+    *,
+    n_ctx: int,
+    parallel: int,
+    threads: int,
+    log: Path,
+    gpu_layers: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> Server:
     """llama.cpp's C++ ``llama-server`` with ``-np`` slots (context ``n_ctx`` per slot), ``gpu_layers`` offloaded."""
     assert peer.bin_dir is not None
@@ -185,8 +193,17 @@ def llama_server(
         "-ngl",
         str(gpu_layers),
         "--no-webui",
+        *extra,
     ]
-    server = _start(f"llama-server (np={parallel})", "llama", cmd, peer.env(), port, "/health", log)
+    server = _start(
+        f"llama-server (np={parallel}){' ' + ' '.join(extra) if extra else ''}",
+        "llama",
+        cmd,
+        peer.env(),
+        port,
+        "/health",
+        log,
+    )
     server.extra.update(parallel=parallel)
     return server
 

@@ -24,9 +24,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LOAD_TIME_OPTIONS = frozenset(
-    {"num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread", "draft_num_predict"}
-)
+LOAD_TIME_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread"})
 """Options that shape the loaded model; changing one reloads it."""
 
 DEPRECATED_OPTIONS = frozenset(
@@ -58,7 +56,9 @@ class Options:
     main_gpu: int = 0
     use_mmap: bool | None = None
     num_thread: int = 0
-    draft_num_predict: int = 4
+    draft_num_predict: int = -1
+    """Speculative decoding by prompt lookup: -1 = automatic, 0 = off, N = up to N draft tokens a step.
+    (Ollama's is load-time, for a draft model; here no draft model is loaded, so it is per request.)"""
     num_keep: int = 4
     seed: int = -1
     num_predict: int = -1

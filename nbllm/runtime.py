@@ -33,6 +33,9 @@ class GenerationRecord:
     """Seconds from the request's arrival to its first generated token (queueing and loading included)."""
     decode_seconds: float
     done_reason: str
+    draft_tokens: int = 0
+    """Draft tokens proposed by speculative decoding, and of them those accepted."""
+    draft_accepted_tokens: int = 0
 
 
 class Observer(Protocol):

@@ -184,3 +184,9 @@ def print_summary(final: Metrics) -> None:
         ),
         err=True,
     )
+    if final.draft_count:  # nbllm's speculative decoding (prompt lookup), after Ollama's lines
+        accepted = final.draft_accepted_count or 0
+        click.echo(
+            f"draft tokens:         {final.draft_count} ({accepted} accepted, {accepted / final.draft_count:.0%})",
+            err=True,
+        )

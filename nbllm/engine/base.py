@@ -87,6 +87,8 @@ class SamplingParams:
     top_logprobs: int = 0
     shift: bool = True
     """Shift the context (drop old tokens after ``num_keep``) when generation fills it."""
+    draft: int = -1
+    """Prompt-lookup speculation (``draft_num_predict``): -1 = automatic, 0 = off, N = up to N draft tokens a step."""
 
     @classmethod
     def from_options(cls, options: Options, **extra: object) -> SamplingParams:
@@ -105,6 +107,7 @@ class SamplingParams:
             num_predict=options.num_predict,
             num_keep=options.num_keep,
             stop=options.stop,
+            draft=options.draft_num_predict,
             **extra,  # type: ignore[arg-type]
         )
 
@@ -146,6 +149,10 @@ class FinalStats:
     """Prompt and generated tokens (Ollama's ``context``)."""
     cached_tokens: int = 0
     """Prompt tokens reused from the slot's KV cache."""
+    draft_count: int = 0
+    """Draft tokens proposed by speculative decoding (prompt lookup)."""
+    draft_accepted_count: int = 0
+    """Of ``draft_count``, those the model agreed with (each saved a decoding step)."""
 
 
 GenerationEvent = TokenChunk | FinalStats

@@ -223,6 +223,10 @@ class Metrics(ResponseModel):
     """Tokens generated."""
     eval_duration: int | None = None
     """Time spent generating."""
+    draft_count: int | None = None
+    """nbllm extra: draft tokens proposed by speculative decoding (prompt lookup); absent when none were."""
+    draft_accepted_count: int | None = None
+    """nbllm extra: of ``draft_count``, the tokens the model accepted."""
 
 
 class ErrorResponse(ResponseModel):

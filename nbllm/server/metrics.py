@@ -86,6 +86,15 @@ class ServerMetrics:
             "nbllm_prompt_cached_tokens", "Prompt tokens reused from the KV cache.", ["model"], registry=reg
         )
         self.generated_tokens = Counter("nbllm_generated_tokens", "Tokens generated.", ["model"], registry=reg)
+        self.draft_tokens = Counter(
+            "nbllm_draft_tokens", "Draft tokens proposed by speculative decoding.", ["model"], registry=reg
+        )
+        self.draft_accepted_tokens = Counter(
+            "nbllm_draft_accepted_tokens",
+            "Draft tokens the model accepted (each saved a step).",
+            ["model"],
+            registry=reg,
+        )
         self.ttft = Histogram(
             "nbllm_time_to_first_token_seconds",
             "From a request's arrival to its first generated token (queueing and loading included).",
@@ -109,6 +118,9 @@ class ServerMetrics:
         self.prompt_tokens.labels(model).inc(record.prompt_tokens)
         self.cached_tokens.labels(model).inc(record.cached_tokens)
         self.generated_tokens.labels(model).inc(record.generated_tokens)
+        if record.draft_tokens:
+            self.draft_tokens.labels(model).inc(record.draft_tokens)
+            self.draft_accepted_tokens.labels(model).inc(record.draft_accepted_tokens)
         if record.generated_tokens:
             self.ttft.labels(model).observe(record.time_to_first_token)
         if record.generated_tokens > 1 and record.decode_seconds > 0:

@@ -374,6 +374,8 @@ def _observe(rt: Runtime, model: LocalModel, stats: FinalStats, started: int) ->
             time_to_first_token=max(0, total - stats.eval_duration) / 1e9,
             decode_seconds=stats.eval_duration / 1e9,
             done_reason=stats.done_reason,
+            draft_tokens=stats.draft_count,
+            draft_accepted_tokens=stats.draft_accepted_count,
         )
         rt.observe(record)
 
@@ -389,6 +391,8 @@ def _metrics(stats: FinalStats, started: int, load_ns: int) -> dict[str, Any]:
         "prompt_eval_duration": stats.prompt_eval_duration or None,
         "eval_count": stats.eval_count or None,
         "eval_duration": stats.eval_duration or None,
+        "draft_count": stats.draft_count or None,
+        "draft_accepted_count": stats.draft_accepted_count if stats.draft_count else None,
     }
 
 

@@ -30,6 +30,7 @@ from nbllm.engine.base import (
     TokenChunk,
     no_wait_handle,
 )
+from nbllm.engine.llama.lookup import DraftPolicy, PromptLookup
 from nbllm.engine.llama.native import NativeModel
 from nbllm.engine.llama.sampling import Logits, free_sampler, make_sampler, plain_greedy, sample
 from nbllm.engine.logprobs import token_logprob
@@ -124,6 +125,13 @@ class _Slot:
     batch_index: int = -1
     out_row: int = -1
     """This step's row in llama.cpp's logits (the outputs are in batch order)."""
+    lookup: PromptLookup | None = None
+    """The sequence's tokens, for prompt-lookup drafts (None: this request does not speculate)."""
+    policy: DraftPolicy | None = None
+    draft: list[int] = field(default_factory=list)
+    """This step's draft tokens, decoded right after the sequence's next token."""
+    n_drafted: int = 0
+    n_accepted: int = 0
     n_generated: int = 0
     n_prompt: int = 0
     n_cached: int = 0
@@ -142,8 +150,16 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class DecodeLoop:
     """Owns a context's sequences and the thread that decodes them."""
 
-    def __init__(self, model: NativeModel, ctx: Any, *, parallel: int, name: str) -> None:
+    def __init__(
+        self, model: NativeModel, ctx: Any, *, parallel: int, name: str, draft_limit: int = 8, draft_busy: int = 1
+    ) -> None:
         self._model = model
+        # Drafts need the tail of a sequence's memory removed when rejected: not on recurrent models.
+        self._can_draft = not model.is_recurrent()
+        self._draft_limit = draft_limit
+        """Most draft tokens a step in the automatic mode."""
+        self._draft_busy = draft_busy
+        """The automatic mode drafts only while at most this many sequences are generating."""
         self._ctx = ctx
         self._mem = L.llama_get_memory(ctx)
         self.n_ctx = int(L.llama_n_ctx_seq(ctx))
@@ -252,6 +268,7 @@ class DecodeLoop:
             slot.text = StreamText(req.params.stop)
             slot.t_start = time.perf_counter()
             slot.greedy = plain_greedy(req.params)
+            self._plan_drafts(slot, req)
             try:
                 # plain greedy needs no chain: _sample takes the argmax
                 slot.sampler = None if slot.greedy else make_sampler(self._model.vocab, req.params, req.prompt)
@@ -278,6 +295,8 @@ class DecodeLoop:
         slot.pending = []
         slot.last_token = None
         slot.batch_index = slot.out_row = -1
+        slot.lookup = slot.policy = None
+        slot.draft = []
 
     def _add(self, i: int, token: int, pos: int, seq: int, *, logits: bool) -> None:
         self._tokens[i] = token
@@ -291,18 +310,28 @@ class DecodeLoop:
         active = self._active
         sampled: list[_Slot] = []
         """The slots that get logits this step, in batch (and so in output row) order."""
-        for slot in active:  # one token per generating sequence
+        generating = sum(1 for slot in active if not slot.pending and slot.last_token is not None)
+        for slot in active:  # one token per generating sequence (and its draft, if it has one)
             if slot.pending or slot.last_token is None:
                 continue
             if len(slot.cache) >= self.n_ctx and not self._make_room(slot):
                 continue
-            self._add(n, slot.last_token, len(slot.cache), slot.seq_id, logits=True)
+            pos = len(slot.cache)
+            self._add(n, slot.last_token, pos, slot.seq_id, logits=True)
             slot.cache.append(slot.last_token)
             slot.last_token = None
             slot.batch_index = n
             slot.out_row = outputs
             sampled.append(slot)
             greedy += slot.greedy
+            if slot.policy is not None:
+                slot.draft = draft = self._draft(slot, generating, budget - generating)
+                for j, token in enumerate(draft, 1):
+                    self._add(n + j, token, pos + j, slot.seq_id, logits=True)
+                outputs += len(draft)
+                greedy += len(draft)  # (only plain greedy sequences draft)
+                n += len(draft)
+                budget -= len(draft)
             outputs += 1
             n += 1
             budget -= 1
@@ -336,6 +365,9 @@ class DecodeLoop:
         argmax: list[int] | None = logits.argmax(axis=1).tolist() if greedy == outputs else None
         for slot in sampled:
             row = slot.out_row
+            if slot.draft:
+                self._verify(slot, now, logits, argmax)
+                continue
             if argmax is not None:
                 token = argmax[row]
             elif slot.greedy:
@@ -343,6 +375,51 @@ class DecodeLoop:
             else:
                 token = sample(slot.sampler, self._ctx, slot.batch_index)
             self._emit(slot, token, now, logits, row)
+
+    def _plan_drafts(self, slot: _Slot, req: Request) -> None:
+        """Speculate for plain greedy requests only: a sampled token comes from its sampler chain's own draw."""
+        slot.n_drafted = slot.n_accepted = 0
+        slot.draft = []
+        policy = None
+        if slot.greedy and self._can_draft:
+            policy = DraftPolicy.for_request(req.params.draft, auto_limit=self._draft_limit, busy=self._draft_busy)
+        slot.policy = policy
+        slot.lookup = PromptLookup(req.prompt) if policy is not None else None
+
+    def _draft(self, slot: _Slot, generating: int, room: int) -> list[int]:
+        """This step's draft for a slot: within its policy, the batch, the context and what it may still generate."""
+        assert slot.policy is not None and slot.lookup is not None and slot.req is not None
+        k = slot.policy.want(generating)
+        left = slot.req.params.num_predict - slot.n_generated - 1 if slot.req.params.num_predict > 0 else k
+        k = min(k, room, self.n_ctx - len(slot.cache) - 1, left)
+        return slot.lookup.draft(k) if k > 0 else []
+
+    def _verify(self, slot: _Slot, now: float, logits: np.ndarray[Any, Any], argmax: list[int] | None) -> None:
+        """Emit the model's own tokens for a drafted step: the next one and one more per draft token it agrees
+        with; then remove the rejected draft positions from the sequence's memory."""
+        draft, slot.draft = slot.draft, []
+        row = slot.out_row
+        chosen = (
+            argmax[row : row + len(draft) + 1]
+            if argmax is not None
+            else logits[row : row + len(draft) + 1].argmax(axis=1).tolist()
+        )
+        accepted = 0
+        while accepted < len(draft) and chosen[accepted] == draft[accepted]:
+            accepted += 1
+        slot.n_drafted += len(draft)
+        slot.n_accepted += accepted
+        assert slot.policy is not None
+        slot.policy.update(len(draft), accepted)
+        end = len(slot.cache) + len(draft)  # the positions this step put in the sequence's memory
+        for j in range(accepted + 1):
+            self._emit(slot, chosen[j], now, logits, row + j)
+            if slot.req is None or j == accepted:  # finished (the rest is dropped), or the last one
+                break
+            slot.cache.append(chosen[j])  # it is the draft token already decoded at this position
+            slot.last_token = None
+        if len(slot.cache) < end and not L.llama_memory_seq_rm(self._mem, slot.seq_id, len(slot.cache), -1):
+            raise EngineError("llama.cpp could not remove rejected draft tokens from the cache")
 
     def _make_room(self, slot: _Slot) -> bool:
         """The slot's context is full: shift it (drop old tokens after num_keep) or finish with 'length'."""
@@ -369,6 +446,8 @@ class DecodeLoop:
             return
         slot.n_generated += 1
         slot.last_token = token
+        if slot.lookup is not None:
+            slot.lookup.push(token)
         params = req.params
         logprob = token_logprob(logits[row], token, params.top_logprobs, model.piece) if params.logprobs else None
         text = slot.text.feed(model.text_of(token))
@@ -396,5 +475,7 @@ class DecodeLoop:
                 text=text,
                 tokens=tuple(tokens),
                 cached_tokens=slot.n_cached,
+                draft_count=slot.n_drafted,
+                draft_accepted_count=slot.n_accepted,
             )
         )

@@ -164,6 +164,10 @@ class NativeModel:
         head_dim = d["n_embd"] // d["n_head"]
         return int(2 * d["n_layer"] * n_ctx * d["n_head_kv"] * head_dim * _KV_BYTES.get(kv_type, 2.0))
 
+    def is_recurrent(self) -> bool:
+        """Whether the model keeps a recurrent state (its memory cannot drop the last positions of a sequence)."""
+        return bool(L.llama_model_is_recurrent(self.ptr) or L.llama_model_is_hybrid(self.ptr))
+
     def bos_text(self) -> str | None:
         """Text of the BOS token when tokenizing adds one."""
         bos = L.llama_vocab_bos(self.vocab)
