@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, overload
 
 from nbllm.engine import Engine, FinalStats, LoadSpec, Pending, SamplingParams, TokenChunk
-from nbllm.errors import ContextLengthExceeded, InvalidRequest, TemplateError, UnsupportedCapability
+from nbllm.errors import InvalidRequest, TemplateError, UnsupportedCapability
 from nbllm.options import Options
 from nbllm.prompt.thinking import ThinkValue, check_think, split_thinking, think_on
 from nbllm.runtime import GenerationRecord, Runtime
@@ -32,6 +32,7 @@ from nbllm.schema.generate import Logprob
 from nbllm.service.collect import collect_chat, collect_generate, settled
 from nbllm.service.common import keep_alive_of, load_spec, model_options, resolve_model
 from nbllm.service.constraints import Constraints, chat_constraints, format_only
+from nbllm.service.context import chat_tokens, fit, prompt_tokens
 from nbllm.service.output import OutputSplitter, Piece, thinking_parser
 from nbllm.service.prompts import ModelTemplate, capabilities, model_template
 from nbllm.store import LocalModel
@@ -157,10 +158,10 @@ def generate(
 
     def render(engine: Engine) -> tuple[str, list[int]]:
         if req.raw:
-            return req.prompt, _fit(engine.tokenize(req.prompt), engine, truncate=req.truncate)
+            return req.prompt, fit(engine.tokenize(req.prompt), engine, truncate=req.truncate)
         prefix = engine.detokenize(req.context) if req.context else ""
         text = prefix + _generate_text(template, p, req)
-        return text, _fit(_tokens(engine, text), engine, truncate=req.truncate)
+        return text, fit(prompt_tokens(engine, text), engine, truncate=req.truncate)
 
     for step in _stream(rt, p, req, render, constraints, cancel):
         if isinstance(step, Pending):
@@ -199,7 +200,7 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
         return
 
     def render(engine: Engine) -> tuple[str, list[int]]:
-        return _chat_tokens(engine, template, messages, shown_tools, think=p.think, truncate=req.truncate)
+        return chat_tokens(engine, template, messages, shown_tools, think=p.think, truncate=req.truncate)
 
     for step in _stream(rt, p, req, render, constraints, cancel):
         if isinstance(step, Pending):
@@ -278,64 +279,6 @@ def _conversation(model: LocalModel, messages: Sequence[Message]) -> list[dict[s
             if m.get("role") == "assistant":
                 out[i] = {**m, "content": split_thinking(str(m.get("content") or ""), "<think>", "</think>")[1]}
     return out
-
-
-def _tokens(engine: Engine, text: str) -> list[int]:
-    """Tokenize a rendered prompt; don't add a BOS token the template already wrote."""
-    bos = engine.info.bos_text
-    return engine.tokenize(text, add_special=not (bos and text.startswith(bos)), parse_special=True)
-
-
-def _fit(tokens: list[int], engine: Engine, *, truncate: bool | None) -> list[int]:
-    n_ctx = engine.info.n_ctx
-    if len(tokens) < n_ctx:
-        return tokens
-    if truncate is False:
-        raise ContextLengthExceeded(len(tokens), n_ctx)
-    keep = n_ctx // 2  # keep the start (instructions) and the most recent half, as llama-server does
-    return tokens[:4] + tokens[len(tokens) - (keep - 4) :]
-
-
-def _chat_tokens(
-    engine: Engine,
-    template: ModelTemplate,
-    messages: list[dict[str, Any]],
-    tools: list[dict[str, Any]] | None,
-    *,
-    think: ThinkValue,
-    truncate: bool | None,
-) -> tuple[str, list[int]]:
-    """Render and tokenize; if too long, drop the oldest turns (never system messages or the last one).
-
-    The fewest turns that make it fit are found by bisection, so a request of thousands of messages
-    renders the prompt O(log n) times, not once per dropped turn (that was quadratic: 8,000 messages
-    kept a worker busy for minutes)."""
-    n_ctx = engine.info.n_ctx
-
-    def render(drop: int) -> tuple[str, list[int]]:
-        gone = set(droppable[:drop])
-        text = template.chat([m for i, m in enumerate(messages) if i not in gone], tools, think=think)
-        return text, _tokens(engine, text)
-
-    droppable = [i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"]
-    text, tokens = render(0)
-    if len(tokens) < n_ctx:
-        return text, tokens
-    if truncate is False:
-        raise ContextLengthExceeded(len(tokens), n_ctx)
-    text, tokens = render(len(droppable))
-    if len(tokens) >= n_ctx:
-        return text, _fit(tokens, engine, truncate=truncate)
-    low, high = 0, len(droppable)  # render(low) does not fit, render(high) does
-    best = (text, tokens)
-    while high - low > 1:
-        mid = (low + high) // 2
-        attempt = render(mid)
-        if len(attempt[1]) < n_ctx:
-            high, best = mid, attempt
-        else:
-            low = mid
-    return best
 
 
 def _sampling(

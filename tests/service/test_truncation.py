@@ -9,7 +9,7 @@ import pytest
 
 from nbllm.engine import Engine
 from nbllm.errors import ContextLengthExceeded
-from nbllm.service import inference
+from nbllm.service.context import chat_tokens
 from nbllm.service.prompts import ModelTemplate
 
 
@@ -59,9 +59,7 @@ def _one_by_one(messages: list[dict[str, Any]], n_ctx: int) -> str:
 def _run(messages: list[dict[str, Any]], n_ctx: int, *, truncate: bool | None = None) -> tuple[str, _Template]:
     template = _Template()
     engine = cast(Engine, _Engine(_Info(n_ctx)))
-    text, tokens = inference._chat_tokens(
-        engine, cast(ModelTemplate, template), messages, None, think=None, truncate=truncate
-    )
+    text, tokens = chat_tokens(engine, cast(ModelTemplate, template), messages, None, think=None, truncate=truncate)
     assert len(tokens) == len(text)
     return text, template
 
