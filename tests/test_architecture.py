@@ -244,7 +244,12 @@ def test_no_import_cycles() -> None:
 
 SOFT_LIMIT = 400
 # every module over SOFT_LIMIT lines, and why it is still one module
-LONG_MODULES: dict[str, str] = {}
+LONG_MODULES: dict[str, str] = {
+    "engine/llama/batching.py": (
+        "the decode loop's one state machine (admission, batching, speculative verification, emission share "
+        "the slots' state); issue 19 item 3 decides its hand-off design, then the drafting methods move out"
+    ),
+}
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PKG)))
