@@ -125,3 +125,26 @@ def test_openai_client(live_server: BackgroundServer, model: str, raw: dict[str,
             client.chat.completions.create(model=model, messages=ASK, extra_body={"reasoning_effort": "extreme"})  # type: ignore[arg-type]
     finally:
         client.close()
+
+
+def test_openai_responses_reasoning_item(live_server: BackgroundServer, model: str, raw: dict[str, Any]) -> None:
+    """/v1/responses: the thinking is a reasoning item before the message, streamed as its own events."""
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key="nbllm", max_retries=0)
+    try:
+        resp = client.responses.create(model=model, input=QUESTION, reasoning={"effort": "high"}, temperature=0)
+        kinds = [item.type for item in resp.output]
+        assert kinds == ["reasoning", "message"], kinds
+        reasoning: Any = resp.output[0]
+        summary = "".join(part.text for part in (reasoning.summary or []))
+        content = getattr(reasoning, "content", None) or []
+        said = summary or "".join(getattr(part, "text", "") for part in content)
+        assert said == raw["thinking"]
+        assert resp.output_text == raw["content"]
+        events = list(client.responses.create(model=model, input=QUESTION, temperature=0, stream=True))
+        thought = "".join(getattr(e, "delta", "") for e in events if "reasoning" in e.type and e.type.endswith("delta"))
+        answer = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert (thought, answer) == (raw["thinking"], raw["content"])
+        off = client.responses.create(model=model, input=QUESTION, reasoning={"effort": "none"}, temperature=0)
+        assert [item.type for item in off.output] == ["message"]
+    finally:
+        client.close()
