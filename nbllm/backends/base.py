@@ -36,6 +36,8 @@ class GenRequest:
     """Most tokens to generate (``num_predict`` / ``max_tokens``)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Sampling options: Ollama ``options`` / extra OpenAI body fields."""
+    messages: tuple[Mapping[str, Any], ...] = ()
+    """A whole chat conversation in the API's own message format; when given, ``system`` and ``prompt`` are unused."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def openai_body(req: GenRequest) -> tuple[str, dict[str, Any]]:
         body["max_tokens"] = req.max_tokens
     if req.chat:
         messages = [{"role": "system", "content": req.system}] if req.system is not None else []
-        body["messages"] = [*messages, {"role": "user", "content": req.prompt}]
+        body["messages"] = [dict(m) for m in req.messages] or [*messages, {"role": "user", "content": req.prompt}]
         return "/chat/completions", body
     body["prompt"] = req.prompt if req.system is None else f"{req.system}\n\n{req.prompt}"
     return "/completions", body

@@ -65,6 +65,9 @@ class NbllmMagics(Magics):
     interpolate = Bool(default_value=True, help="Replace {name} in cells by notebook variables.").tag(config=True)
     show_stats = Bool(default_value=True, help="Show model and speed under each answer.").tag(config=True)
     max_tool_rounds = Int(8, help="Most rounds of tool calls in one %%chat cell.").tag(config=True)
+    api_key_env = Unicode(
+        "OPENAI_API_KEY", help="Environment variable with the API key of openai+URL hosts (never shown)."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, *, session: NotebookSession | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -82,6 +85,7 @@ class NbllmMagics(Magics):
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _client(self, host: str | None) -> BaseClient:
+        self.session.api_key_env = self.api_key_env or None
         return self.session.client(host or self.host or None)
 
     def _context(self, client: BaseClient) -> Any:
