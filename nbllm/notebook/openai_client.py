@@ -146,6 +146,9 @@ class OpenAIClient(BaseClient):
         finally:
             loop.run_until_complete(events.aclose())
             loop.run_until_complete(backend.aclose())
+            loop.run_until_complete(
+                loop.shutdown_asyncgens()
+            )  # the transport's inner streams, left open on an early close
             loop.close()
 
     @staticmethod

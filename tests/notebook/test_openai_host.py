@@ -3,6 +3,7 @@ arithmetic, and nbllm's own ``/v1`` on a real server with SmolLM2."""
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from nbllm.notebook import load_ipython_extension, unload_ipython_extension
 from nbllm.notebook.magics import NbllmMagics
 from nbllm.notebook.openai_client import CLIENT_ARRIVAL, OpenAIClient
 from nbllm.notebook.session import NotebookSession
+from nbllm.schema import ChatRequest, Message
 from nbllm.server import BackgroundServer
 from tests.notebook.shellrun import cell, line
 from tests.support.schedule_server import ScheduleServer, prompt_tokens
@@ -133,3 +135,20 @@ def test_real_nbllm_v1(shell: InteractiveShell, live_server: BackgroundServer) -
         assert magics.session.timings.records()[-1].host == host
     finally:
         unload_ipython_extension(shell)
+
+
+def test_a_stream_closed_early_leaves_nothing_pending(sched: ScheduleServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Stopping an answer (an interrupt closes the stream) closes the transport's streams in their own loop."""
+    client = OpenAIClient(f"openai+{sched.url}/v1")
+    stream = client.chat(ChatRequest(model="t10-g50-n6", messages=[Message(role="user", content="hi")]))
+    assert next(stream).message.content == "tok0 "
+    stream.close()
+    gc.collect()
+    assert "Task was destroyed" not in caplog.text
+    assert [
+        c.done for c in client.chat(ChatRequest(model="t1-g1-n2", messages=[Message(role="user", content="x")]))
+    ] == [
+        False,
+        False,
+        True,
+    ]
