@@ -152,3 +152,10 @@ def test_a_stream_closed_early_leaves_nothing_pending(sched: ScheduleServer, cap
         False,
         True,
     ]
+
+
+def test_bench_comparison_on_an_openai_host(shell: InteractiveShell, nb_openai: NbllmMagics) -> None:
+    """The model comparison (%bench without serving flags) runs on the same adapter, its rows client-measured."""
+    frame = line(shell, "bench", "t10-g5-n3 t10-g5-n4 -n 2 --prompt Hi").result
+    assert frame.groupby("model").size().to_dict() == {"t10-g5-n3": 2, "t10-g5-n4": 2}
+    assert set(frame["measured"]) == {CLIENT_ARRIVAL} and list(frame["eval_tokens"]) == [3, 3, 4, 4]
