@@ -83,6 +83,8 @@ class StreamEnd:
     cached_tokens: int | None = None
     done_reason: str | None = None
     server: ServerTimings | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """Tool calls the answer made: ``{"id", "name", "arguments"}`` (arguments as the JSON text the server sent)."""
 
 
 StreamEvent = Token | StreamEnd

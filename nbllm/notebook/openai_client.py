@@ -8,8 +8,9 @@ per streamed piece of text, then a final ``done`` chunk with the token counts of
 ``usage``. Such servers report no timings, so the final chunk's ``eval_duration`` (first token to
 last) and ``total_duration`` (request sent to the stream's end) are measured from arrival times in
 this kernel, and it says so (``measured="client arrival"``, a column of ``%timings``); llama-server's
-``timings`` object is used instead when the server sends one. Model management (``%pull``, ``%ps``,
-``%show``, ``%rm``, ``%stop``, ...) has no OpenAI equivalent and fails with one line.
+``timings`` object is used instead when the server sends one. Streamed tool calls (``--tools``) are
+joined and handed over in the final chunk. Model management (``%pull``, ``%ps``, ``%show``, ``%rm``,
+``%stop``, ...) has no OpenAI equivalent and fails with one line.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from nbllm.schema import (
     PullRequest,
     PushRequest,
     ShowResponse,
+    ToolCall,
+    ToolCallFunction,
     VersionResponse,
 )
 from nbllm.schema.common import now_timestamp
@@ -100,6 +103,19 @@ def _extras(options: Mapping[str, Any] | None, fmt: Any) -> tuple[int | None, di
     elif isinstance(fmt, dict):
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": fmt}}
     return (int(max_tokens) if isinstance(max_tokens, (int, float)) and max_tokens >= 0 else None), body
+
+
+def _tool_call(call: Mapping[str, Any]) -> ToolCall:
+    """A streamed OpenAI tool call (arguments as JSON text) as the notebook's :class:`ToolCall`."""
+    try:
+        arguments = json.loads(call["arguments"] or "{}")
+    except ValueError:
+        raise BackendError(
+            f"tool call {call['name']!r}: its arguments are not JSON: {call['arguments'][:200]}"
+        ) from None
+    if not isinstance(arguments, dict):
+        raise BackendError(f"tool call {call['name']!r}: its arguments are not a JSON object")
+    return ToolCall(id=call["id"] or None, function=ToolCallFunction(name=call["name"], arguments=arguments))
 
 
 class OpenAIClient(BaseClient):
@@ -172,7 +188,7 @@ class OpenAIClient(BaseClient):
         return fields
 
     def _stream(self, req: GenRequest) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """``(text, None)`` per token, then ``("", final fields)``."""
+        """``(text, None)`` per token, then ``("", final fields)`` (with ``tool_calls`` when the answer made some)."""
         sent = time.perf_counter()
         first: float | None = None
         last: float | None = None
@@ -182,14 +198,19 @@ class OpenAIClient(BaseClient):
                 last = event.arrival
                 yield event.text, None
             else:
-                yield "", self._final(event, first, last, sent)
+                final = self._final(event, first, last, sent)
+                if event.tool_calls:
+                    final["tool_calls"] = [_tool_call(c) for c in event.tool_calls]
+                yield "", final
                 return
         raise BackendError("the stream ended without its usage")  # pragma: no cover - the backend raises first
 
     def _chat(self, req: ChatRequest) -> Iterator[ChatResponse]:
-        if req.tools:
-            self._unsupported("--tools")
         max_tokens, extras = _extras(req.options, req.format)
+        if req.tools:
+            extras["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+        if req.tool_choice is not None:
+            extras["tool_choice"] = req.tool_choice
         gen = GenRequest(
             model=req.model,
             prompt="",
@@ -199,7 +220,8 @@ class OpenAIClient(BaseClient):
             messages=tuple(_message(m) for m in req.messages or ()),
         )
         for text, final in self._stream(gen):
-            message = Message(role="assistant", content=text)
+            calls = final.pop("tool_calls", None) if final else None
+            message = Message(role="assistant", content=text, tool_calls=calls)
             yield OpenAIChatResponse(
                 model=req.model, created_at=now_timestamp(), message=message, **(final or {"done": False})
             )

@@ -4,12 +4,21 @@ arithmetic, and nbllm's own ``/v1`` on a real server with SmolLM2."""
 from __future__ import annotations
 
 import gc
+import json
 import math
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import uvicorn
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from nbllm.backends import BackendError, GenRequest
 from nbllm.notebook import load_ipython_extension, unload_ipython_extension
@@ -107,9 +116,6 @@ def test_management_fails_in_one_line(
 def test_errors_are_one_line(shell: InteractiveShell, nb_openai: NbllmMagics) -> None:
     with pytest.raises(UsageError, match='HTTP 404: model "missing-x" not found'):
         cell(shell, "chat", "missing-x --new", "hi")
-    with pytest.raises(UsageError, match="--tools is not available"):
-        shell.user_ns["f"] = lambda x: x
-        cell(shell, "chat", "t1-g1-n1 --new --tools f", "hi")
     dead = OpenAIClient("openai+http://127.0.0.1:9/v1")
     with pytest.raises(BackendError, match=r"no answer from http://127\.0\.0\.1:9/v1"):
         list(dead._stream(GenRequest(model="m", prompt="x")))
@@ -159,3 +165,61 @@ def test_bench_comparison_on_an_openai_host(shell: InteractiveShell, nb_openai: 
     frame = line(shell, "bench", "t10-g5-n3 t10-g5-n4 -n 2 --prompt Hi").result
     assert frame.groupby("model").size().to_dict() == {"t10-g5-n3": 2, "t10-g5-n4": 2}
     assert set(frame["measured"]) == {CLIENT_ARRIVAL} and list(frame["eval_tokens"]) == [3, 3, 4, 4]
+
+
+class ToolServer:
+    """An OpenAI-compatible server that calls ``add`` (its arguments in two fragments), then answers the result."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def chat(self, request: Request) -> StreamingResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        if body["messages"][-1]["role"] == "tool":
+            deltas = [{"content": f"It is {body['messages'][-1]['content']}."}]
+        else:
+            call = {
+                "index": 0,
+                "id": "call_7",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"a": 2,'},
+            }
+            deltas = [{"tool_calls": [call]}, {"tool_calls": [{"index": 0, "function": {"arguments": ' "b": 3}'}}]}]
+        events = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        events.append({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}})
+        text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return StreamingResponse(iter([text]), media_type="text/event-stream")
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        return f"openai+http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def test_tool_calls_round_trip(shell: InteractiveShell, nb_openai: NbllmMagics) -> None:
+    """--tools on an OpenAI-compatible host: the streamed call is joined, run, and its result sent back."""
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    shell.user_ns["add"] = add
+    tools = ToolServer()
+    with tools as host:
+        cell(shell, "chat", f"m --host {host} --new --tools add --var r", "What is 2 + 3?")
+    result = shell.user_ns["r"]
+    assert result.text == "It is 5." and [c.name for c in result.tool_calls] == ["add"]
+    first, second = tools.bodies
+    assert first["tools"][0]["function"]["name"] == "add"
+    assert second["messages"][-2]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
+    assert second["messages"][-1] == {"role": "tool", "content": "5", "tool_call_id": "call_7"}
