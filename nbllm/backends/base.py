@@ -36,6 +36,8 @@ class GenRequest:
     """Most tokens to generate (``num_predict`` / ``max_tokens``)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Sampling options: Ollama ``options`` / extra OpenAI body fields."""
+    messages: tuple[Mapping[str, Any], ...] = ()
+    """A whole chat conversation in the API's own message format; when given, ``system`` and ``prompt`` are unused."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class StreamEnd:
     cached_tokens: int | None = None
     done_reason: str | None = None
     server: ServerTimings | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """Tool calls the answer made: ``{"id", "name", "arguments"}`` (arguments as the JSON text the server sent)."""
 
 
 StreamEvent = Token | StreamEnd

@@ -28,7 +28,7 @@ def ollama_body(req: GenRequest) -> tuple[str, dict[str, Any]]:
     body: dict[str, Any] = {"model": req.model, "stream": True, "options": options}
     if req.chat:
         messages = [{"role": "system", "content": req.system}] if req.system is not None else []
-        body["messages"] = [*messages, {"role": "user", "content": req.prompt}]
+        body["messages"] = [dict(m) for m in req.messages] or [*messages, {"role": "user", "content": req.prompt}]
         return "/api/chat", body
     body["prompt"] = req.prompt
     if req.system is not None:

@@ -33,7 +33,7 @@ def openai_body(req: GenRequest) -> tuple[str, dict[str, Any]]:
         body["max_tokens"] = req.max_tokens
     if req.chat:
         messages = [{"role": "system", "content": req.system}] if req.system is not None else []
-        body["messages"] = [*messages, {"role": "user", "content": req.prompt}]
+        body["messages"] = [dict(m) for m in req.messages] or [*messages, {"role": "user", "content": req.prompt}]
         return "/chat/completions", body
     body["prompt"] = req.prompt if req.system is None else f"{req.system}\n\n{req.prompt}"
     return "/completions", body
@@ -55,6 +55,16 @@ def llama_server_timings(timings: dict[str, Any]) -> ServerTimings:
     )
 
 
+def _add_tool_calls(calls: dict[int, dict[str, str]], choice: dict[str, Any]) -> None:
+    """Join the pieces of streamed tool calls (``delta.tool_calls``: id and name once, arguments in fragments)."""
+    for piece in (choice.get("delta") or {}).get("tool_calls") or ():
+        call = calls.setdefault(int(piece.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+        function = piece.get("function") or {}
+        call["id"] = piece.get("id") or call["id"]
+        call["name"] = function.get("name") or call["name"]
+        call["arguments"] += function.get("arguments") or ""
+
+
 def _choice_text(choice: dict[str, Any]) -> str:
     if "text" in choice:  # /completions
         return str(choice.get("text") or "")
@@ -73,6 +83,7 @@ class OpenAIBackend(HttpBackend):
         usage: dict[str, Any] = {}
         timings: dict[str, Any] | None = None
         finish: str | None = None
+        calls: dict[int, dict[str, str]] = {}
         arrival = time.perf_counter()
         async with aconnect_sse(self._http, "POST", path, json=body) as source:
             await self._raise_for_status(source.response)
@@ -90,6 +101,7 @@ class OpenAIBackend(HttpBackend):
                     text = _choice_text(choice)
                     if text:
                         yield Token(text, arrival)
+                    _add_tool_calls(calls, choice)
                     finish = choice.get("finish_reason") or finish
                 usage = data.get("usage") or usage
                 timings = data.get("timings") or timings
@@ -104,6 +116,7 @@ class OpenAIBackend(HttpBackend):
             cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
             done_reason=finish,
             server=llama_server_timings(timings) if timings else None,
+            tool_calls=tuple(calls[i] for i in sorted(calls)),
         )
 
     async def count_tokens(self, model: str, text: str) -> int | None:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from nbllm.client import Client
 from nbllm.errors import InvalidRequest
 from nbllm.notebook.answer import Answer
+from nbllm.notebook.bench_args import BenchArgs
 from nbllm.notebook.chat import CellContext, as_nbllm_error, chat_source, keep_timing, stream_answer
 from nbllm.notebook.display import LiveDisplay, markdown_table, show
-from nbllm.notebook.magic_args import BenchArgs
 from nbllm.notebook.plots import model_stats
 from nbllm.notebook.session import LOCAL, NotebookSession
 from nbllm.notebook.timing import TimingRecord, timing_frame

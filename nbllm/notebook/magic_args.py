@@ -24,7 +24,6 @@ from nbllm.options import parse_parameter
 __all__ = [
     "THINK_LEVELS",
     "ArgumentDecorator",
-    "BenchArgs",
     "ChatArgs",
     "ModelArgs",
     "PsArgs",
@@ -303,26 +302,6 @@ class TimingsArgs:
     def from_namespace(cls, ns: argparse.Namespace) -> TimingsArgs:
         """From the parsed line."""
         return cls(plot=ns.plot, clear=ns.clear, last=ns.last)
-
-
-@dataclass(frozen=True)
-class BenchArgs:
-    """``%bench MODEL [MODEL...] [--prompt TEXT] [-n RUNS] [-o key=value...]``."""
-
-    models: tuple[str, ...]
-    prompt: str = "Why is the sky blue?"
-    runs: int = 3
-    options: dict[str, Any] = field(default_factory=dict)
-    host: str | None = None
-
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> BenchArgs:
-        """From the parsed line (``num_predict`` 128 unless given: comparable, bounded runs)."""
-        if ns.runs < 1:
-            raise UsageError("-n must be at least 1")
-        options = parse_options(ns.options)
-        options.setdefault("num_predict", 128)
-        return cls(models=tuple(ns.models), prompt=ns.prompt, runs=ns.runs, options=options, host=ns.host)
 
 
 @dataclass(frozen=True)

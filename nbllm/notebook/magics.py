@@ -22,11 +22,11 @@ from traitlets import Bool, Float, Int, Unicode
 
 from nbllm.client import BaseClient
 from nbllm.errors import NbllmError
+from nbllm.notebook.bench_args import BenchArgs, bench_arguments
 from nbllm.notebook.display import LiveDisplay, Note, Rich
 from nbllm.notebook.interpolation import CellErrors, interpolate, strip_markers
 from nbllm.notebook.magic_args import (
     ArgumentDecorator,
-    BenchArgs,
     ChatArgs,
     ModelArgs,
     PsArgs,
@@ -39,7 +39,6 @@ from nbllm.notebook.magic_args import (
     help_option,
     host_option,
     magic_arguments,
-    options_option,
     parse_line,
     show_field_options,
 )
@@ -65,6 +64,9 @@ class NbllmMagics(Magics):
     interpolate = Bool(default_value=True, help="Replace {name} in cells by notebook variables.").tag(config=True)
     show_stats = Bool(default_value=True, help="Show model and speed under each answer.").tag(config=True)
     max_tool_rounds = Int(8, help="Most rounds of tool calls in one %%chat cell.").tag(config=True)
+    api_key_env = Unicode(
+        "OPENAI_API_KEY", help="Environment variable with the API key of openai+URL hosts (never shown)."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, *, session: NotebookSession | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -82,6 +84,7 @@ class NbllmMagics(Magics):
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _client(self, host: str | None) -> BaseClient:
+        self.session.api_key_env = self.api_key_env or None
         return self.session.client(host or self.host or None)
 
     def _context(self, client: BaseClient) -> Any:
@@ -189,13 +192,9 @@ class NbllmMagics(Magics):
     @friendly
     @magic_arguments()
     @help_option
-    @argument("models", nargs="+")
-    @argument("-p", "--prompt", default="Why is the sky blue?")
-    @argument("-n", "--runs", type=int, default=3)
-    @options_option
-    @host_option
+    @bench_arguments
     def bench(self, line: str) -> Any:
-        """Compare models on one prompt: N runs each, then a plot."""
+        """Compare models on one prompt (N runs each, then a plot), or benchmark serving under load (-c, ...)."""
         return self._bench(parse_line(self.bench, line, BenchArgs))
 
     # -- cell magics --------------------------------------------------------------------------------
@@ -377,6 +376,10 @@ class NbllmMagics(Magics):
         return frame.plot() if args.plot else frame
 
     def _bench(self, args: BenchArgs) -> Any:
-        from nbllm.notebook.bench import run_bench
+        from nbllm.notebook.bench import run_bench, run_serving_bench
 
-        return run_bench(self._context(self._client(args.host)), args)
+        if args.serving is None:
+            return run_bench(self._context(self._client(args.host)), args)
+        flags = {"api_key_env": self.api_key_env or None, **args.serving}
+        hosts = args.hosts or ((self.host,) if self.host else None)
+        return run_serving_bench(self.session, args.models, host=hosts, out=args.out, plots=args.plots, **flags)

@@ -4,7 +4,7 @@ One ``NotebookSession`` belongs to the loaded extension (the magics instance hol
 kept at module level. Which backend a magic talks to is decided by :meth:`NotebookSession.client`:
 
 1. ``--host URL`` (or ``%config NbllmMagics.host``): that server, Ollama or nbllm; ``local`` means
-   this process;
+   this process; ``openai+URL`` an OpenAI-compatible server (:mod:`nbllm.notebook.openai_client`);
 2. else the in-kernel server started with ``%serve``;
 3. else the server at ``OLLAMA_HOST`` if one answers there;
 4. else, unless ``OLLAMA_HOST`` was set explicitly, this process (a ``LocalClient`` over the
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nbllm.client import BaseClient, Client, LocalClient
 from nbllm.config import Settings
 from nbllm.errors import NbllmError, ServerUnreachable
+from nbllm.notebook.openai_client import OpenAIClient, is_openai_host
 from nbllm.notebook.timing import TimingLog
 from nbllm.notebook.tools import ToolCallRecord
 from nbllm.schema import Message
@@ -41,7 +42,9 @@ SERVER_LOGGERS = ("nbllm", "uvicorn")
 """The loggers of the in-kernel server: given a handler of their own, so nothing reaches a cell."""
 
 
-def default_client(settings: Settings, http: Callable[[str], Client], local: Callable[[], BaseClient]) -> BaseClient:
+def default_client(
+    settings: Settings, http: Callable[[str], BaseClient], local: Callable[[], BaseClient]
+) -> BaseClient:
     """The server at ``settings.host`` if one answers, else ``local()`` unless that host was set explicitly."""
     client = http(settings.host.url)
     if client.heartbeat():
@@ -69,7 +72,9 @@ class NotebookSession:
         """Widgets with a background refresh (``%ps --watch``): stopped at close."""
         self.widgets: list[Any] = []
         """Live widgets (tool inspectors): frozen into their static copy at close or kernel shutdown."""
-        self._clients: dict[str, Client] = {}
+        self._clients: dict[str, Client | OpenAIClient] = {}
+        self.api_key_env: str | None = None
+        """The variable holding an OpenAI-compatible host's API key (None: ``OPENAI_API_KEY``)."""
         self._lock = threading.RLock()
         self._log_handler: logging.Handler | None = None
         self._log_levels: dict[str, int] = {}
@@ -102,15 +107,19 @@ class NotebookSession:
             return self._http(self.server.url)
         return default_client(self.settings, self._http, lambda: LocalClient(self.runtime))
 
-    def _http(self, host: str) -> Client:
+    def _http(self, host: str) -> Client | OpenAIClient:
+        key = f"{host} {self.api_key_env}" if is_openai_host(host) else host
         with self._lock:
-            client = self._clients.get(host)
+            client = self._clients.get(key)
             if client is None:
                 try:
-                    client = Client(host, settings=self.settings)  # sends NBLLM_API_KEY when it is set
+                    if is_openai_host(host):  # its key from api_key_env, read per request
+                        client = OpenAIClient(host, settings=self.settings, api_key_env=self.api_key_env)
+                    else:
+                        client = Client(host, settings=self.settings)  # sends NBLLM_API_KEY when it is set
                 except ValueError as exc:
                     raise NbllmError(f"invalid host {host!r}: {exc}") from None
-                self._clients[host] = client
+                self._clients[key] = client
             return client
 
     def capture_logs(self, path: str | None = None) -> None:

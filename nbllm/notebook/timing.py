@@ -45,6 +45,7 @@ COLUMNS = [
     "cell",
     "done_reason",
     "interrupted",
+    "measured",
     "time",
 ]
 
@@ -55,6 +56,11 @@ COLUMN_NOTES = {
         " the server's split of eval_tokens, one chunk per token as it streams them; empty without thinking"
     ),
     "thinking_chars": "characters of thinking received (the answer's are not counted); empty without thinking",
+    "measured": (
+        "where eval_s, eval_tok_s and total_s were measured: 'server' (the server's own timings) or"
+        " 'client arrival' (arrival times of the stream's events in this kernel, for OpenAI-compatible hosts,"
+        " which report none; eval_s is first token to last); ttft_s and wall_s are always measured here"
+    ),
 }
 """What the less obvious columns hold (a timing DataFrame's ``attrs["notes"]``, shown under its HTML)."""
 
@@ -97,6 +103,8 @@ class TimingRecord:
     """Streamed chunks that carried thinking (None: the response had none); see :data:`COLUMN_NOTES`."""
     thinking_chars: int | None = None
     """Characters of thinking received (None: the response had none)."""
+    measured: str = "server"
+    """Where the durations were measured: ``"server"`` or ``"client arrival"`` (see :data:`COLUMN_NOTES`)."""
     time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @classmethod
@@ -118,6 +126,7 @@ class TimingRecord:
             eval_s=_seconds(m.eval_duration),
             wall_s=wall_s,
             done_reason=getattr(final, "done_reason", None),
+            measured=getattr(final, "measured", "server"),
             **extra,
         )
 
@@ -232,10 +241,12 @@ def _frame_class() -> type[pd.DataFrame]:
 
 
 def _notes_html(frame: pd.DataFrame) -> str:
-    """The notes of the thinking columns, under a frame that has thinking (else nothing)."""
+    """The column notes, under a frame that has thinking or client-measured durations (else nothing)."""
     import html
 
-    if "thinking_chunks" not in frame.columns or not frame["thinking_chunks"].notna().any():
+    thinking = "thinking_chunks" in frame.columns and frame["thinking_chunks"].notna().any()
+    client_timed = "measured" in frame.columns and (frame["measured"] != "server").any()
+    if not (thinking or client_timed):
         return ""
     notes: dict[str, str] = frame.attrs.get("notes", COLUMN_NOTES)
     items = "".join(f"<li><code>{k}</code>: {html.escape(v)}</li>" for k, v in notes.items() if k in frame.columns)

@@ -12,9 +12,9 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from nbllm.notebook import load_ipython_extension, unload_ipython_extension
+from nbllm.notebook.bench_args import BenchArgs
 from nbllm.notebook.display import Note
 from nbllm.notebook.magic_args import (
-    BenchArgs,
     ChatArgs,
     ModelArgs,
     PsArgs,
@@ -57,7 +57,11 @@ FLAGS = {
     "rm": {"models", "--host", "-h", "--help"},
     "serve": {"action", "--host", "--port", "--log", "-h", "--help"},
     "timings": {"--plot", "--clear", "--last", "-h", "--help"},
-    "bench": {"models", "-p", "--prompt", "-n", "--runs", "-o", "--option", "--host", "-h", "--help"},
+    "bench": {"models", "-p", "--prompt", "-n", "--runs", "-o", "--option", "--host", "-h", "--help"}
+    | {"-c", "--concurrency", "--request-rate", "--burstiness", "--max-concurrency", "--endpoint", "--dataset"}
+    | {"--dataset-path", "--input-len", "--output-len", "--prefix-len", "--num-prefixes", "--warmup", "--repeat"}
+    | {"--seed", "--slo-ttft", "--slo-tpot", "--slo-e2el", "--api-key-env", "--timeout", "--label", "--out"}
+    | {"--no-plots"},
     "chat": _CELL | {"--tools", "--tool-choice", "--thread", "--new"},
     "generate": _CELL | {"--raw"},
 }
@@ -108,6 +112,57 @@ def test_every_magic_keeps_its_flags(name: str) -> None:
             BenchArgs(models=("a", "b"), prompt="Hi there", runs=2, options={"temperature": 0.0, "num_predict": 128}),
         ),
         ("bench", "a --runs 1", BenchArgs(models=("a",), runs=1, options={"num_predict": 128})),
+        ("bench", "a --host h", BenchArgs(models=("a",), options={"num_predict": 128}, host="h", hosts=("h",))),
+        (  # any serving flag: nbllm bench's benchmark, -n its prompts per run, -o its options, --host repeatable
+            "bench",
+            "a b -c 1,2 -c 4 -n 8 --output-len 16 -o temperature=0 --host h1 --host openai+h2 --out d --no-plots",
+            BenchArgs(
+                models=("a", "b"),
+                hosts=("h1", "openai+h2"),
+                serving={
+                    "concurrency": ["1,2", "4"],
+                    "output_len": 16,
+                    "num_prompts": 8,
+                    "option": {"temperature": 0.0},
+                },
+                out="d",
+                plots=False,
+            ),
+        ),
+        (
+            "bench",
+            "a --request-rate 0.5,inf --burstiness 0.5 --max-concurrency 4 --endpoint chat --dataset prefix"
+            " --prefix-len 32 --num-prefixes 2 --input-len 8 --warmup 0 --repeat 2 --seed 7 --slo-ttft 500"
+            " --slo-tpot 50 --slo-e2el 9000 --api-key-env K --timeout 30 --label L",
+            BenchArgs(
+                models=("a",),
+                serving={
+                    "request_rate": ["0.5,inf"],
+                    "burstiness": 0.5,
+                    "max_concurrency": 4,
+                    "endpoint": "chat",
+                    "dataset": "prefix",
+                    "prefix_len": 32,
+                    "num_prefixes": 2,
+                    "input_len": 8,
+                    "warmup": 0,
+                    "repeat": 2,
+                    "seed": 7,
+                    "slo_ttft": 500.0,
+                    "slo_tpot": 50.0,
+                    "slo_e2el": 9000.0,
+                    "api_key_env": "K",
+                    "timeout": 30.0,
+                    "label": "L",
+                    "option": {},
+                },
+            ),
+        ),
+        (
+            "bench",
+            "a --dataset jsonl --dataset-path p.jsonl",
+            BenchArgs(models=("a",), serving={"dataset": "jsonl", "dataset_path": "p.jsonl", "option": {}}),
+        ),
         ("chat", "", ChatArgs()),
         ("chat", "m -m a --keep-alive 5m --var r", ChatArgs(models=("m", "a"), keep_alive="5m", var="r")),
         ("chat", "--no-interp --no-stream -f md", ChatArgs(interpolate=False, stream=False)),
@@ -134,6 +189,9 @@ def test_each_magic_parses_its_flags_into_its_handlers_dataclass(name: str, line
         ("serve", "restart", "argument action: invalid choice: 'restart'"),
         ("timings", "--last", "argument --last: expected one argument"),
         ("bench", "a -n 0", "-n must be at least 1"),
+        ("bench", "a -c 1 -p Hi", "--prompt is for the model comparison; the serving benchmark takes --dataset"),
+        ("bench", "a --host h1 --host h2", "several --host need the serving benchmark (add -c 1)"),
+        ("bench", "a --endpoint embed", "argument --endpoint: invalid choice: 'embed'"),
         ("generate", "--tools f", "unrecognized arguments: --tools\nusage: generate "),
         ("chat", "-f html", "argument -f/--output-format: invalid choice: 'html'"),
         ("chat", "-o temperature", "option 'temperature' is not key=value"),

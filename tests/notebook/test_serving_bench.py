@@ -6,12 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
+from nbllm.benchmark import BenchResult
 from nbllm.errors import InvalidRequest
+from nbllm.notebook import load_ipython_extension, unload_ipython_extension
 from nbllm.notebook.bench import run_serving_bench, serving_hosts
+from nbllm.notebook.magics import NbllmMagics
 from nbllm.notebook.session import NotebookSession
 from nbllm.runtime import Runtime
+from tests.notebook.shellrun import line
 from tests.support.schedule_server import ScheduleServer
 
 
@@ -55,3 +60,46 @@ def test_local_starts_a_server_in_this_kernel(shell: InteractiveShell, fake_runt
         ).all()
     finally:
         session.stop_server()
+
+
+def test_bench_magic_with_serving_flags_runs_the_serving_benchmark(
+    shell: InteractiveShell, sched: ScheduleServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any serving flag sends %bench to nbllm bench's benchmark: repeated --host, -n prompts, -o options, --out."""
+    monkeypatch.setenv("NBLLM_TEST_BENCH_KEY", "sk-bench-secret")
+    magics = load_ipython_extension(shell, session=NotebookSession())
+    try:
+        sched.requests.clear()
+        hosts = f"--host openai+{sched.url}/v1 --host {sched.url}"
+        args = "-c 1,2 -n 3 --warmup 0 --output-len 5 -o temperature=0 --api-key-env NBLLM_TEST_BENCH_KEY"
+        run = line(shell, "bench", f"t20-g5-n3 {hosts} {args} --endpoint chat --out {tmp_path} --no-plots")
+        result = run.result
+        assert isinstance(result, BenchResult) and not result.interrupted
+        assert sorted(set(result.runs["backend"])) == ["ollama-chat", "openai-chat"]
+        assert list(result.runs["completed"]) == [3, 3, 3, 3]  # 2 hosts x c=1,2, 3 prompts each
+        streamed = [r for r in sched.requests if r["body"].get("stream")]  # not the tokenizer's calibration
+        paths = {r["path"] for r in streamed}
+        assert paths == {"/v1/chat/completions", "/api/chat"}
+        assert len(streamed) == 12 and all(
+            r["body"].get("temperature", r["body"].get("options", {}).get("temperature")) == 0 for r in streamed
+        )
+        keys = {r["headers"].get("authorization") for r in sched.requests if r["path"].startswith("/v1")}
+        assert keys == {"Bearer sk-bench-secret"} and "sk-bench-secret" not in repr(result._repr_mimebundle_())
+        assert (tmp_path / "runs.csv").exists() and not list(tmp_path.glob("*.png"))
+        assert "image/png" not in str([o.data for o in run.outputs])
+        with pytest.raises(UsageError, match="concurrency must be whole numbers"):
+            line(shell, "bench", f"m --host {sched.url} -c two")
+        assert magics.session.server is None  # a given host: no in-kernel server was started
+    finally:
+        unload_ipython_extension(shell)
+
+
+def test_bench_magic_on_the_real_model(shell: InteractiveShell, nb: NbllmMagics) -> None:
+    """``%bench smollm2:135m -c 1 -n 2 --output-len 8`` in a kernel shell: an in-kernel server, real requests."""
+    run = line(shell, "bench", "smollm2:135m -c 1 -n 2 --output-len 8 --input-len 16 --warmup 0 --no-plots")
+    result = run.result
+    assert isinstance(result, BenchResult)
+    (row,) = result.runs.to_dict("records")
+    assert row["completed"] == 2 and row["failed"] == 0 and row["model"] == "smollm2:135m"
+    assert (result.requests["output_tokens"] <= 8).all() and (result.requests["ttft_ms"] > 0).all()
+    assert nb.session.server is not None and nb.session.server.running  # started by %bench: --host local

@@ -12,10 +12,10 @@ from IPython.core.error import UsageError
 from pydantic import BaseModel
 
 from nbllm.errors import ServerUnreachable
+from nbllm.notebook.bench_args import BenchArgs
 from nbllm.notebook.display import close_fences
 from nbllm.notebook.interpolation import interpolate, strip_markers
 from nbllm.notebook.magic_args import (
-    BenchArgs,
     ChatArgs,
     PsArgs,
     PullArgs,
