@@ -90,6 +90,7 @@ def spec_from_flags(
     slo_e2el: float | None = None,
     option: Iterable[str] | Mapping[str, Any] = (),
     api_key_env: str | None = "OPENAI_API_KEY",
+    key_envs: Mapping[str, str | None] | None = None,
     timeout: float = 600.0,
     label: str | None = None,
 ) -> BenchSpec:
@@ -121,6 +122,7 @@ def spec_from_flags(
         options=dict(option) if isinstance(option, Mapping) else parse_option_pairs(option),
         timeout=timeout,
         api_key_env=api_key_env,
+        key_envs=dict(key_envs or {}),
         label=label,
     )
     spec.validate()

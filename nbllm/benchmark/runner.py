@@ -186,7 +186,7 @@ async def _sweep(
     points = spec.load_points()
     for target in spec.targets:
         backend = open_backend(
-            target, settings=settings, api_key_env=spec.api_key_env, timeout=spec.timeout, transport=transport
+            target, settings=settings, api_key_env=spec.key_env(target), timeout=spec.timeout, transport=transport
         )
         try:
             for model in spec.models:

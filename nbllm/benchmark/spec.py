@@ -89,7 +89,14 @@ class BenchSpec:
     timeout: float = 600.0
     """Seconds one request may take before it counts as failed."""
     api_key_env: str | None = "OPENAI_API_KEY"
+    """The variable holding an OpenAI-compatible target's key (the key itself is never kept)."""
+    key_envs: Mapping[str, str | None] = field(default_factory=dict)
+    """Per-target overrides of ``api_key_env`` (a named host profile's variable)."""
     label: str | None = None
+
+    def key_env(self, target: str) -> str | None:
+        """The variable holding ``target``'s key."""
+        return self.key_envs.get(target, self.api_key_env)
 
     def load_points(self) -> list[LoadPoint]:
         """The concurrency sweep, then the rate sweep; concurrency 1 if neither is given."""

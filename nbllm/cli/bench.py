@@ -12,26 +12,33 @@ from nbllm.cli.main import cli
 
 if TYPE_CHECKING:
     from nbllm.benchmark import BenchSpec
+    from nbllm.config import Settings
 
 __all__ = ["bench"]
 
 _HOST_HELP = (
-    "Backend: http://host:11434 (Ollama API) or openai+http://host:8000/v1; repeat to compare (default OLLAMA_HOST)"
+    "Backend: http://host:11434 (Ollama API), openai+http://host:8000/v1, a profile name of "
+    "NBLLM_HOME/hosts.ini, or local (this process, no HTTP); repeat to compare (default OLLAMA_HOST)"
 )
 
 
 _OUTPUT_FLAGS = ("out_dir", "no_plots", "no_progress", "as_json")
 
 
-def _spec(models: tuple[str, ...], flags: dict[str, Any]) -> BenchSpec:
+def _spec(models: tuple[str, ...], flags: dict[str, Any], settings: Settings) -> BenchSpec:
+    from nbllm.backends import BackendError
+    from nbllm.backends.profiles import load_profiles, resolve_host
     from nbllm.benchmark.flags import spec_from_flags
-    from nbllm.config import Settings
 
-    hosts = flags["host"] or (Settings.from_env().host.url,)
     given = {k: v for k, v in flags.items() if k not in (*_OUTPUT_FLAGS, "host")}
+    hosts, given["key_envs"] = [], {}
     try:
+        profiles = load_profiles(settings.home)
+        for host in flags["host"] or (settings.host.url,):
+            url, given["key_envs"][url] = resolve_host(host, profiles, api_key_env=flags["api_key_env"])
+            hosts.append(url)
         return spec_from_flags(models, hosts, **given)
-    except ValueError as exc:
+    except (ValueError, BackendError) as exc:
         raise click.UsageError(str(exc)) from None
 
 
@@ -149,9 +156,10 @@ def bench(models: tuple[str, ...], **flags: Any) -> None:
     from nbllm.benchmark import run_benchmark
     from nbllm.config import Settings
 
-    spec = _spec(models, flags)
+    settings = Settings.from_env()
+    spec = _spec(models, flags, settings)
     progress = None if flags["no_progress"] else (lambda total: tqdm(total=total, unit="req", file=sys.stderr))
-    result = run_benchmark(spec, progress=progress, settings=Settings.from_env())
+    result = run_benchmark(spec, progress=progress, settings=settings)
     if flags["out_dir"]:
         paths = result.save(flags["out_dir"], with_plots=not flags["no_plots"])
         click.echo(f"wrote {len(paths)} files to {flags['out_dir']}", err=True)

@@ -91,7 +91,8 @@ def bench_arguments(fn: F) -> F:
             "--host",
             action="append",
             default=None,
-            help="server URL (Ollama or nbllm, openai+URL/v1 for an OpenAI-compatible one), or 'local';"
+            help="server URL (Ollama or nbllm, openai+URL/v1 for an OpenAI-compatible one), a profile of"
+            " NbllmMagics.hosts, or 'local' (this kernel);"
             " repeat it to benchmark several servers",
         ),
         *_serving_arguments(),

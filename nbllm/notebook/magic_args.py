@@ -93,7 +93,11 @@ class _HelpOption(ArgDecorator):
 
 help_option = cast(ArgumentDecorator, _HelpOption())
 """Decorator: ``-h/--help`` for a magic (put it right under ``@magic_arguments()``)."""
-host_option = argument("--host", default=None, help="server URL (Ollama or nbllm), or 'local' for this kernel")
+host_option = argument(
+    "--host",
+    default=None,
+    help="server URL (Ollama or nbllm; openai+URL/v1), a profile of NbllmMagics.hosts, or 'local'",
+)
 """Decorator: ``--host URL``."""
 options_option = argument(
     "-o", "--option", dest="options", action="append", default=None, metavar="KEY=VALUE", help="a model option"

@@ -18,7 +18,7 @@ from typing import Any, cast
 from IPython.core import magic as _ipython_magic
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, magics_class
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Dict, Float, Int, Unicode
 
 from nbllm.client import BaseClient
 from nbllm.errors import NbllmError
@@ -67,6 +67,9 @@ class NbllmMagics(Magics):
     api_key_env = Unicode(
         "OPENAI_API_KEY", help="Environment variable with the API key of openai+URL hosts (never shown)."
     ).tag(config=True)
+    hosts = Dict(
+        help="Hosts for --host NAME: {name: URL or {'url': URL, 'api_key_env': VAR}} (and NBLLM_HOME/hosts.ini)."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, *, session: NotebookSession | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -84,8 +87,13 @@ class NbllmMagics(Magics):
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _client(self, host: str | None) -> BaseClient:
-        self.session.api_key_env = self.api_key_env or None
-        return self.session.client(host or self.host or None)
+        from nbllm.notebook.hosts import resolve_magic_host
+
+        given = host or self.host or None
+        url, self.session.api_key_env = resolve_magic_host(
+            given, self.hosts, self.session.settings, self.api_key_env or None
+        )
+        return self.session.client(url)
 
     def _context(self, client: BaseClient) -> Any:
         from nbllm.notebook.chat import CellContext
@@ -380,6 +388,9 @@ class NbllmMagics(Magics):
 
         if args.serving is None:
             return run_bench(self._context(self._client(args.host)), args)
+        from nbllm.notebook.hosts import resolve_hosts
+
         flags = {"api_key_env": self.api_key_env or None, **args.serving}
-        hosts = args.hosts or ((self.host,) if self.host else None)
-        return run_serving_bench(self.session, args.models, host=hosts, out=args.out, plots=args.plots, **flags)
+        given = args.hosts or ((self.host,) if self.host else ())
+        hosts, flags["key_envs"] = resolve_hosts(given, self.hosts, self.session.settings, flags["api_key_env"])
+        return run_serving_bench(self.session, args.models, host=hosts or None, out=args.out, plots=args.plots, **flags)

@@ -1,0 +1,132 @@
+"""Named host profiles: ``--host lab`` for ``openai+http://gpu1:8000/v1`` with its key in ``LAB_KEY``.
+
+One parser for every place that names hosts: the magics' config (``c.NbllmMagics.hosts``, a dict)
+and ``hosts.ini`` in nbllm's home (read by ``nbllm bench`` and the magics alike; INI, read by the
+standard library's configparser, as Python 3.10 has no TOML reader)::
+
+    [lab]
+    url = openai+http://gpu1:8000/v1
+    api_key_env = LAB_KEY
+
+    [gpu2]
+    url = http://gpu2:11434
+
+A profile names the environment variable that holds its key, never the key: a profile with an
+``api_key`` (or any other unknown field) is refused. A bare word given as a host (letters,
+digits, ``-``, ``_``) is a profile name, except ``local`` (this process) and ``localhost``; write a
+plain host name as ``gpu1:11434`` or ``http://gpu1``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbllm.backends.base import BackendError
+from nbllm.backends.url import parse_backend_url
+
+__all__ = ["PROFILES_FILE", "HostProfile", "is_profile_name", "load_profiles", "parse_profiles", "resolve_host"]
+
+PROFILES_FILE = "hosts.ini"
+"""The profiles file's name in nbllm's home (``NBLLM_HOME``, ``~/.nbllm`` by default)."""
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_NOT_PROFILES = ("local", "localhost")
+_FIELDS = ("url", "api_key_env")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """A named backend: its URL and the variable that holds its API key (the key itself is never kept)."""
+
+    name: str
+    url: str
+    api_key_env: str | None = None
+
+
+def is_profile_name(value: str) -> bool:
+    """Whether ``value`` is a profile's name rather than a URL, ``host:port`` or ``local``.
+
+    >>> [is_profile_name(v) for v in ("lab", "gpu-2", "local", "localhost", "gpu1:11434", "http://x")]
+    [True, True, False, False, False, False]
+    """
+    text = value.strip()
+    return bool(_NAME.fullmatch(text)) and text.lower() not in _NOT_PROFILES
+
+
+def _profile(name: str, value: Any, where: str) -> HostProfile:
+    if not is_profile_name(name):
+        raise BackendError(f"{where}: {name!r} cannot name a host profile (letters, digits, '-', '_'; not 'local')")
+    entry: Mapping[str, Any] = {"url": value} if isinstance(value, str) else value
+    if not isinstance(entry, Mapping):
+        raise BackendError(f"{where}: profile {name!r} must be a URL or a table with url and api_key_env")
+    unknown = sorted(str(k) for k in entry if k not in _FIELDS)
+    if unknown:  # never echo the values: one of them may be a key
+        hint = (
+            " (name the variable holding the key with api_key_env; keys are never stored)"
+            if any("key" in k for k in unknown)
+            else ""
+        )
+        raise BackendError(f"{where}: profile {name!r} has unknown field(s) {', '.join(unknown)}{hint}")
+    url, key_env = entry.get("url"), entry.get("api_key_env")
+    if not isinstance(url, str) or not url.strip():
+        raise BackendError(f"{where}: profile {name!r} needs a url, e.g. openai+http://host:8000/v1")
+    if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env)):
+        raise BackendError(f"{where}: profile {name!r}: api_key_env must name an environment variable")
+    parse_backend_url(url)  # a wrong URL fails here, naming the profile's source
+    return HostProfile(name, url.strip(), key_env)
+
+
+def parse_profiles(data: Mapping[str, Any], *, where: str = "host profiles") -> dict[str, HostProfile]:
+    """Profiles from ``{name: url}`` or ``{name: {"url": ..., "api_key_env": ...}}``; BackendError if wrong."""
+    if not isinstance(data, Mapping):
+        raise BackendError(f"{where}: expected a mapping of profile names to URLs or tables")
+    return {str(name): _profile(str(name), value, where) for name, value in data.items()}
+
+
+def load_profiles(home: Path) -> dict[str, HostProfile]:
+    """The profiles of ``home/hosts.ini`` (none if the file does not exist); values may be quoted."""
+    path = home / PROFILES_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise BackendError(f"cannot read {path}: {exc.strerror or exc}") from None
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:  # its message quotes the line, never a value of another line
+        raise BackendError(f"{path}: not a valid INI file: {type(exc).__name__}") from None
+    data = {name: {k: v.strip().strip("\"'") for k, v in parser[name].items()} for name in parser.sections()}
+    return parse_profiles(data, where=str(path))
+
+
+def resolve_host(
+    value: str, profiles: Mapping[str, HostProfile], *, api_key_env: str | None = None
+) -> tuple[str, str | None]:
+    """``(url, api_key_env)`` for a host flag: a profile's, or ``value`` itself with ``api_key_env``.
+
+    >>> lab = HostProfile("lab", "openai+http://gpu1:8000/v1", "LAB_KEY")
+    >>> resolve_host("lab", {"lab": lab}, api_key_env="OPENAI_API_KEY")
+    ('openai+http://gpu1:8000/v1', 'LAB_KEY')
+    >>> resolve_host("http://gpu2:11434", {"lab": lab})
+    ('http://gpu2:11434', None)
+    >>> resolve_host("lbb", {"lab": lab})
+    Traceback (most recent call last):
+    ...
+    nbllm.backends.base.BackendError: unknown host profile 'lbb' (known: lab; a server is host:port or a URL)
+    """
+    name = value.strip()
+    if not is_profile_name(name):
+        return name, api_key_env
+    profile = profiles.get(name)
+    if profile is None:
+        known = ", ".join(sorted(profiles)) or "none defined"
+        raise BackendError(f"unknown host profile {name!r} (known: {known}; a server is host:port or a URL)")
+    return profile.url, profile.api_key_env or api_key_env
