@@ -42,10 +42,13 @@ class GenRequest:
 
 @dataclass(frozen=True)
 class Token:
-    """A streamed piece of output text and when it arrived (``time.perf_counter()`` seconds)."""
+    """A streamed piece of output (one chunk or event) and when it arrived (``time.perf_counter()`` seconds)."""
 
     text: str
+    """The answer's text in this piece."""
     arrival: float
+    thinking: str = ""
+    """The model's reasoning in this piece (Ollama's ``thinking``, OpenAI's ``reasoning``/``reasoning_content``)."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,11 @@ StreamEvent = Token | StreamEnd
 
 
 class Backend(Protocol):
-    """A server that answers generate/chat requests with a token stream."""
+    """A server (or this process's engine) that answers generate/chat requests with a token stream."""
 
-    kind: Literal["ollama", "openai"]
+    kind: Literal["ollama", "openai", "local"]
     url: str
-    """Base URL (never carries a key)."""
+    """Base URL (never carries a key); ``local`` for this process."""
 
     def stream(self, req: GenRequest) -> AsyncGenerator[StreamEvent, None]:
         """Send ``req`` and yield its tokens as they arrive, then a :class:`StreamEnd`; errors raise BackendError."""

@@ -63,17 +63,18 @@ def ollama_end(data: dict[str, Any], arrival: float) -> StreamEnd:
     )
 
 
-def _text(data: dict[str, Any]) -> str:
+def _pieces(data: dict[str, Any]) -> tuple[str, str]:
+    """``(thinking, text)`` of a chunk (thinking tokens are output tokens too)."""
     message = data.get("message")
-    if isinstance(message, dict):  # /api/chat: thinking tokens are output tokens too
-        return str(message.get("thinking") or "") + str(message.get("content") or "")
-    return str(data.get("thinking") or "") + str(data.get("response") or "")
+    if isinstance(message, dict):  # /api/chat
+        return str(message.get("thinking") or ""), str(message.get("content") or "")
+    return str(data.get("thinking") or ""), str(data.get("response") or "")
 
 
 class OllamaBackend(HttpBackend):
     """An Ollama-API server (nbllm or Ollama)."""
 
-    kind: Literal["ollama", "openai"] = "ollama"
+    kind: Literal["ollama", "openai", "local"] = "ollama"
 
     async def stream(self, req: GenRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream one request's NDJSON lines as tokens, then the final chunk's counts and timings."""
@@ -89,9 +90,9 @@ class OllamaBackend(HttpBackend):
                     raise BackendError(f"unexpected stream line: {line[:200]}")
                 if "error" in data:
                     raise BackendError(f"error in stream: {data['error']}")
-                text = _text(data)
-                if text:
-                    yield Token(text, arrival)
+                thinking, text = _pieces(data)
+                if thinking or text:
+                    yield Token(text, arrival, thinking)
                 if data.get("done"):
                     yield ollama_end(data, arrival)
                     return

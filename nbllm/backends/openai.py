@@ -65,17 +65,20 @@ def _add_tool_calls(calls: dict[int, dict[str, str]], choice: dict[str, Any]) ->
         call["arguments"] += function.get("arguments") or ""
 
 
-def _choice_text(choice: dict[str, Any]) -> str:
+def _choice_pieces(choice: dict[str, Any]) -> tuple[str, str]:
+    """``(reasoning, text)`` of a streamed choice: Ollama and nbllm send ``delta.reasoning``, vLLM and
+    llama-server ``delta.reasoning_content``."""
     if "text" in choice:  # /completions
-        return str(choice.get("text") or "")
+        return str(choice.get("reasoning") or choice.get("reasoning_content") or ""), str(choice.get("text") or "")
     delta = choice.get("delta") or {}
-    return str(delta.get("reasoning_content") or "") + str(delta.get("content") or "")
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    return str(reasoning), str(delta.get("content") or "")
 
 
 class OpenAIBackend(HttpBackend):
     """An OpenAI-compatible server (vLLM, llama-server, LiteLLM, nbllm's /v1, ...)."""
 
-    kind: Literal["ollama", "openai"] = "openai"
+    kind: Literal["ollama", "openai", "local"] = "openai"
 
     async def stream(self, req: GenRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream one request's SSE events as tokens, then the usage (and llama-server timings, if sent)."""
@@ -98,9 +101,9 @@ class OpenAIBackend(HttpBackend):
                     err = data["error"]
                     raise BackendError(f"error in stream: {err.get('message', err) if isinstance(err, dict) else err}")
                 for choice in data.get("choices") or ():
-                    text = _choice_text(choice)
-                    if text:
-                        yield Token(text, arrival)
+                    reasoning, text = _choice_pieces(choice)
+                    if reasoning or text:
+                        yield Token(text, arrival, reasoning)
                     _add_tool_calls(calls, choice)
                     finish = choice.get("finish_reason") or finish
                 usage = data.get("usage") or usage

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
@@ -12,7 +12,13 @@ from nbllm.backends.ollama import OllamaBackend
 from nbllm.backends.openai import OpenAIBackend
 from nbllm.config import Settings, parse_host, read_secret
 
-__all__ = ["DEFAULT_API_KEY_ENV", "BackendURL", "open_backend", "parse_backend_url"]
+if TYPE_CHECKING:
+    from nbllm.runtime import Runtime
+
+__all__ = ["DEFAULT_API_KEY_ENV", "LOCAL", "BackendURL", "open_backend", "parse_backend_url"]
+
+LOCAL = "local"
+"""The target that means nbllm in this process (no HTTP): :class:`~nbllm.backends.local.LocalBackend`."""
 
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 """Where an OpenAI-compatible backend's key is read from unless another variable is named."""
@@ -59,12 +65,20 @@ def open_backend(
     api_key_env: str | None = DEFAULT_API_KEY_ENV,
     timeout: float = 600.0,
     transport: httpx.AsyncBaseTransport | None = None,
+    runtime: Runtime | None = None,
 ) -> Backend:
     """A backend for ``url``; close it with ``await backend.aclose()``.
 
-    An OpenAI-compatible backend sends the key in ``api_key_env`` (else nbllm's own NBLLM_API_KEY);
-    an Ollama-API backend sends NBLLM_API_KEY when it is set, as nbllm's client does.
+    ``local`` is ``runtime``'s engine in this process. An OpenAI-compatible backend sends the key in
+    ``api_key_env`` (else nbllm's own NBLLM_API_KEY); an Ollama-API backend sends NBLLM_API_KEY when
+    it is set, as nbllm's client does.
     """
+    if url.strip() == LOCAL:
+        if runtime is None:
+            raise BackendError("the 'local' backend runs in a process with an nbllm runtime (none was given)")
+        from nbllm.backends.local import LocalBackend  # the service layer, imported when it is used
+
+        return LocalBackend(runtime)
     parsed = parse_backend_url(url)
     own_key = settings.api_key if settings is not None else None
     if parsed.kind == "openai":

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import numpy as np
@@ -28,6 +28,9 @@ from nbllm.benchmark.records import RequestRecord, RunInfo
 from nbllm.benchmark.result import BenchResult
 from nbllm.benchmark.spec import BenchSpec, LoadPoint
 from nbllm.config import Settings
+
+if TYPE_CHECKING:
+    from nbllm.runtime import Runtime
 
 __all__ = ["ProgressBar", "run_benchmark"]
 
@@ -85,7 +88,7 @@ async def _stream_into(backend: Backend, req: GenRequest, rec: RequestRecord) ->
         async for event in events:
             if isinstance(event, Token):
                 rec.arrivals.append(event.arrival)
-                rec.text.append(event.text)
+                rec.text.append(event.thinking + event.text)
             else:
                 _finish(rec, event)
 
@@ -182,11 +185,13 @@ async def _sweep(
     bar: ProgressBar | None,
     settings: Settings | None,
     transport: httpx.AsyncBaseTransport | None,
+    runtime: Runtime | None,
 ) -> None:
     points = spec.load_points()
     for target in spec.targets:
+        key_env = spec.key_env(target)
         backend = open_backend(
-            target, settings=settings, api_key_env=spec.key_env(target), timeout=spec.timeout, transport=transport
+            target, settings=settings, api_key_env=key_env, timeout=spec.timeout, transport=transport, runtime=runtime
         )
         try:
             for model in spec.models:
@@ -245,13 +250,16 @@ def run_benchmark(
     stop: threading.Event | None = None,
     settings: Settings | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    runtime: Runtime | None = None,
 ) -> BenchResult:
-    """Run ``spec`` and return its results; Ctrl-C or ``stop`` ends it early, keeping what was measured."""
+    """Run ``spec`` and return its results; Ctrl-C or ``stop`` ends it early, keeping what was measured.
+
+    ``runtime``: the engine of this process, for the target ``local``."""
     spec.validate()
     out = _Collector()
     bar = progress(_total(spec)) if progress is not None else None
     loop = asyncio.new_event_loop()
-    task: asyncio.Task[None] = loop.create_task(_sweep(spec, out, bar, settings, transport))
+    task: asyncio.Task[None] = loop.create_task(_sweep(spec, out, bar, settings, transport, runtime))
 
     finished = threading.Event()
 

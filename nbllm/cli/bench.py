@@ -11,7 +11,7 @@ import click
 from nbllm.cli.main import cli
 
 if TYPE_CHECKING:
-    from nbllm.benchmark import BenchSpec
+    from nbllm.benchmark import BenchResult, BenchSpec
     from nbllm.config import Settings
 
 __all__ = ["bench"]
@@ -40,6 +40,18 @@ def _spec(models: tuple[str, ...], flags: dict[str, Any], settings: Settings) ->
         return spec_from_flags(models, hosts, **given)
     except (ValueError, BackendError) as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _run(spec: BenchSpec, progress: Any, settings: Settings) -> BenchResult:
+    """Run the benchmark; ``--host local`` gets a runtime of this process (its models unloaded at the end)."""
+    from nbllm.backends import LOCAL
+    from nbllm.benchmark import run_benchmark
+    from nbllm.runtime import Runtime
+
+    if LOCAL not in spec.targets:
+        return run_benchmark(spec, progress=progress, settings=settings)
+    with Runtime.from_settings(settings) as runtime:
+        return run_benchmark(spec, progress=progress, settings=settings, runtime=runtime)
 
 
 @cli.command(use="bench MODEL [MODEL...]", env=("OLLAMA_HOST",))
@@ -153,13 +165,12 @@ def bench(models: tuple[str, ...], **flags: Any) -> None:
     """Benchmark serving: TTFT, TPOT, ITL, latency, throughput and goodput under load."""
     from tqdm import tqdm
 
-    from nbllm.benchmark import run_benchmark
     from nbllm.config import Settings
 
     settings = Settings.from_env()
     spec = _spec(models, flags, settings)
     progress = None if flags["no_progress"] else (lambda total: tqdm(total=total, unit="req", file=sys.stderr))
-    result = run_benchmark(spec, progress=progress, settings=settings)
+    result = _run(spec, progress, settings)
     if flags["out_dir"]:
         paths = result.save(flags["out_dir"], with_plots=not flags["no_plots"])
         click.echo(f"wrote {len(paths)} files to {flags['out_dir']}", err=True)

@@ -5,9 +5,9 @@ then a plot. Runs are sequential (each model measured alone), each a fresh one-m
 first run of a model shows its load time and later runs its warm speed. Every run joins ``%timings``.
 
 ``run_serving_bench`` (``%bench MODEL... -c 1,2,4,8 ...``, the flags of ``nbllm bench``): the serving
-benchmark of :mod:`nbllm.benchmark` against this kernel's server or any Ollama-API or
-OpenAI-compatible host, with a tqdm.auto progress bar; interrupting the kernel (Ctrl-C, the stop
-button) ends it early and still returns the requests measured so far.
+benchmark of :mod:`nbllm.benchmark` against this kernel's engine (``--host local``, no HTTP), its
+server, or any Ollama-API or OpenAI-compatible host, with a tqdm.auto progress bar; interrupting the
+kernel (Ctrl-C, the stop button) ends it early and still returns the requests measured so far.
 """
 
 from __future__ import annotations
@@ -95,20 +95,18 @@ def run_bench(ctx: CellContext, args: BenchArgs) -> pd.DataFrame:
 
 
 def serving_hosts(session: NotebookSession, host: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Backend URLs for the serving benchmark: those given; else the kernel's server, the one at
-    OLLAMA_HOST if it answers, or (``local`` or nothing answering) an in-kernel server started on a free port."""
+    """Targets of the serving benchmark: those given (``local``: this kernel's engine, no HTTP); else the
+    kernel's server, the one at OLLAMA_HOST if it answers, or this kernel's engine."""
     if isinstance(host, str):
         host = (host,)
-    given = tuple(h for h in host or () if h != LOCAL)
-    if given:
-        return given
-    if not host:
-        if session.server is not None and session.server.running:
-            return (session.server.url,)
-        client = session.client(None)
-        if isinstance(client, Client):
-            return (client.host,)
-    return (session.serve(port=0).url,)
+    if host:
+        return tuple(host)
+    if session.server is not None and session.server.running:
+        return (session.server.url,)
+    client = session.client(None)
+    if isinstance(client, Client):
+        return (client.host,)
+    return (LOCAL,)
 
 
 def _png(figure: Figure) -> dict[str, str]:
@@ -135,12 +133,17 @@ def run_serving_bench(
     from nbllm.benchmark import run_benchmark
     from nbllm.benchmark.flags import spec_from_flags
 
+    targets = serving_hosts(session, host)
     try:
-        spec = spec_from_flags(models, serving_hosts(session, host), **flags)
+        spec = spec_from_flags(models, targets, **flags)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"%bench: {exc}") from None
     result = run_benchmark(
-        spec, progress=lambda total: tqdm(total=total, unit="req"), stop=stop, settings=session.settings
+        spec,
+        progress=lambda total: tqdm(total=total, unit="req"),
+        stop=stop,
+        settings=session.settings,
+        runtime=session.runtime if LOCAL in targets else None,
     )
     if out:
         result.save(out, with_plots=plots)

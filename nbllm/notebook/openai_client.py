@@ -105,6 +105,18 @@ def _extras(options: Mapping[str, Any] | None, fmt: Any) -> tuple[int | None, di
     return (int(max_tokens) if isinstance(max_tokens, (int, float)) and max_tokens >= 0 else None), body
 
 
+def _reasoning(think: bool | str | None) -> dict[str, Any]:  # noqa: FBT001 - a request's value, not a flag
+    """``--think`` as OpenAI's ``reasoning_effort`` (nbllm and Ollama map it back to ``think``; none when unset).
+
+    >>> _reasoning(True), _reasoning(False), _reasoning("max"), _reasoning(None)
+    ({'reasoning_effort': 'medium'}, {'reasoning_effort': 'none'}, {'reasoning_effort': 'xhigh'}, {})
+    """
+    if think is None:
+        return {}
+    effort = {True: "medium", False: "none", "max": "xhigh"}.get(think, think)
+    return {"reasoning_effort": effort}
+
+
 def _tool_call(call: Mapping[str, Any]) -> ToolCall:
     """A streamed OpenAI tool call (arguments as JSON text) as the notebook's :class:`ToolCall`."""
     try:
@@ -187,8 +199,9 @@ class OpenAIClient(BaseClient):
             fields["eval_duration"] = round((last - first) * 1e9)
         return fields
 
-    def _stream(self, req: GenRequest) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """``(text, None)`` per token, then ``("", final fields)`` (with ``tool_calls`` when the answer made some)."""
+    def _stream(self, req: GenRequest) -> Iterator[tuple[str, str | None, dict[str, Any] | None]]:
+        """``(text, thinking, None)`` per piece, then ``("", None, final fields)`` (with ``tool_calls`` when the
+        answer made some); ``thinking`` is the piece's reasoning (``delta.reasoning``/``reasoning_content``)."""
         sent = time.perf_counter()
         first: float | None = None
         last: float | None = None
@@ -196,12 +209,12 @@ class OpenAIClient(BaseClient):
             if isinstance(event, Token):
                 first = event.arrival if first is None else first
                 last = event.arrival
-                yield event.text, None
+                yield event.text, event.thinking or None, None
             else:
                 final = self._final(event, first, last, sent)
                 if event.tool_calls:
                     final["tool_calls"] = [_tool_call(c) for c in event.tool_calls]
-                yield "", final
+                yield "", None, final
                 return
         raise BackendError("the stream ended without its usage")  # pragma: no cover - the backend raises first
 
@@ -211,6 +224,7 @@ class OpenAIClient(BaseClient):
             extras["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
         if req.tool_choice is not None:
             extras["tool_choice"] = req.tool_choice
+        extras.update(_reasoning(req.think))
         gen = GenRequest(
             model=req.model,
             prompt="",
@@ -219,9 +233,9 @@ class OpenAIClient(BaseClient):
             options=extras,
             messages=tuple(_message(m) for m in req.messages or ()),
         )
-        for text, final in self._stream(gen):
+        for text, thinking, final in self._stream(gen):
             calls = final.pop("tool_calls", None) if final else None
-            message = Message(role="assistant", content=text, tool_calls=calls)
+            message = Message(role="assistant", content=text, thinking=thinking, tool_calls=calls)
             yield OpenAIChatResponse(
                 model=req.model, created_at=now_timestamp(), message=message, **(final or {"done": False})
             )
@@ -230,10 +244,12 @@ class OpenAIClient(BaseClient):
         if not req.prompt:
             self._unsupported("loading or unloading a model (%stop, an empty prompt)")
         max_tokens, extras = _extras(req.options, req.format)
+        extras.update(_reasoning(req.think))
         gen = GenRequest(model=req.model, prompt=req.prompt, system=req.system, max_tokens=max_tokens, options=extras)
-        for text, final in self._stream(gen):
+        for text, thinking, final in self._stream(gen):
+            fields = final or {"done": False}
             yield OpenAIGenerateResponse(
-                model=req.model, created_at=now_timestamp(), response=text, **(final or {"done": False})
+                model=req.model, created_at=now_timestamp(), response=text, thinking=thinking, **fields
             )
 
     # -- what an OpenAI-compatible host cannot do -----------------------------------------------

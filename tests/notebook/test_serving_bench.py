@@ -9,6 +9,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
+from nbllm.backends.local import LOCAL_SOURCE
 from nbllm.benchmark import BenchResult
 from nbllm.errors import InvalidRequest
 from nbllm.notebook import load_ipython_extension, unload_ipython_extension
@@ -48,16 +49,16 @@ def test_against_a_given_host_with_plots_and_files(
         run_serving_bench(session, ["m"], host=target, bogus=1)
 
 
-def test_local_starts_a_server_in_this_kernel(shell: InteractiveShell, fake_runtime: Runtime) -> None:
+def test_local_runs_on_this_kernels_engine_without_http(shell: InteractiveShell, fake_runtime: Runtime) -> None:
     session = NotebookSession(runtime=fake_runtime)
     try:
-        (url,) = serving_hosts(session, "local")
-        assert session.server is not None and url == session.server.url
-        assert serving_hosts(session, None) == (url,)  # the running server is the default
+        assert serving_hosts(session, "local") == ("local",)
         result = run_serving_bench(session, ["tiny"], host="local", num_prompts=2, output_len=4, plots=False)
-        assert (result.runs["completed"] == 2).all() and (
-            result.requests["server_timings"] == "ollama final chunk"
-        ).all()
+        assert session.server is None  # no server: the engine's own stream
+        assert (result.runs["completed"] == 2).all() and list(result.runs["backend"]) == ["local"]
+        assert (result.requests["server_timings"] == LOCAL_SOURCE).all()
+        url = session.serve(port=0).url
+        assert serving_hosts(session, None) == (url,)  # a running %serve is the default
     finally:
         session.stop_server()
 
@@ -95,11 +96,11 @@ def test_bench_magic_with_serving_flags_runs_the_serving_benchmark(
 
 
 def test_bench_magic_on_the_real_model(shell: InteractiveShell, nb: NbllmMagics) -> None:
-    """``%bench smollm2:135m -c 1 -n 2 --output-len 8`` in a kernel shell: an in-kernel server, real requests."""
+    """``%bench smollm2:135m -c 1 -n 2 --output-len 8`` in a kernel shell: this kernel's engine, real requests."""
     run = line(shell, "bench", "smollm2:135m -c 1 -n 2 --output-len 8 --input-len 16 --warmup 0 --no-plots")
     result = run.result
     assert isinstance(result, BenchResult)
     (row,) = result.runs.to_dict("records")
     assert row["completed"] == 2 and row["failed"] == 0 and row["model"] == "smollm2:135m"
     assert (result.requests["output_tokens"] <= 8).all() and (result.requests["ttft_ms"] > 0).all()
-    assert nb.session.server is not None and nb.session.server.running  # started by %bench: --host local
+    assert nb.session.server is None and row["backend"] == "local"  # --host local: no server, no HTTP
