@@ -17,7 +17,7 @@ import pytest
 from nbllm.benchmark import BenchSpec, DatasetSpec, run_benchmark
 from nbllm.runtime import Runtime
 from nbllm.store import ModelStore
-from tests.cli.support import ServeProcess, free_port
+from tests.cli.support import ServeProcess, free_port, nbllm
 from tests.support.models import install_model
 
 MODEL = "smollm2:135m"
@@ -25,12 +25,18 @@ log = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
-def serve(real_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """``nbllm serve`` in a child process (its own CPU time, not the test's), SmolLM2 in its store."""
+def root(real_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose store (``models``) holds SmolLM2."""
     root = tmp_path_factory.mktemp("bench-serve")
     source = real_runtime.store.get(MODEL)
     assert source.model_path is not None
     install_model(ModelStore(root / "models"), MODEL, source.model_path, template=source.template, params=source.params)
+    return root
+
+
+@pytest.fixture(scope="module")
+def serve(root: Path) -> Iterator[ServeProcess]:
+    """``nbllm serve`` in a child process (its own CPU time, not the test's), SmolLM2 in its store."""
     env = {"OLLAMA_HOST": f"127.0.0.1:{free_port()}", "OLLAMA_MODELS": str(root / "models"), "NBLLM_HOME": str(root)}
     server = ServeProcess(env, root / "serve.log")
     try:
@@ -97,3 +103,14 @@ def test_client_figures_agree_with_the_servers_own_timings(serve: ServeProcess) 
         )
         assert row["tpot_ms"] == pytest.approx(row["server_tpot_ms"], rel=0.05)
         assert -5 <= row["ttft_ms"] - row["server_ttft_ms"] <= max(25, 0.05 * row["server_ttft_ms"])
+
+
+@pytest.mark.model
+def test_nbllm_bench_host_local_runs_in_its_own_process(root: Path, tmp_path: Path) -> None:
+    """``nbllm bench --host local``: the CLI's own engine, no server (OLLAMA_HOST points at nothing)."""
+    env = {"OLLAMA_MODELS": str(root / "models"), "NBLLM_HOME": str(tmp_path), "OLLAMA_HOST": "127.0.0.1:9"}
+    args = ["bench", MODEL, "--host", "local", "-n", "1", "--input-len", "16", "--output-len", "4", "--json"]
+    result = nbllm(*args, "--warmup", "0", "--no-progress", "-o", "temperature=0", env=env)
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)
+    assert run["backend"] == "local" and run["completed"] == 1 and run["failed"] == 0
