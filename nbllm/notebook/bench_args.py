@@ -83,7 +83,14 @@ def bench_arguments(fn: F) -> F:
     common: list[Callable[[F], F]] = [
         argument("models", nargs="+"),
         argument("-p", "--prompt", default=None, help=f"the comparison's prompt (default {DEFAULT_PROMPT!r})"),
-        argument("-n", "--runs", type=int, default=None, help="runs per model (3), or prompts per serving run (16)"),
+        argument(
+            "-n",
+            "--runs",
+            "--num-prompts",
+            type=int,
+            default=None,
+            help="runs per model (3), or prompts per serving run (16; nbllm bench's --num-prompts)",
+        ),
         argument(
             "-o", "--option", dest="options", action="append", default=None, metavar="KEY=VALUE", help="a model option"
         ),

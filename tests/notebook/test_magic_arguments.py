@@ -57,7 +57,7 @@ FLAGS = {
     "rm": {"models", "--host", "-h", "--help"},
     "serve": {"action", "--host", "--port", "--log", "-h", "--help"},
     "timings": {"--plot", "--clear", "--last", "-h", "--help"},
-    "bench": {"models", "-p", "--prompt", "-n", "--runs", "-o", "--option", "--host", "-h", "--help"}
+    "bench": {"models", "-p", "--prompt", "-n", "--runs", "--num-prompts", "-o", "--option", "--host", "-h", "--help"}
     | {"-c", "--concurrency", "--request-rate", "--burstiness", "--max-concurrency", "--endpoint", "--dataset"}
     | {"--dataset-path", "--input-len", "--output-len", "--prefix-len", "--num-prefixes", "--warmup", "--repeat"}
     | {"--seed", "--slo-ttft", "--slo-tpot", "--slo-e2el", "--api-key-env", "--timeout", "--label", "--out"}
