@@ -60,7 +60,7 @@ def test_think_on_nbllm_v1_streams_into_the_thinking_section(
     host = f"openai+{live_server.url}/v1"
     try:
         with capture_output() as cap:
-            shell.run_cell_magic("chat", f"{model} --host {host} --think --new --var r", QUESTION)
+            shell.run_cell_magic("chat", f"{model} --host {host} --think --new -o temperature=0 --var r", QUESTION)
         result = shell.user_ns["r"]
         assert result.thinking.strip() and result.text.strip(), (result.thinking, result.text)
         assert "<think>" not in result.text and result.thinking.strip() not in result.text
@@ -71,7 +71,9 @@ def test_think_on_nbllm_v1_streams_into_the_thinking_section(
         assert body.startswith("<details><summary>Thinking</summary>") and "<details open" not in body
         assert magics.session.timings.records()[-1].thinking_chunks
         with capture_output():
-            shell.run_cell_magic("chat", f"{model} --host {host} --think false --new --var off", QUESTION)
+            shell.run_cell_magic(
+                "chat", f"{model} --host {host} --think false --new -o temperature=0 --var off", QUESTION
+            )
         off = shell.user_ns["off"]
         assert not off.thinking and off.text.strip() and "<think>" not in off.text
     finally:
