@@ -124,3 +124,24 @@ def test_scripts_test_runs_every_notebook_with_nbval() -> None:
     for part in ("-p tests.notebooks.harness", "--nbval ", f"--nbval-sanitize-with {SANITIZE.relative_to(REPO)}"):
         assert part in command, part
     assert command.rstrip().endswith(" notebooks") and NOTEBOOKS.is_dir()
+
+
+def test_the_serving_benchmark_walkthrough_bounds_its_load_and_stops_what_it_starts() -> None:
+    """06 sweeps 1-8 users on both models with bounded answers, tags what varies, and stops every server."""
+    nb = nbformat.read(NOTEBOOKS / "06-benchmark-servers.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    benches = [c for c in code if "%bench " in c.source]
+    assert {m for c in benches for m in ("smollm2:135m", "gemma3:270m") if m in c.source} == {
+        "smollm2:135m",
+        "gemma3:270m",
+    }
+    for cell in benches:
+        assert "-c 1,2,4,8" in cell.source and re.search(r"--output-len \d\d\b", cell.source), cell.source
+        assert "--host {server.url} --host {peer.url}" in cell.source, "nbllm and the peer, the same requests"
+        assert "nbval-ignore-output" in cell.metadata.get("tags", []), "timings vary"
+    starts = [c for c in code if "start_peer(" in c.source and "def start_peer" not in c.source]
+    assert starts and all("nbval-ignore-output" in c.metadata.get("tags", []) for c in starts), "the peer varies"
+    stops = sum(c.source.count("peer.stop()") for c in code)
+    assert stops == len(starts), "each peer is stopped once its model is done"
+    assert "atexit.register" in "".join(c.source for c in code), "and on a failure, when the kernel exits"
+    assert code[-2].source.rstrip().endswith("%serve stop")
