@@ -160,16 +160,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class DecodeLoop:
     """Owns a context's sequences and the thread that decodes them."""
 
-    def __init__(
-        self, model: NativeModel, ctx: Any, *, parallel: int, name: str, draft_limit: int = 8, draft_busy: int = 1
-    ) -> None:
+    def __init__(self, model: NativeModel, ctx: Any, *, parallel: int, name: str, draft_limit: int = 32) -> None:
         self._model = model
         # Drafts need the tail of a sequence's memory removed when rejected: not on recurrent models.
         self._can_draft = not model.is_recurrent()
         self._draft_limit = draft_limit
         """Most draft tokens a step in the automatic mode."""
-        self._draft_busy = draft_busy
-        """The automatic mode drafts only while at most this many sequences are generating."""
         self._ctx = ctx
         self._mem = L.llama_get_memory(ctx)
         self.n_ctx = int(L.llama_n_ctx_seq(ctx))
@@ -395,11 +391,11 @@ class DecodeLoop:
         slot.verifier = policy = None
         sampled = shapes_without_history(req.params)
         if (slot.greedy or sampled) and self._can_draft:
-            policy = DraftPolicy.for_request(req.params.draft, auto_limit=self._draft_limit, busy=self._draft_busy)
+            policy = DraftPolicy.for_request(req.params.draft, auto_limit=self._draft_limit)
         if policy is not None and sampled:
             slot.verifier = SampledVerifier(req.params, self._model.n_vocab)
         slot.policy = policy
-        slot.lookup = PromptLookup(req.prompt) if policy is not None else None
+        slot.lookup = PromptLookup(req.prompt, policy.ngrams) if policy is not None else None
 
     def _draft(self, slot: _Slot, generating: int, room: int) -> list[int]:
         """This step's draft for a slot: within its policy, the batch, the context and what it may still generate."""
