@@ -13,6 +13,7 @@ the same tokens.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,4 +72,5 @@ class SampledVerifier:
         self._shaper.close()
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):  # (at interpreter exit llama.cpp may be gone first)
+            self.close()
