@@ -5,14 +5,18 @@ python -m bench.speculative --llama-bin DIR --rounds 7 --out bench/results/2026-
 1. Input-grounded single stream (a ~300-token code listing to repeat with one change, 256 tokens, greedy,
    raw ChatML prompt so that every server sees the same tokens): nbllm (automatic mode) against llama-server
    with its defaults and with its own n-gram speculation (``--spec-type ngram-simple``), decode tokens/s.
-2. Open-ended text on the same nbllm server, automatic mode against ``draft_num_predict: 0``, with 1 and 4
-   clients (aggregate tokens/s): what the automatic mode costs where there is nothing to look up.
+2. Open-ended text (story openings, 128 tokens each) on an nbllm server with 8 slots, automatic mode against
+   ``draft_num_predict: 0``, with 1, 4 and 8 clients (aggregate tokens/s), greedy and sampled (temperature
+   0.8, a seed per client and round): what the automatic mode costs where there is little to look up.
+
+Every round records the 1-minute load average (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -41,10 +45,14 @@ GROUNDED = (
 )
 
 
-def stream(url: str, kind: str, prompt: str, n: int, *, draft: int | None = None, ctx: int = 2048) -> tuple[float, int]:
-    """(decode tokens/s after the first token, tokens) of one streamed greedy completion."""
+def stream(
+    url: str, kind: str, prompt: str, n: int, *, draft: int | None = None, ctx: int = 2048, seed: int | None = None
+) -> tuple[float, int]:
+    """(decode tokens/s after the first token, tokens) of one streamed completion: greedy, or sampled with a seed."""
     if kind == "ollama":
         options: dict[str, Any] = {"temperature": 0, "num_predict": n, "num_ctx": ctx}
+        if seed is not None:
+            options.update(temperature=0.8, seed=seed)
         if draft is not None:
             options["draft_num_predict"] = draft
         path, body = "/api/generate", {"model": "smollm2:135m", "prompt": prompt, "raw": True, "options": options}
@@ -78,19 +86,22 @@ def grounded(ours: servers.Server, peers: dict[str, servers.Server], *, rounds: 
         stream(server.url, server.kind, GROUNDED, 8)  # loaded and warm (and the prompt cached)
     rates: dict[str, list[float]] = {"nbllm": [], "nbllm_off": [], **{name: [] for name in peers}}
     sides = [("nbllm", ours, None), ("nbllm_off", ours, 0), *((name, s, None) for name, s in peers.items())]
+    load: list[float] = []
     for r in range(rounds):
         for name, server, draft in sides if r % 2 == 0 else list(reversed(sides)):
             rates[name].append(stream(server.url, server.kind, GROUNDED, n, draft=draft)[0])
-    out = {name: _ratio_summary(rates["nbllm"], rates[name]) for name in rates if name != "nbllm"}
+        load.append(os.getloadavg()[0])
+    out: dict[str, Any] = {name: _ratio_summary(rates["nbllm"], rates[name]) for name in rates if name != "nbllm"}
     out["rates"] = rates
+    out["load"] = load
     return out
 
 
-def _aggregate(url: str, texts: list[str], n: int, draft: int) -> float:
+def _aggregate(url: str, texts: list[str], n: int, draft: int, seeds: list[int] | None) -> float:
     counts = [0] * len(texts)
 
     def run(i: int) -> None:
-        counts[i] = stream(url, "ollama", texts[i], n, draft=draft)[1]
+        counts[i] = stream(url, "ollama", texts[i], n, draft=draft, seed=seeds[i] if seeds else None)[1]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(texts))]
     start = time.perf_counter()
@@ -101,17 +112,20 @@ def _aggregate(url: str, texts: list[str], n: int, draft: int) -> float:
     return sum(counts) / (time.perf_counter() - start)
 
 
-def open_ended(ours: servers.Server, *, clients: list[int], rounds: int, n: int) -> dict[str, Any]:
-    """Automatic mode against off on open-ended text, 1 and 4 clients, alternating."""
+def open_ended(ours: servers.Server, *, clients: list[int], rounds: int, n: int, sampled: bool) -> dict[str, Any]:
+    """Automatic mode against off on open-ended text, by number of clients, alternating."""
     out: dict[str, Any] = {}
     for k in clients:
         auto: list[float] = []
         off: list[float] = []
+        load: list[float] = []
         for r in range(rounds):
             texts = [prompts.story(30_000 + 100 * r + i) for i in range(k)]
+            seeds = [100 * r + i for i in range(k)] if sampled else None
             for draft in (-1, 0) if r % 2 == 0 else (0, -1):
-                (auto if draft else off).append(_aggregate(ours.url, texts, n, draft))
-        out[str(k)] = _ratio_summary(auto, off)
+                (auto if draft else off).append(_aggregate(ours.url, texts, n, draft, seeds))
+            load.append(os.getloadavg()[0])
+        out[str(k)] = {**_ratio_summary(auto, off), "load": load}
     return out
 
 
@@ -123,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8], help="open-ended: concurrent clients")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     model = servers_model(a.store)
@@ -130,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"prompt_chars": len(GROUNDED), "tokens": a.tokens, "rounds": a.rounds}
     ours = servers.nbllm(a.store, parallel=4, threads=a.threads, log=log)
     ours.model = "smollm2:135m"
+    result["load_before"] = os.getloadavg()
     with servers.running(ours):
         peers: dict[str, servers.Server] = {}
         if a.llama_bin is not None:
@@ -145,7 +161,15 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for server in peers.values():
                 server.stop()
-        result["open_ended"] = open_ended(ours, clients=[1, 4], rounds=a.rounds, n=a.tokens // 2)
+    ours = servers.nbllm(a.store, parallel=8, threads=a.threads, log=log)
+    ours.model = "smollm2:135m"
+    with servers.running(ours):
+        stream(ours.url, "ollama", prompts.story(1), 4)  # loaded and warm
+        for sampled in (False, True):
+            result["open_ended_sampled" if sampled else "open_ended"] = open_ended(
+                ours, clients=a.clients, rounds=a.rounds, n=a.tokens // 2, sampled=sampled
+            )
+    result["load_after"] = os.getloadavg()
     a.out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items()}, indent=1, default=str)[:4000])
 

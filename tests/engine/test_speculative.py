@@ -9,6 +9,7 @@ cache may settle a near tie differently than the same answer over a cached promp
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,76 @@ def test_four_requests_at_once_get_the_answers_they_get_without_speculation(http
     for i in range(len(prompts)):
         assert answer(results[i, 5]) == answer(results[i, 0]), prompts[i]
     assert results[0, 5]["draft_accepted_count"] > 0 and results[2, 5]["draft_accepted_count"] > 0
+
+
+SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "num_predict": 40, "num_ctx": 1024}
+
+
+def test_sampled_requests_speculate_reproducibly_per_seed_and_grammars_stay_off(http: httpx.Client) -> None:
+    def chat(seed: int, draft: int, n: int = 40, **extra: Any) -> dict[str, Any]:
+        options = {**SAMPLED, "seed": seed, "draft_num_predict": draft, "num_predict": n}
+        body = {"model": SMOL, "stream": False, "options": options, "messages": [{"role": "user", "content": REPEAT}]}
+        resp = http.post("/api/chat", json={**body, **extra})
+        assert resp.status_code == 200, resp.text
+        data: dict[str, Any] = resp.json()
+        return data
+
+    chat(7, 0, n=1)  # the prompt in the cache: both runs start from the same state (see the module's note)
+    first, again = chat(7, 6), chat(7, 6)
+    assert answer(first) == answer(again)  # the same seed: the same draws, the same tokens
+    assert first["draft_count"] > 0 and 0 < first["draft_accepted_count"] <= first["draft_count"]
+    assert answer(chat(8, 6)) != answer(first)
+    auto = chat(7, -1)
+    assert 0 <= auto.get("draft_accepted_count", 0) <= auto.get("draft_count", 0)
+    constrained = chat(7, 6, format="json")  # a grammar's state would have to advance through the draft
+    assert "draft_count" not in constrained
+
+
+def _chi2_two_samples(a: list[int], b: list[int]) -> tuple[float, int, float]:
+    """(statistic, degrees of freedom, 99.9th percentile) of a two-sample chi-square test on equal-sized samples;
+    values seen fewer than 10 times in both together pooled into one category."""
+    from collections import Counter
+
+    ca, cb = Counter(a), Counter(b)
+    common = [v for v in set(ca) | set(cb) if ca[v] + cb[v] >= 10]
+    rest_a = len(a) - sum(ca[v] for v in common)
+    rest_b = len(b) - sum(cb[v] for v in common)
+    cells = [(ca[v], cb[v]) for v in common] + ([(rest_a, rest_b)] if rest_a + rest_b else [])
+    stat = sum((x - y) ** 2 / (x + y) for x, y in cells)
+    df = max(1, len(cells) - 1)
+    z = 3.09  # the normal's 99.9th percentile; Wilson-Hilferty's chi-square quantile from it
+    return stat, df, df * (1 - 2 / (9 * df) + z * (2 / (9 * df)) ** 0.5) ** 3
+
+
+@pytest.mark.skipif(
+    os.environ.get("NBLLM_SPEC_DISTRIBUTION") != "1", reason="about two minutes: NBLLM_SPEC_DISTRIBUTION=1 runs it"
+)
+def test_sampled_token_frequencies_are_the_same_with_and_without_speculation(http: httpx.Client) -> None:
+    """Token i of 300 seeded samples with drafts of 6 against 300 without, for several positions i."""
+    n, positions = 300, (3, 6, 9, 12, 15)
+    samples: dict[int, list[list[int]]] = {0: [], 6: []}
+    stats: dict[int, int] = {"drafted": 0, "accepted": 0}
+    for seed in range(n):
+        for draft in (0, 6):
+            options = {
+                **SAMPLED,
+                "num_predict": max(positions) + 1,
+                "seed": 1000 * draft + seed,
+                "draft_num_predict": draft,
+            }
+            resp = http.post(
+                "/api/generate", json={"model": SMOL, "prompt": REPEAT, "stream": False, "options": options}
+            )
+            data = resp.json()
+            samples[draft].append(list(data["context"])[len(data["context"]) - data["eval_count"] :])
+            stats["drafted"] += data.get("draft_count", 0)
+            stats["accepted"] += data.get("draft_accepted_count", 0)
+    assert stats["accepted"] > n  # the drafts were exercised (and accepted at the sampled rate)
+    report = []
+    for i in positions:
+        off = [s[i] if len(s) > i else -1 for s in samples[0]]  # (-1: the answer had ended)
+        on = [s[i] if len(s) > i else -1 for s in samples[6]]
+        stat, df, limit = _chi2_two_samples(off, on)
+        report.append((i, round(stat, 1), df, round(limit, 1)))
+        assert stat < limit, report
+    print("two-sample chi-square by position (i, statistic, df, 99.9% limit):", report, stats)

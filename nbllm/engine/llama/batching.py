@@ -32,7 +32,15 @@ from nbllm.engine.base import (
 )
 from nbllm.engine.llama.lookup import DraftPolicy, PromptLookup
 from nbllm.engine.llama.native import NativeModel
-from nbllm.engine.llama.sampling import Logits, free_sampler, make_sampler, plain_greedy, sample
+from nbllm.engine.llama.sampling import (
+    Logits,
+    free_sampler,
+    make_sampler,
+    plain_greedy,
+    sample,
+    shapes_without_history,
+)
+from nbllm.engine.llama.speculate import SampledVerifier
 from nbllm.engine.logprobs import token_logprob
 from nbllm.engine.text import StreamText
 from nbllm.errors import Cancelled, EngineError
@@ -130,6 +138,8 @@ class _Slot:
     policy: DraftPolicy | None = None
     draft: list[int] = field(default_factory=list)
     """This step's draft tokens, decoded right after the sequence's next token."""
+    verifier: SampledVerifier | None = None
+    """A sampled request's speculative sampling (None: plain greedy, verified by the argmax)."""
     n_drafted: int = 0
     n_accepted: int = 0
     n_generated: int = 0
@@ -150,16 +160,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class DecodeLoop:
     """Owns a context's sequences and the thread that decodes them."""
 
-    def __init__(
-        self, model: NativeModel, ctx: Any, *, parallel: int, name: str, draft_limit: int = 8, draft_busy: int = 1
-    ) -> None:
+    def __init__(self, model: NativeModel, ctx: Any, *, parallel: int, name: str, draft_limit: int = 32) -> None:
         self._model = model
         # Drafts need the tail of a sequence's memory removed when rejected: not on recurrent models.
         self._can_draft = not model.is_recurrent()
         self._draft_limit = draft_limit
         """Most draft tokens a step in the automatic mode."""
-        self._draft_busy = draft_busy
-        """The automatic mode drafts only while at most this many sequences are generating."""
         self._ctx = ctx
         self._mem = L.llama_get_memory(ctx)
         self.n_ctx = int(L.llama_n_ctx_seq(ctx))
@@ -329,7 +335,7 @@ class DecodeLoop:
                 for j, token in enumerate(draft, 1):
                     self._add(n + j, token, pos + j, slot.seq_id, logits=True)
                 outputs += len(draft)
-                greedy += len(draft)  # (only plain greedy sequences draft)
+                greedy += len(draft) * slot.greedy
                 n += len(draft)
                 budget -= len(draft)
             outputs += 1
@@ -377,14 +383,19 @@ class DecodeLoop:
             self._emit(slot, token, now, logits, row)
 
     def _plan_drafts(self, slot: _Slot, req: Request) -> None:
-        """Speculate for plain greedy requests only: a sampled token comes from its sampler chain's own draw."""
+        """Speculate for plain greedy requests, and for sampled ones whose distribution needs no history."""
         slot.n_drafted = slot.n_accepted = 0
         slot.draft = []
-        policy = None
-        if slot.greedy and self._can_draft:
-            policy = DraftPolicy.for_request(req.params.draft, auto_limit=self._draft_limit, busy=self._draft_busy)
+        if slot.verifier is not None:
+            slot.verifier.close()
+        slot.verifier = policy = None
+        sampled = shapes_without_history(req.params)
+        if (slot.greedy or sampled) and self._can_draft:
+            policy = DraftPolicy.for_request(req.params.draft, auto_limit=self._draft_limit)
+        if policy is not None and sampled:
+            slot.verifier = SampledVerifier(req.params, self._model.n_vocab)
         slot.policy = policy
-        slot.lookup = PromptLookup(req.prompt) if policy is not None else None
+        slot.lookup = PromptLookup(req.prompt, policy.ngrams) if policy is not None else None
 
     def _draft(self, slot: _Slot, generating: int, room: int) -> list[int]:
         """This step's draft for a slot: within its policy, the batch, the context and what it may still generate."""
@@ -396,17 +407,19 @@ class DecodeLoop:
 
     def _verify(self, slot: _Slot, now: float, logits: np.ndarray[Any, Any], argmax: list[int] | None) -> None:
         """Emit the model's own tokens for a drafted step: the next one and one more per draft token it agrees
-        with; then remove the rejected draft positions from the sequence's memory."""
+        with (greedy: its argmax; sampled: speculative sampling's acceptance); then remove the rejected draft
+        positions from the sequence's memory."""
         draft, slot.draft = slot.draft, []
         row = slot.out_row
-        chosen = (
-            argmax[row : row + len(draft) + 1]
-            if argmax is not None
-            else logits[row : row + len(draft) + 1].argmax(axis=1).tolist()
-        )
-        accepted = 0
-        while accepted < len(draft) and chosen[accepted] == draft[accepted]:
-            accepted += 1
+        rows = logits[row : row + len(draft) + 1]
+        if slot.verifier is not None:  # sampled: speculative sampling's acceptance
+            chosen = slot.verifier.verify(rows, draft)
+            accepted = len(chosen) - 1
+        else:  # greedy: the model's own argmax at each position
+            chosen = argmax[row : row + len(draft) + 1] if argmax is not None else rows.argmax(axis=1).tolist()
+            accepted = 0
+            while accepted < len(draft) and chosen[accepted] == draft[accepted]:
+                accepted += 1
         slot.n_drafted += len(draft)
         slot.n_accepted += accepted
         assert slot.policy is not None

@@ -15,7 +15,16 @@ import numpy as np
 from nbllm.engine.base import SamplingParams
 from nbllm.errors import EngineError
 
-__all__ = ["Logits", "free_sampler", "make_sampler", "plain_greedy", "sample"]
+__all__ = [
+    "Logits",
+    "Shaper",
+    "free_sampler",
+    "make_sampler",
+    "plain_greedy",
+    "request_seed",
+    "sample",
+    "shapes_without_history",
+]
 
 
 def _grammar(vocab: Any, grammar: str, triggers: tuple[str, ...]) -> Any:
@@ -36,6 +45,73 @@ def _penalties(p: SamplingParams) -> bool:
 def plain_greedy(p: SamplingParams) -> bool:
     """Greedy with nothing that reshapes the logits (no grammar, no penalties): the argmax is the sampler."""
     return p.temperature <= 0 and not p.grammar and not _penalties(p)
+
+
+def shapes_without_history(p: SamplingParams) -> bool:
+    """Sampled, and each step's distribution depends on that step's logits alone (no grammar, no penalties).
+
+    Such a request's distribution at a draft position can be computed before the tokens in front of it are
+    accepted, which speculative sampling needs; a grammar's or the penalties' state would have to advance
+    through the draft first.
+    """
+    return p.temperature > 0 and not p.grammar and not _penalties(p)
+
+
+def _add_shaping(add: Any, p: SamplingParams) -> None:
+    """top-k, typical, top-p, min-p and temperature (a sampled request's stages between penalties and the draw)."""
+    if p.top_k > 0:
+        add(L.llama_sampler_init_top_k(p.top_k))
+    if 0 < p.typical_p < 1:
+        add(L.llama_sampler_init_typical(p.typical_p, 1))
+    if 0 < p.top_p < 1:
+        add(L.llama_sampler_init_top_p(p.top_p, 1))
+    if p.min_p > 0:
+        add(L.llama_sampler_init_min_p(p.min_p, 1))
+    add(L.llama_sampler_init_temp(p.temperature))
+
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+"""llama_token_data, as numpy sees it."""
+
+
+class Shaper:
+    """A sampled request's distribution over the vocabulary at one position: the native chain's stages before
+    its draw (top-k, typical, top-p, min-p, temperature), applied to a row of logits, then the softmax.
+
+    The chain's own draw picks from exactly this distribution, so a token drawn from it here is distributed
+    as the chain's would be. Only for requests that :func:`shapes_without_history`.
+    """
+
+    def __init__(self, p: SamplingParams, n_vocab: int) -> None:
+        self._chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        _add_shaping(functools.partial(L.llama_sampler_chain_add, self._chain), p)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._data = np.empty(n_vocab, dtype=_TOKEN_DATA)
+
+    def distribution(self, row: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """(token ids, their probabilities) of the tokens the stages keep, for a row of logits."""
+        data = self._data
+        data["id"] = self._ids
+        data["logit"] = row
+        data["p"] = 0.0
+        cur = L.llama_token_data_array(
+            data=ctypes.cast(data.ctypes.data, L.llama_token_data_p), size=len(data), selected=-1, sorted=False
+        )
+        L.llama_sampler_apply(self._chain, ctypes.byref(cur))
+        address = ctypes.cast(cur.data, ctypes.c_void_p).value or 0
+        raw = (ctypes.c_char * (cur.size * _TOKEN_DATA.itemsize)).from_address(address)
+        kept = np.frombuffer(memoryview(raw), dtype=_TOKEN_DATA)
+        logits = kept["logit"].astype(np.float64)
+        finite = np.isfinite(logits)
+        ids, logits = kept["id"][finite].copy(), logits[finite]
+        weights = np.exp(logits - logits.max())
+        return ids, weights / weights.sum()
+
+    def close(self) -> None:
+        """Release the native chain."""
+        if self._chain is not None:
+            L.llama_sampler_free(self._chain)
+            self._chain = None
 
 
 class Logits:
@@ -72,6 +148,11 @@ class Logits:
         return table
 
 
+def request_seed(p: SamplingParams) -> int:
+    """The request's seed, or a fresh random one (-1), as a 32-bit value."""
+    return (p.seed if p.seed >= 0 else int.from_bytes(os.urandom(4), "little")) & 0xFFFFFFFF
+
+
 def make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
     """A sampler chain: grammar, penalties, top-k, typical, top-p, min-p, temperature, then a draw."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -90,17 +171,8 @@ def make_sampler(vocab: Any, p: SamplingParams, prompt: Sequence[int]) -> Any:
     if p.temperature <= 0:
         add(L.llama_sampler_init_greedy())
     else:
-        if p.top_k > 0:
-            add(L.llama_sampler_init_top_k(p.top_k))
-        if 0 < p.typical_p < 1:
-            add(L.llama_sampler_init_typical(p.typical_p, 1))
-        if 0 < p.top_p < 1:
-            add(L.llama_sampler_init_top_p(p.top_p, 1))
-        if p.min_p > 0:
-            add(L.llama_sampler_init_min_p(p.min_p, 1))
-        add(L.llama_sampler_init_temp(p.temperature))
-        seed = p.seed if p.seed >= 0 else int.from_bytes(os.urandom(4), "little")
-        add(L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        _add_shaping(add, p)
+        add(L.llama_sampler_init_dist(request_seed(p)))
     if penalties and not p.grammar:
         # Penalties look back over the prompt too, as llama-server does.
         with contextlib.suppress(Exception):
