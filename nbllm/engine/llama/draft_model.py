@@ -102,6 +102,7 @@ class DraftModel:
             raise
         self._mem = L.llama_get_memory(self._ctx)
         self.n_ctx = int(L.llama_n_ctx_seq(self._ctx))
+        self._n_ctx_all = n_ctx
         self._n_batch = n_batch
         self._batch = L.llama_batch_init(n_batch, 0, 1)
         self._logits = Logits(self._ctx, self.model.n_vocab)
@@ -121,6 +122,10 @@ class DraftModel:
             n_seq_max=spec.parallel,
             threads=threads,
         )
+
+    def memory_bytes(self, kv_type: str) -> int:
+        """Bytes the draft model takes: weights and KV cache."""
+        return self.model.dims()["weights"] + self.model.kv_bytes(self._n_ctx_all, kv_type)
 
     def follow(self, seq_id: int, prompt: Sequence[int]) -> DraftProposer:
         """A proposer for the request starting in sequence ``seq_id`` with ``prompt``."""

@@ -75,6 +75,8 @@ class LlamaEngine:
         if plan is not None:  # the scheduler's estimate: what ps reports for size and size_vram
             total, gpu_layers = plan.total_bytes, plan.gpu_layers
             d = {**d, "n_layer": plan.total_layers}
+        if self._drafter is not None:  # loaded next to it
+            total += self._drafter.memory_bytes(self.spec.kv_cache_type)
         return EngineInfo(
             n_ctx=n_ctx,
             parallel=self.spec.parallel,
