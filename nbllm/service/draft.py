@@ -20,12 +20,13 @@ from nbllm.runtime import Runtime
 from nbllm.schema import CreateRequest, ProgressResponse
 from nbllm.service.common import parse_model_name
 from nbllm.service.layers import Built, Workspace, check_files, file_kind, quantize_layer
+from nbllm.store import ModelStore
 from nbllm.store.digest import normalize_digest
 from nbllm.store.gguf import GGUFInfo, read_gguf
 from nbllm.store.lock import Pin
 from nbllm.store.manifests import MEDIA_DRAFT, MEDIA_MODEL, Layer
 
-__all__ = ["DraftSource", "draft_config", "draft_layer", "validate_draft", "vocabulary_difference"]
+__all__ = ["DraftSource", "check_draft", "draft_config", "draft_layer", "validate_draft", "vocabulary_difference"]
 
 
 @dataclass(frozen=True)
@@ -67,23 +68,31 @@ def validate_draft(rt: Runtime, req: CreateRequest, pin: Pin) -> DraftSource | N
     return None
 
 
-def draft_layer(ws: Workspace, source: DraftSource, model: Built | None) -> Generator[ProgressResponse, None, Built]:
-    """The draft layer: a model GGUF whose vocabulary is the model's, quantized if asked."""
-    if model is None or model.info is None:
-        raise InvalidRequest("a draft model needs a model with GGUF weights to draft for")
-    yield ProgressResponse(status="parsing GGUF")
-    path = ws.store.blobs.path(source.digest)
+def check_draft(store: ModelStore, source: DraftSource, weights: Path) -> GGUFInfo:
+    """The draft's header, once it is known to be a model GGUF with the vocabulary of the ``weights`` it drafts for."""
+    path = store.blobs.path(source.digest)
     info = _read(source.label, path)
     kind = str(info.metadata.get("general.type", "model"))
     if kind != "model" or info.architecture == "clip":
         raise InvalidRequest(f"draft {source.label} is not a model GGUF (general.type is {kind!r})")
-    if path != model.path:  # the same file drafts for itself with the same vocabulary
-        problem = vocabulary_difference(model.path, path)
+    if path != weights:  # the same file drafts for itself with the same vocabulary
+        problem = vocabulary_difference(weights, path)
         if problem is not None:
             raise InvalidRequest(
                 f"draft {source.label} cannot draft for this model: its vocabulary differs - {problem}. "
                 "A draft model must use the same tokenizer (a smaller model of the same family)"
             )
+    return info
+
+
+def draft_layer(
+    ws: Workspace, source: DraftSource, model: Built | None, *, checked: bool
+) -> Generator[ProgressResponse, None, Built]:
+    """The draft layer, quantized if asked; checked against the model's weights unless ``checked`` already."""
+    if model is None or model.info is None:
+        raise InvalidRequest("a draft model needs a model with GGUF weights to draft for")
+    yield ProgressResponse(status="parsing GGUF")
+    info = read_gguf(ws.store.blobs.path(source.digest)) if checked else check_draft(ws.store, source, model.path)
     layer = Layer(mediaType=MEDIA_DRAFT, digest=source.digest, size=ws.store.blobs.size(source.digest))
     built = Built.stored(ws.store, layer, info)
     if source.quantize:

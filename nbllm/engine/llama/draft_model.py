@@ -55,16 +55,12 @@ def _text(vocab: Any, token: int) -> bytes:
 
 
 def vocabulary_mismatch(target: NativeModel, draft: NativeModel) -> str | None:
-    """How the draft's vocabulary differs from the target's (None: the same token ids mean the same tokens)."""
+    """How the draft's vocabulary differs from the target's (None: the same token ids mean the same tokens).
+
+    Every token's text and attributes are compared (a few ms per thousand tokens), then the sizes, the
+    tokenizer type and the BOS/EOS tokens.
+    """
     a, b = target.vocab, draft.vocab
-    if L.llama_vocab_type(a) != L.llama_vocab_type(b):
-        return f"the tokenizer types differ ({L.llama_vocab_type(a)} and {L.llama_vocab_type(b)})"
-    for name, get in (("BOS", L.llama_vocab_bos), ("EOS", L.llama_vocab_eos)):
-        if get(a) != get(b):
-            return f"the {name} token is {get(a)} in the model and {get(b)} in the draft"
-    for name, get in (("BOS", L.llama_vocab_get_add_bos), ("EOS", L.llama_vocab_get_add_eos)):
-        if bool(get(a)) != bool(get(b)):
-            return f"the model {'adds' if get(a) else 'does not add'} a {name} token and the draft does not agree"
     n_a, n_b = target.n_vocab, draft.n_vocab
     for token in range(min(n_a, n_b)):
         text_a, text_b = _text(a, token), _text(b, token)
@@ -74,6 +70,14 @@ def vocabulary_mismatch(target: NativeModel, draft: NativeModel) -> str | None:
             return f"token {token} is {shown_a!r} in the model and {shown_b!r} in the draft{size}"
     if n_a != n_b:
         return f"the model has {n_a} tokens and the draft {n_b} (the first {min(n_a, n_b)} agree)"
+    if L.llama_vocab_type(a) != L.llama_vocab_type(b):
+        return f"the tokenizer types differ ({L.llama_vocab_type(a)} and {L.llama_vocab_type(b)})"
+    for name, get in (("BOS", L.llama_vocab_bos), ("EOS", L.llama_vocab_eos)):
+        if get(a) != get(b):
+            return f"the {name} token is {get(a)} in the model and {get(b)} in the draft"
+    for name, get in (("BOS", L.llama_vocab_get_add_bos), ("EOS", L.llama_vocab_get_add_eos)):
+        if bool(get(a)) != bool(get(b)):
+            return f"the model {'adds' if get(a) else 'does not add'} a {name} token and the draft does not"
     return None
 
 
