@@ -57,8 +57,8 @@ class Options:
     use_mmap: bool | None = None
     num_thread: int = 0
     draft_num_predict: int = -1
-    """Speculative decoding by prompt lookup: -1 = automatic, 0 = off, N = up to N draft tokens a step.
-    (Ollama's is load-time, for a draft model; here no draft model is loaded, so it is per request.)"""
+    """Speculative decoding (prompt lookup, or the model's draft model): -1 = automatic, 0 = off, N = up to N
+    draft tokens a step. Per request here; Ollama's is load-time and applies to draft models only."""
     num_keep: int = 4
     seed: int = -1
     num_predict: int = -1

@@ -391,4 +391,4 @@ def _too_big(need: int, free: int) -> str:
 
 def _runner_key(model: LocalModel) -> str:
     adapters = ",".join(str(p) for p in model.adapters)
-    return f"{model.model_digest}|{adapters}"
+    return f"{model.model_digest}|{adapters}|{model.draft or ''}"

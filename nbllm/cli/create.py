@@ -39,7 +39,8 @@ class _UploadLine:
 @click.argument("model")
 @click.option("-f", "--file", "modelfile", default=None, help='Name of the Modelfile (default "Modelfile")')
 @click.option("-q", "--quantize", default=None, help="Quantize model to this level (e.g. q4_0)")
-def create(model: str, modelfile: str | None, quantize: str | None) -> None:
+@click.option("--draft-quantize", default=None, help="Quantize draft model to this level")
+def create(model: str, modelfile: str | None, quantize: str | None, draft_quantize: str | None) -> None:
     """Create a model from a Modelfile."""
     from nbllm.remote.modelfile_request import prepare_create
     from nbllm.store import ModelName
@@ -70,7 +71,9 @@ def create(model: str, modelfile: str | None, quantize: str | None) -> None:
             click.echo(done, err=True)
         return digest
 
-    prepared = prepare_create(parsed, base_dir=base_dir, upload=upload, model=model, quantize=quantize)
+    prepared = prepare_create(
+        parsed, base_dir=base_dir, upload=upload, model=model, quantize=quantize, draft_quantize=draft_quantize
+    )
     for warning in prepared.warnings:
         click.echo(f"warning: {warning}")
     render_progress(client.create(prepared.request))

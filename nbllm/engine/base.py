@@ -52,6 +52,8 @@ class LoadSpec:
     flash_attention: bool | None = None
     kv_cache_type: str = "f16"
     adapters: tuple[Path, ...] = ()
+    draft: Path | None = None
+    """A draft model (same vocabulary) for speculative decoding, loaded next to this one."""
     embedding: bool = False
     memory_estimate: int = field(default=0, compare=False)
     """Bytes the loaded model is expected to take (weights + KV cache), for the scheduler's fit check."""

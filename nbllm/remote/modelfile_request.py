@@ -3,7 +3,9 @@
 This is the client's half of ``create`` (Ollama's ``Modelfile.CreateRequest`` and ``cmd.CreateHandler``):
 ``FROM`` a path that exists uploads the GGUF file, or the model files of a directory (safetensors
 weights, ``*.json``, ``tokenizer.model``); ``FROM`` a digest names an uploaded blob; ``FROM``
-anything else names a model. The server only ever sees blob digests under relative file names.
+anything else names a model. ``DRAFT`` (a draft model for speculative decoding) is a GGUF file
+uploaded as ``draft_files`` (as in Ollama), a digest, or, an nbllm extension, a model name sent as
+``draft``. The server only ever sees blob digests under relative file names.
 """
 
 from __future__ import annotations
@@ -134,6 +136,16 @@ class _Builder:
         else:
             self.files.update(_upload_all(local, self.upload))
 
+    def _draft(self, cmd: Command) -> None:
+        digest = _DIGEST.fullmatch(cmd.value.strip())
+        local = _local_files(cmd.value, self.base_dir)
+        if digest is not None:
+            self.fields["draft_files"] = {f"sha256-{digest.group(2)}": f"sha256:{digest.group(2)}"}
+        elif local is not None:
+            self.fields["draft_files"] = _upload_all(local, self.upload)
+        else:  # nbllm: a model in the server's store (checked by _validate not to look like a path)
+            self.fields["draft"] = cmd.value.strip()
+
     def _adapter(self, cmd: Command) -> None:
         local = _local_files(cmd.value, self.base_dir)
         assert local is not None  # checked by _validate
@@ -158,7 +170,7 @@ class _Builder:
         else:
             self.params[cmd.key] = value
 
-    def build(self, model: str, quantize: str | None) -> PreparedCreate:
+    def build(self, model: str, quantize: str | None, draft_quantize: str | None = None) -> PreparedCreate:
         req = CreateRequest.model_validate(
             {
                 **self.fields,
@@ -168,9 +180,22 @@ class _Builder:
                 "messages": self.messages or None,
                 "license": self.licenses or None,
                 "quantize": quantize or None,
+                "draft_quantize": draft_quantize or None,
             }
         )
         return PreparedCreate(req, tuple(self.warnings))
+
+
+def _check_draft(value: str, base_dir: Path) -> None:
+    """DRAFT names a GGUF file, a blob digest or (nbllm) a model: a path that is not there is an error, not a name."""
+    value = value.strip()
+    path = _expand(value, base_dir)
+    if _DIGEST.fullmatch(value) or path.is_file():
+        return
+    if path.is_dir():
+        raise InvalidRequest(f"DRAFT {value}: a draft model must be one GGUF file, not a directory")
+    if value.startswith((".", "/", "~")) or value.lower().endswith(".gguf") or "\\" in value:
+        raise InvalidRequest(f"DRAFT {value}: no such file")
 
 
 def _validate(modelfile: Modelfile, base_dir: Path) -> None:
@@ -179,12 +204,12 @@ def _validate(modelfile: Modelfile, base_dir: Path) -> None:
         if cmd.instruction == "parameter" and cmd.key not in DEPRECATED_OPTIONS:
             parse_parameter(cmd.key, [cmd.value])
         elif cmd.instruction == "draft":
-            raise InvalidRequest("DRAFT models (speculative decoding) are not supported by nbllm")
+            _check_draft(cmd.value, base_dir)
         elif cmd.instruction == "requires" and _SEMVER.fullmatch(cmd.value.strip()) is None:
             raise InvalidRequest("requires must be a valid semver (e.g. 0.14.0)")
         elif cmd.instruction == "adapter" and _local_files(cmd.value, base_dir) is None:
             raise InvalidRequest(f"ADAPTER {cmd.value}: no such file or directory")
-        if cmd.instruction in ("from", "adapter") and not _DIGEST.fullmatch(cmd.value.strip()):
+        if cmd.instruction in ("from", "adapter", "draft") and not _DIGEST.fullmatch(cmd.value.strip()):
             lone = _expand(cmd.value, base_dir).is_file()
             for path in _local_files(cmd.value, base_dir) or []:
                 _check_weights(f"{cmd.instruction.upper()} {cmd.value}", path, lone=lone)
@@ -219,7 +244,13 @@ def _check_weights(line: str, path: Path, *, lone: bool) -> None:
 
 
 def prepare_create(
-    modelfile: Modelfile, *, base_dir: Path, upload: Upload, model: str = "", quantize: str | None = None
+    modelfile: Modelfile,
+    *,
+    base_dir: Path,
+    upload: Upload,
+    model: str = "",
+    quantize: str | None = None,
+    draft_quantize: str | None = None,
 ) -> PreparedCreate:
     """The ``/api/create`` request for a Modelfile whose relative paths start at ``base_dir``.
 
@@ -230,4 +261,4 @@ def prepare_create(
     builder = _Builder(base_dir, upload)
     for cmd in modelfile.commands:
         builder.add(cmd)
-    return builder.build(model, quantize)
+    return builder.build(model, quantize, draft_quantize)

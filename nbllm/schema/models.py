@@ -206,6 +206,12 @@ class CreateRequest(RequestModel):
     """``{filename: "sha256:<hex>"}`` of blobs uploaded with ``/api/blobs``."""
     adapters: dict[str, str] | None = None
     """LoRA adapters, ``{filename: digest}``."""
+    draft_files: dict[str, str] | None = None
+    """A draft model for speculative decoding (same vocabulary), ``{filename: digest}`` of an uploaded GGUF."""
+    draft_quantize: str | None = None
+    """Quantization type for the draft model (from an F16/BF16/F32 draft)."""
+    draft: str | None = None
+    """nbllm extra (Ollama names a draft only by its files): a local model whose weights become the draft."""
     template: str | None = None
     """Prompt template (Go text/template)."""
     license: str | list[str] | None = None

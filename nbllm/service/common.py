@@ -102,6 +102,7 @@ def load_spec(rt: Runtime, model: LocalModel, info: GGUFInfo, options: Options) 
         flash_attention=settings.flash_attention,
         kv_cache_type=settings.kv_cache_type,
         adapters=model.adapters,
+        draft=model.draft,
         embedding=info.is_embedding_model,
         memory_estimate=model.size
         + kv_cache_bytes(info, num_ctx * parallel, _KV_VALUE_BYTES.get(settings.kv_cache_type, 2.0)),

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nbllm.errors import InvalidRequest, ModelNotFound, TemplateError
@@ -22,6 +23,7 @@ from nbllm.options import parse_api_options
 from nbllm.runtime import Runtime
 from nbllm.schema import CreateRequest, ProgressResponse
 from nbllm.service.common import parse_model_name
+from nbllm.service.draft import DraftSource, check_draft, draft_config, draft_layer, validate_draft
 from nbllm.service.layers import (
     Built,
     Workspace,
@@ -37,6 +39,7 @@ from nbllm.store.gguf import human_parameters
 from nbllm.store.lock import Pin
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
+    MEDIA_DRAFT,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
@@ -66,6 +69,10 @@ class _Plan:
     quantize: str | None
     converted_sources: set[str]
     """Uploaded blobs that are converted, not kept: removed once the model is written."""
+    draft: DraftSource | None = None
+    """A draft model for speculative decoding (``draft_files``, or nbllm's ``draft`` model name)."""
+    draft_checked: bool = False
+    """The draft's vocabulary was checked against the weights already."""
 
 
 def _normalized(files: dict[str, str] | None) -> dict[str, str]:
@@ -96,6 +103,10 @@ def _validate(rt: Runtime, req: CreateRequest, pin: Pin) -> _Plan:
 
         quantize = parse_quantization(req.quantize)
     _validate_small_layers(req)
+    draft = validate_draft(rt, req, pin)
+    weights = _known_weights(rt, base, files)
+    if draft is not None and weights is not None:  # checked before the first status: a mismatch is a 400
+        check_draft(rt.store, draft, weights)
     if quantize and base is not None:  # quantizing a stored model: its type is known now
         if base.model_path is None:
             raise InvalidRequest(f"model '{req.from_}' has no weights to quantize")
@@ -105,7 +116,25 @@ def _validate(rt: Runtime, req: CreateRequest, pin: Pin) -> _Plan:
     for given in (files if base is None else {}, adapters):
         if given and file_kind(rt.store, given) == "safetensors":
             converted |= set(given.values())
-    return _Plan(name=name, base=base, files=files, adapters=adapters, quantize=quantize, converted_sources=converted)
+    return _Plan(
+        name=name,
+        base=base,
+        files=files,
+        adapters=adapters,
+        quantize=quantize,
+        converted_sources=converted,
+        draft=draft,
+        draft_checked=weights is not None,
+    )
+
+
+def _known_weights(rt: Runtime, base: LocalModel | None, files: dict[str, str]) -> Path | None:
+    """The GGUF weights the new model will have, when known without converting anything."""
+    if base is not None:
+        return base.model_path
+    if len(files) == 1 and file_kind(rt.store, files) == "gguf":
+        return rt.store.blobs.path(next(iter(files.values())))
+    return None
 
 
 def _validate_small_layers(req: CreateRequest) -> None:
@@ -137,7 +166,7 @@ def create_model(rt: Runtime, req: CreateRequest) -> Iterator[ProgressResponse]:
 
 def _given_blobs(req: CreateRequest) -> set[str]:
     """The uploaded blobs a request names (``files``, ``adapters``, ``from`` a digest), well-formed ones only."""
-    given = [*(req.files or {}).values(), *(req.adapters or {}).values()]
+    given = [*(req.files or {}).values(), *(req.adapters or {}).values(), *(req.draft_files or {}).values()]
     if req.from_ and (found := _DIGEST.fullmatch(req.from_.strip())):
         given.append(f"sha256:{found.group(1)}")
     out = set()
@@ -183,12 +212,18 @@ def _build(
                 raise InvalidRequest("there are no GGUF weights to quantize")
             quantized = yield from quantize_layer(ws, model, plan.quantize)
             built = [quantized if b is model else b for b in built]
+        drafted = None
+        if plan.draft is not None:
+            drafted = yield from draft_layer(ws, plan.draft, model, checked=plan.draft_checked)
+            built = [b for b in built if b.media_type != MEDIA_DRAFT] + [drafted]
         built = [ws.commit(b) for b in built]
         built += [_text_layer(rt, media_type, text, pin) for media_type, text in _text_layers(plan.base, req)]
         for b in built:
             yield ProgressResponse(status=b.status)
         yield ProgressResponse(status="writing manifest")
         config = _config(plan, req, next((b for b in built if b.media_type == MEDIA_MODEL), None))
+        if drafted is not None:
+            config["draft"] = draft_config(drafted)
         with rt.store.lock.held():  # what this replaces is read where it is replaced (two creates of one name)
             previous = rt.store.manifests.read(plan.name)
             written = rt.store.write_model(plan.name, [b.layer for b in built if b.layer], config)

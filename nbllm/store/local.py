@@ -23,6 +23,7 @@ from nbllm.store.lock import IN_USE, Pin, StoreLock, in_use
 from nbllm.store.manifests import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
+    MEDIA_DRAFT,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
@@ -66,6 +67,8 @@ class LocalModel:
     messages: tuple[dict[str, Any], ...] = ()
     adapters: tuple[Path, ...] = ()
     projector: Path | None = None
+    draft: Path | None = None
+    """A draft model's GGUF for speculative decoding (the ``draft`` layer)."""
     config: dict[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     """What could not be read (damaged small layers); such a model is listed, shown and removable, not run."""
@@ -135,6 +138,7 @@ class ModelStore:
 
         model_layer = m.layer(MEDIA_MODEL)
         projector = m.layer(MEDIA_PROJECTOR)
+        draft = m.layer(MEDIA_DRAFT)
         params = self._parsed(m.layer(MEDIA_PARAMS), parse_params, problems)
         messages = self._parsed(m.layer(MEDIA_MESSAGES), parse_messages, problems)
         # the config only fills in ``details``: one that cannot be read leaves them blank (and is logged)
@@ -153,6 +157,7 @@ class ModelStore:
             messages=tuple(messages) if isinstance(messages, list) else (),
             adapters=tuple(self.blobs.path(a.digest) for a in m.layers if a.mediaType == MEDIA_ADAPTER),
             projector=self.blobs.path(projector.digest) if projector else None,
+            draft=self.blobs.path(draft.digest) if draft else None,
             config=config if isinstance(config, dict) else {},
             problems=tuple(problems),
         )

@@ -22,6 +22,7 @@ from nbllm.store.permissions import make_private_dirs
 __all__ = [
     "MEDIA_ADAPTER",
     "MEDIA_CONFIG",
+    "MEDIA_DRAFT",
     "MEDIA_LICENSE",
     "MEDIA_MANIFEST",
     "MEDIA_MESSAGES",
@@ -41,6 +42,7 @@ MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
 MEDIA_MODEL = "application/vnd.ollama.image.model"
 MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
 MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
+MEDIA_DRAFT = "application/vnd.ollama.image.draft"  # a draft model's GGUF (speculative decoding)
 MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
 MEDIA_PROMPT = "application/vnd.ollama.image.prompt"  # legacy name of the template layer
 MEDIA_SYSTEM = "application/vnd.ollama.image.system"

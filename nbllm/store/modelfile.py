@@ -268,6 +268,8 @@ def render_modelfile(
         f"FROM {model.model_path}" if model.model_path else f"FROM {model.name.display}",
     ]
     lines += [f"ADAPTER {adapter}" for adapter in model.adapters]
+    if model.draft is not None:
+        lines.append(f"DRAFT {model.draft}")
     if model.projector is not None:
         lines.append(f"FROM {model.projector}")  # Ollama lists a vision projector as a second FROM
     template = model.template if template is None else template

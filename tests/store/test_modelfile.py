@@ -237,7 +237,7 @@ def test_deprecated_parameters_warn_and_are_dropped() -> None:
         ("PARAMETER num_ctx big", InvalidOption, "num_ctx"),
         ("PARAMETER temperature warm", InvalidOption, "temperature"),
         ("REQUIRES latest", InvalidRequest, "requires must be a valid semver (e.g. 0.14.0)"),
-        ("DRAFT ./draft.gguf", InvalidRequest, "DRAFT models"),
+        ("DRAFT ./draft.gguf", InvalidRequest, "DRAFT ./draft.gguf: no such file"),
         ("ADAPTER ./missing.gguf", InvalidRequest, "ADAPTER ./missing.gguf: no such file or directory"),
     ],
 )

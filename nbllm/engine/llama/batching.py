@@ -30,6 +30,7 @@ from nbllm.engine.base import (
     TokenChunk,
     no_wait_handle,
 )
+from nbllm.engine.llama.draft_model import DraftModel, Proposer
 from nbllm.engine.llama.lookup import DraftPolicy, PromptLookup
 from nbllm.engine.llama.native import NativeModel
 from nbllm.engine.llama.sampling import (
@@ -133,8 +134,8 @@ class _Slot:
     batch_index: int = -1
     out_row: int = -1
     """This step's row in llama.cpp's logits (the outputs are in batch order)."""
-    lookup: PromptLookup | None = None
-    """The sequence's tokens, for prompt-lookup drafts (None: this request does not speculate)."""
+    lookup: Proposer | None = None
+    """The sequence's drafter: prompt lookup, or the draft model (None: this request does not speculate)."""
     policy: DraftPolicy | None = None
     draft: list[int] = field(default_factory=list)
     """This step's draft tokens, decoded right after the sequence's next token."""
@@ -160,8 +161,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class DecodeLoop:
     """Owns a context's sequences and the thread that decodes them."""
 
-    def __init__(self, model: NativeModel, ctx: Any, *, parallel: int, name: str, draft_limit: int = 32) -> None:
+    def __init__(
+        self,
+        model: NativeModel,
+        ctx: Any,
+        *,
+        parallel: int,
+        name: str,
+        draft_limit: int = 32,
+        drafter: DraftModel | None = None,
+    ) -> None:
         self._model = model
+        self._drafter = drafter
+        """The draft model, when the model has one: it drafts in place of prompt lookup."""
         # Drafts need the tail of a sequence's memory removed when rejected: not on recurrent models.
         self._can_draft = not model.is_recurrent()
         self._draft_limit = draft_limit
@@ -395,7 +407,14 @@ class DecodeLoop:
         if policy is not None and sampled:
             slot.verifier = SampledVerifier(req.params, self._model.n_vocab)
         slot.policy = policy
-        slot.lookup = PromptLookup(req.prompt, policy.ngrams) if policy is not None else None
+        drafter = self._drafter
+        slot.lookup = (
+            None
+            if policy is None
+            else drafter.follow(slot.seq_id, req.prompt)
+            if drafter
+            else PromptLookup(req.prompt, policy.ngrams)
+        )
 
     def _draft(self, slot: _Slot, generating: int, room: int) -> list[int]:
         """This step's draft for a slot: within its policy, the batch, the context and what it may still generate."""

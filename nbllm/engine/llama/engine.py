@@ -10,6 +10,7 @@ import llama_cpp as L
 
 from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, Pending, SamplingParams
 from nbllm.engine.llama.batching import DecodeLoop, Request
+from nbllm.engine.llama.draft_model import DRAFT_MODEL_TOKENS, DraftModel
 from nbllm.engine.llama.embedding import Embedder
 from nbllm.engine.llama.native import NativeModel, create_context, default_threads, free_context
 from nbllm.errors import ContextLengthExceeded, EngineError, InvalidRequest
@@ -34,6 +35,7 @@ class LlamaEngine:
         threads = min(spec.num_thread, default_threads()) if spec.num_thread > 0 else default_threads()
         self._ctx = None
         self._loop: DecodeLoop | None = None
+        self._drafter: DraftModel | None = None
         try:
             if not spec.embedding:  # embedding-only models get no generation context
                 self._ctx = create_context(
@@ -43,8 +45,15 @@ class LlamaEngine:
                     n_seq_max=spec.parallel,
                     threads=threads,
                 )
-                self._loop = DecodeLoop(self._model, self._ctx, parallel=spec.parallel, name=spec.path.name)
+                if spec.draft is not None:
+                    self._drafter = DraftModel.load(self._model, spec, threads=threads)
+                limit = {"draft_limit": DRAFT_MODEL_TOKENS} if self._drafter is not None else {}
+                self._loop = DecodeLoop(
+                    self._model, self._ctx, parallel=spec.parallel, name=spec.path.name, drafter=self._drafter, **limit
+                )
         except BaseException:
+            if self._drafter is not None:
+                self._drafter.close()
             if self._ctx is not None:
                 free_context(self._ctx)
             self._model.free()
@@ -66,6 +75,8 @@ class LlamaEngine:
         if plan is not None:  # the scheduler's estimate: what ps reports for size and size_vram
             total, gpu_layers = plan.total_bytes, plan.gpu_layers
             d = {**d, "n_layer": plan.total_layers}
+        if self._drafter is not None:  # loaded next to it
+            total += self._drafter.memory_bytes(self.spec.kv_cache_type)
         return EngineInfo(
             n_ctx=n_ctx,
             parallel=self.spec.parallel,
@@ -125,6 +136,8 @@ class LlamaEngine:
             log.error("decode thread did not stop; leaking the model")
             return
         self._embedder.close()
+        if self._drafter is not None:
+            self._drafter.close()
         if self._ctx is not None:
             free_context(self._ctx)
         self._model.free()
