@@ -11,7 +11,8 @@ import llama_cpp as L
 from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, Pending, SamplingParams
 from nbllm.engine.llama.batching import DecodeLoop, Request
 from nbllm.engine.llama.embedding import Embedder
-from nbllm.engine.llama.native import NativeModel, create_context, default_threads, free_context
+from nbllm.engine.llama.native import NativeModel, attention_types, create_context, default_threads, free_context
+from nbllm.engine.llama.resume import SlotStates, layout_of
 from nbllm.errors import ContextLengthExceeded, EngineError, InvalidRequest
 
 __all__ = ["LlamaEngine", "load_llama"]
@@ -34,6 +35,7 @@ class LlamaEngine:
         threads = min(spec.num_thread, default_threads()) if spec.num_thread > 0 else default_threads()
         self._ctx = None
         self._loop: DecodeLoop | None = None
+        self._states: SlotStates | None = None
         try:
             if not spec.embedding:  # embedding-only models get no generation context
                 self._ctx = create_context(
@@ -43,7 +45,12 @@ class LlamaEngine:
                     n_seq_max=spec.parallel,
                     threads=threads,
                 )
-                self._loop = DecodeLoop(self._model, self._ctx, parallel=spec.parallel, name=spec.path.name)
+                n_ctx = int(L.llama_n_ctx_seq(self._ctx))
+                flash, type_k = attention_types(spec)
+                self._states = SlotStates(self._ctx, spec, layout_of(spec, self._ctx, n_ctx, type_k, flash))
+                self._loop = DecodeLoop(
+                    self._model, self._ctx, parallel=spec.parallel, name=spec.path.name, states=self._states
+                )
         except BaseException:
             if self._ctx is not None:
                 free_context(self._ctx)
@@ -79,6 +86,7 @@ class LlamaEngine:
             n_layers=d["n_layer"],
             bos_text=self._model.bos_text(),
             extra={"devices": devices},
+            cache_stats=self._states.stats if self._states is not None and self._states.enabled else None,
         )
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
@@ -124,6 +132,8 @@ class LlamaEngine:
         if self._loop is not None and not self._loop.close():
             log.error("decode thread did not stop; leaking the model")
             return
+        if self._states is not None:
+            self._states.close()  # the snapshot writes still pending
         self._embedder.close()
         if self._ctx is not None:
             free_context(self._ctx)
