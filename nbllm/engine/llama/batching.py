@@ -266,6 +266,7 @@ class DecodeLoop:
             if not free:
                 return
             req = self._queue.popleft()
+            t_start = time.perf_counter()  # (a restore below counts in the prompt's evaluation time)
             slot = max(free, key=lambda s: _common_prefix(s.cache, req.prompt))
             reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
             if self._states is not None:  # a longer prefix kept in RAM or on disk, restored into a slot
@@ -284,7 +285,7 @@ class DecodeLoop:
             slot.last_token = None
             slot.t_first = 0.0
             slot.text = StreamText(req.params.stop)
-            slot.t_start = time.perf_counter()
+            slot.t_start = t_start
             slot.greedy = plain_greedy(req.params)
             self._plan_drafts(slot, req)
             try:
