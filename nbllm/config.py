@@ -276,6 +276,23 @@ class Settings(BaseSettings):
         validation_alias="NBLLM_MAX_CONNECTIONS",
         description="Most client connections open at once; one more is answered 503 (capped by the open-file limit).",
     )
+    kv_cache_ram: int = Field(
+        default=256 << 20,
+        ge=0,
+        validation_alias="NBLLM_KV_CACHE_RAM",
+        description="Bytes of RAM per model for the KV states of slots given to other requests (0 = off).",
+    )
+    kv_snapshots: bool = Field(
+        default=False,
+        validation_alias="NBLLM_KV_SNAPSHOTS",
+        description="Keep finished conversations' KV states in the store and resume from them (docs/kv-snapshots.md).",
+    )
+    kv_snapshots_max: int = Field(
+        default=4 << 30,
+        ge=0,
+        validation_alias="NBLLM_KV_SNAPSHOTS_MAX",
+        description="Bytes of disk for KV snapshots; the least recently used go first.",
+    )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -80,6 +80,8 @@ class RunnerView:
     unloading: bool
     devices: tuple[str, ...] = ()
     """The devices it runs on (``CUDA0``, ``CPU``)."""
+    prompt_cache: dict[str, int] | None = None
+    """Its RAM prompt cache and KV snapshot counters, if it keeps them (``EngineInfo.cache_stats``)."""
 
 
 class Scheduler:
@@ -365,6 +367,7 @@ class Scheduler:
                     queued=queued,
                     unloading=r.unloading,
                     devices=_devices(r.engine.info.extra.get("devices")),
+                    prompt_cache=r.engine.info.cache_stats() if r.engine.info.cache_stats is not None else None,
                 )
             )
         return sorted(views, key=lambda v: v.expires_at, reverse=True)

@@ -245,6 +245,7 @@ def test_no_import_cycles() -> None:
 SOFT_LIMIT = 400
 # every module over SOFT_LIMIT lines, and why it is still one module
 LONG_MODULES: dict[str, str] = {
+    "config.py": "one frozen Settings object with a field per environment variable, and its validators",
     "engine/llama/batching.py": (
         "the decode loop's one state machine (admission, batching, speculative verification, emission share "
         "the slots' state); issue 19 item 3 decides its hand-off design, then the drafting methods move out"

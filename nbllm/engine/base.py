@@ -7,7 +7,7 @@ Everything above the engine (scheduler, service, server, notebook) talks to thes
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +27,46 @@ __all__ = [
     "NoWait",
     "Pending",
     "SamplingParams",
+    "StateFile",
+    "StateFiles",
     "TokenChunk",
     "TokenLogprob",
     "no_wait_handle",
 ]
+
+
+class StateFile(Protocol):
+    """A KV snapshot on disk: where it is and the tokens whose state it holds."""
+
+    @property
+    def path(self) -> Path:
+        """The file."""
+        ...
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The token ids whose keys and values it holds."""
+        ...
+
+
+class StateFiles(Protocol):
+    """Where an engine persists sequences' KV states (``nbllm.store.snapshots.SnapshotStore``)."""
+
+    def index(self, layout: Mapping[str, object]) -> Sequence[StateFile]:
+        """The snapshots made under ``layout`` (model digest and context settings)."""
+        ...
+
+    def save(self, layout: Mapping[str, object], tokens: Sequence[int], state: bytes) -> StateFile:
+        """Persist the state of ``tokens`` atomically."""
+        ...
+
+    def load(self, path: Path, layout: Mapping[str, object], tokens: Sequence[int] | None = None) -> bytes:
+        """A snapshot's state, every check passed; a StoreError otherwise."""
+        ...
+
+    def discard(self, path: Path) -> None:
+        """Remove a snapshot."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -61,6 +97,10 @@ class LoadSpec:
     """Give up a load whose progress stalls this many seconds (OLLAMA_LOAD_TIMEOUT)."""
     offload: OffloadPlan | None = field(default=None, compare=False)
     """Where the layers go (``engine.offload``), decided by the scheduler when it loads; None = llama.cpp's default."""
+    ram_cache: int = field(default=0, compare=False)
+    """Bytes of host RAM for the KV states of slots given to other requests (NBLLM_KV_CACHE_RAM; 0 = off)."""
+    snapshots: StateFiles | None = field(default=None, compare=False)
+    """Where finished sequences' KV states persist, to resume from after a restart (NBLLM_KV_SNAPSHOTS; None = off)."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +276,8 @@ class EngineInfo:
     bos_text: str | None = None
     """Text of the BOS token when tokenizing adds one (so a template that writes it is not doubled)."""
     extra: dict[str, object] = field(default_factory=dict)
+    cache_stats: Callable[[], dict[str, int]] | None = field(default=None, compare=False)
+    """The prompt cache's counters now (RAM entries, bytes, hits, misses; snapshots), if the engine keeps one."""
 
 
 class Engine(Protocol):

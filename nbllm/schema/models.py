@@ -133,6 +133,9 @@ class ProcessModel(ResponseModel):
     """nbllm extension: requests being generated now."""
     queued_requests: int | None = None
     """nbllm extension: requests waiting for this model."""
+    prompt_cache: dict[str, int] | None = None
+    """nbllm extension: its RAM prompt cache (``entries``, ``bytes``, ``budget``, ``hits``, ``misses``) and KV
+    snapshots (``snapshots``, ``snapshot_hits``, ``snapshot_refused``, ``snapshot_writes``); docs/kv-snapshots.md."""
 
 
 class ProcessResponse(ResponseModel):

@@ -35,6 +35,17 @@ _RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0, 200.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
+_CACHE = (
+    ("entries", "Sequence states in the RAM prompt cache."),
+    ("bytes", "Bytes the RAM prompt cache holds."),
+    ("hits", "Requests that got their prefix back from the RAM prompt cache (since load)."),
+    ("misses", "Requests the RAM prompt cache could not help (since load)."),
+    ("snapshots", "KV snapshots on disk for the model as loaded."),
+    ("snapshot_hits", "Requests resumed from a KV snapshot (since load)."),
+    ("snapshot_refused", "KV snapshots refused: damaged, truncated or for other settings (since load)."),
+)
+
+
 class _RuntimeCollector:
     """Gauges read from the scheduler at scrape time (nothing to update on the hot path)."""
 
@@ -55,11 +66,15 @@ class _RuntimeCollector:
             "Requests waiting for a model (to load, reload, get room) or a slot; over OLLAMA_MAX_QUEUE get a 503.",
         )
         pending.add_metric([], self._runtime.scheduler.pending)
+        cache = {key: GaugeMetricFamily(f"nbllm_prompt_cache_{key}", text, labels=["model"]) for key, text in _CACHE}
         for view in views:
             size.add_metric([view.name], view.size)
             active.add_metric([view.name], view.active)
             queued.add_metric([view.name], view.queued)
-        yield from (loaded, size, active, queued, pending)
+            for key, value in (view.prompt_cache or {}).items():
+                if key in cache:
+                    cache[key].add_metric([view.name], value)
+        yield from (loaded, size, active, queued, pending, *cache.values())
 
 
 class ServerMetrics:

@@ -12,6 +12,7 @@ from nbllm.runtime import Runtime
 from nbllm.schema import ModelDetails
 from nbllm.store import LocalModel, ModelName
 from nbllm.store.gguf import GGUFInfo, kv_cache_bytes
+from nbllm.store.snapshots import SnapshotStore
 from nbllm.system import available_memory
 
 __all__ = [
@@ -107,6 +108,10 @@ def load_spec(rt: Runtime, model: LocalModel, info: GGUFInfo, options: Options) 
         memory_estimate=model.size
         + kv_cache_bytes(info, num_ctx * parallel, _KV_VALUE_BYTES.get(settings.kv_cache_type, 2.0)),
         load_timeout=settings.load_timeout if settings.load_timeout > 0 else float("inf"),
+        ram_cache=settings.kv_cache_ram,
+        snapshots=SnapshotStore(rt.store.root / "kvstate", settings.kv_snapshots_max)
+        if settings.kv_snapshots
+        else None,
     )
 
 

@@ -136,6 +136,7 @@ def ps(rt: Runtime) -> ProcessResponse:
                 devices=list(view.devices) or None,
                 active_requests=view.active,
                 queued_requests=view.queued,
+                prompt_cache=view.prompt_cache,
             )
         )
     return ProcessResponse(models=out)

@@ -33,6 +33,7 @@ from nbllm.engine.base import (
 from nbllm.engine.llama.draft_model import DraftModel, Proposer
 from nbllm.engine.llama.lookup import DraftPolicy, PromptLookup
 from nbllm.engine.llama.native import NativeModel
+from nbllm.engine.llama.resume import SlotStates
 from nbllm.engine.llama.sampling import (
     Logits,
     free_sampler,
@@ -146,6 +147,8 @@ class _Slot:
     n_generated: int = 0
     n_prompt: int = 0
     n_cached: int = 0
+    shifted: bool = False
+    """The cache was shifted: its keys no longer equal a fresh evaluation of its tokens (never kept elsewhere)."""
     t_start: float = 0.0
     t_first: float = 0.0
 
@@ -170,10 +173,13 @@ class DecodeLoop:
         name: str,
         draft_limit: int = 32,
         drafter: DraftModel | None = None,
+        states: SlotStates | None = None,
     ) -> None:
         self._model = model
         self._drafter = drafter
         """The draft model, when the model has one: it drafts in place of prompt lookup."""
+        self._states = states if states is not None and states.enabled else None
+        """The RAM prompt cache and KV snapshots (engine.llama.resume), if either is on."""
         # Drafts need the tail of a sequence's memory removed when rejected: not on recurrent models.
         self._can_draft = not model.is_recurrent()
         self._draft_limit = draft_limit
@@ -249,6 +255,7 @@ class DecodeLoop:
                 L.llama_memory_clear(self._mem, True)  # noqa: FBT003 - C API
                 for slot in self._slots:
                     slot.cache.clear()
+                    slot.shifted = False
 
     def _fail_all(self, exc: BaseException) -> None:
         for slot in self._active:
@@ -270,12 +277,17 @@ class DecodeLoop:
             if not free:
                 return
             req = self._queue.popleft()
+            t_start = time.perf_counter()  # (a restore below counts in the prompt's evaluation time)
             slot = max(free, key=lambda s: _common_prefix(s.cache, req.prompt))
             reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
+            if self._states is not None:  # a longer prefix kept in RAM or on disk, restored into a slot
+                slot = self._states.admit(free, slot, req.prompt, reuse)
+                reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
             if reuse < len(slot.cache) and not L.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
                 L.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)  # partial removal unsupported
                 reuse = 0
             del slot.cache[reuse:]
+            slot.shifted = slot.shifted and reuse > 0
             slot.req = req
             self._active = [*self._active, slot]
             slot.pending = req.prompt[reuse:]
@@ -284,7 +296,7 @@ class DecodeLoop:
             slot.last_token = None
             slot.t_first = 0.0
             slot.text = StreamText(req.params.stop)
-            slot.t_start = time.perf_counter()
+            slot.t_start = t_start
             slot.greedy = plain_greedy(req.params)
             self._plan_drafts(slot, req)
             try:
@@ -464,6 +476,7 @@ class DecodeLoop:
         L.llama_memory_seq_rm(self._mem, slot.seq_id, keep, keep + discard)
         L.llama_memory_seq_add(self._mem, slot.seq_id, keep + discard, len(slot.cache), -discard)
         del slot.cache[keep : keep + discard]
+        slot.shifted = True
         return True
 
     def _emit(self, slot: _Slot, token: int, now: float, logits: np.ndarray[Any, Any], row: int) -> None:
@@ -496,6 +509,8 @@ class DecodeLoop:
         first = slot.t_first or end
         tokens = [*slot.cache, *([slot.last_token] if slot.last_token is not None else [])]
         text = slot.text.flush()
+        if self._states is not None:
+            self._states.finished(slot)
         self._release(slot)  # before the caller hears of the end, so the slot is already free
         req.post(
             FinalStats(

@@ -12,7 +12,8 @@ from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, Pending, Sa
 from nbllm.engine.llama.batching import DecodeLoop, Request
 from nbllm.engine.llama.draft_model import DRAFT_MODEL_TOKENS, DraftModel
 from nbllm.engine.llama.embedding import Embedder
-from nbllm.engine.llama.native import NativeModel, create_context, default_threads, free_context
+from nbllm.engine.llama.native import NativeModel, attention_types, create_context, default_threads, free_context
+from nbllm.engine.llama.resume import SlotStates, layout_of
 from nbllm.errors import ContextLengthExceeded, EngineError, InvalidRequest
 
 __all__ = ["LlamaEngine", "load_llama"]
@@ -36,6 +37,7 @@ class LlamaEngine:
         self._ctx = None
         self._loop: DecodeLoop | None = None
         self._drafter: DraftModel | None = None
+        self._states: SlotStates | None = None
         try:
             if not spec.embedding:  # embedding-only models get no generation context
                 self._ctx = create_context(
@@ -45,11 +47,20 @@ class LlamaEngine:
                     n_seq_max=spec.parallel,
                     threads=threads,
                 )
+                n_ctx = int(L.llama_n_ctx_seq(self._ctx))
+                flash, type_k = attention_types(spec)
+                self._states = SlotStates(self._ctx, spec, layout_of(spec, self._ctx, n_ctx, type_k, flash))
                 if spec.draft is not None:
                     self._drafter = DraftModel.load(self._model, spec, threads=threads)
                 limit = {"draft_limit": DRAFT_MODEL_TOKENS} if self._drafter is not None else {}
                 self._loop = DecodeLoop(
-                    self._model, self._ctx, parallel=spec.parallel, name=spec.path.name, drafter=self._drafter, **limit
+                    self._model,
+                    self._ctx,
+                    parallel=spec.parallel,
+                    name=spec.path.name,
+                    drafter=self._drafter,
+                    states=self._states,
+                    **limit,
                 )
         except BaseException:
             if self._drafter is not None:
@@ -90,6 +101,7 @@ class LlamaEngine:
             n_layers=d["n_layer"],
             bos_text=self._model.bos_text(),
             extra={"devices": devices},
+            cache_stats=self._states.stats if self._states is not None and self._states.enabled else None,
         )
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
@@ -135,6 +147,8 @@ class LlamaEngine:
         if self._loop is not None and not self._loop.close():
             log.error("decode thread did not stop; leaking the model")
             return
+        if self._states is not None:
+            self._states.close()  # the snapshot writes still pending
         self._embedder.close()
         if self._drafter is not None:
             self._drafter.close()

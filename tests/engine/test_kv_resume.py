@@ -1,0 +1,185 @@
+"""KV snapshots and the RAM prompt cache in the real engine (SmolLM2): a conversation resumed from a snapshot
+file, or from RAM after its slot went to another request, continues exactly as if its slot had never been
+lost, without evaluating its history again; damaged, truncated or foreign snapshot files are refused and the
+prompt is evaluated instead, with the same answer as a fresh engine.
+
+Each comparison is against an engine that evaluated the same tokens in the same steps: llama.cpp's results
+depend slightly on how many tokens a batch held, so "the same" means the same sequence of decodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nbllm.engine import FinalStats, LoadSpec, SamplingParams, TokenChunk
+from nbllm.engine.llama import LlamaEngine
+from nbllm.store.snapshots import SnapshotError, SnapshotStore
+
+pytestmark = pytest.mark.model
+
+GREEDY = SamplingParams(temperature=0, num_predict=24, draft=0)
+SYSTEM = "You are a careful assistant. " * 20
+TURN1 = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nName three rivers in Europe.<|im_end|>\n"
+
+
+def chat(engine: LlamaEngine, text: str) -> tuple[list[int], FinalStats]:
+    tokens: list[int] = []
+    final = None
+    for event in engine.generate(engine.tokenize(text), GREEDY):
+        if isinstance(event, TokenChunk):
+            tokens.append(event.token)
+        elif isinstance(event, FinalStats):
+            final = event
+    assert final is not None
+    return tokens, final
+
+
+def turn2(engine: LlamaEngine, answer: list[int]) -> str:
+    return (
+        TURN1
+        + "<|im_start|>assistant\n"
+        + engine.detokenize(answer)
+        + "<|im_end|>\n<|im_start|>user\nWhich is the longest?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def model_path(smollm2_gguf: Path) -> Path:
+    return smollm2_gguf
+
+
+def load(path: Path, tmp: Path | None = None, *, ram: int = 0, parallel: int = 1, num_ctx: int = 1024) -> LlamaEngine:
+    store = SnapshotStore(tmp, 1 << 30) if tmp is not None else None
+    return LlamaEngine(LoadSpec(path=path, num_ctx=num_ctx, parallel=parallel, ram_cache=ram, snapshots=store))
+
+
+@pytest.fixture(scope="module")
+def reference(model_path: Path) -> Iterator[tuple[list[int], list[int], list[int]]]:
+    """Turn 1, then turn 2 in the same slot; and turn 2 evaluated from an empty cache."""
+    engine = load(model_path)
+    try:
+        first, _ = chat(engine, TURN1 + "<|im_start|>assistant\n")
+        kept, _ = chat(engine, turn2(engine, first))
+    finally:
+        engine.close()
+    fresh_engine = load(model_path)
+    try:
+        fresh, _ = chat(fresh_engine, turn2(fresh_engine, first))
+    finally:
+        fresh_engine.close()
+    yield first, kept, fresh
+
+
+@pytest.fixture(scope="module")
+def snapshot_dir(model_path: Path, tmp_path_factory: pytest.TempPathFactory, reference: tuple) -> Path:  # type: ignore[type-arg]
+    """A snapshot store holding turn 1 (its engine closed, as a server that stopped)."""
+    root = tmp_path_factory.mktemp("kvstate")
+    engine = load(model_path, root)
+    try:
+        first, _ = chat(engine, TURN1 + "<|im_start|>assistant\n")
+        assert first == reference[0]
+    finally:
+        engine.close()
+    return root
+
+
+def only_file(root: Path) -> Path:
+    files = list(root.glob("*/*.kv"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_a_new_engine_resumes_from_the_snapshot(model_path: Path, snapshot_dir: Path, reference: tuple) -> None:  # type: ignore[type-arg]
+    first, kept, _ = reference
+    engine = load(model_path, snapshot_dir)
+    try:
+        prompt = turn2(engine, first)
+        n_prompt = len(engine.tokenize(prompt))
+        tokens, final = chat(engine, prompt)
+        stats = engine.info.cache_stats() if engine.info.cache_stats else {}
+    finally:
+        engine.close()
+    assert tokens == kept  # the same as the engine that never lost its slot
+    assert final.cached_tokens >= n_prompt - 24 and final.prompt_eval_count == n_prompt - final.cached_tokens
+    assert stats["snapshot_hits"] == 1 and stats["snapshot_refused"] == 0
+
+
+def damage_flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def damage_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [(damage_flip, "damaged"), (damage_truncate, "truncated"), (None, "n_ctx differ"), ("model", "model differ")],
+)
+def test_an_unusable_snapshot_is_refused_and_the_prompt_evaluated(
+    model_path: Path,
+    snapshot_dir: Path,
+    reference: tuple,  # type: ignore[type-arg]
+    tmp_path: Path,
+    damage: object,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, _, fresh = reference
+    source = only_file(snapshot_dir)
+    store = SnapshotStore(tmp_path, 1 << 30)
+    probe = load(model_path, tmp_path)  # the directory of this engine's layout
+    probe.close()
+    layout = probe._states._layout  # type: ignore[union-attr]
+    target = store.directory(layout) / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    state = SnapshotStore(snapshot_dir, 1 << 30).load(source, layout)
+    tokens = SnapshotStore(snapshot_dir, 1 << 30).index(layout)[0].tokens
+    if damage == "model":  # a file made for another model's digest, in this model's directory
+        store.save({**layout, "model": "sha256-" + "0" * 64 + ":1"}, tokens, state).path.rename(target)
+    elif damage is None:  # made for another num_ctx
+        store.save({**layout, "n_ctx": 2048}, tokens, state).path.rename(target)
+    else:
+        store.save(layout, tokens, state)
+        assert callable(damage)
+        damage(target)
+    with pytest.raises(SnapshotError, match=message):
+        store.load(target, layout)
+
+    caplog.set_level(logging.WARNING, logger="nbllm")
+    engine = load(model_path, tmp_path)
+    try:
+        got, final = chat(engine, turn2(engine, first))
+        stats = engine.info.cache_stats() if engine.info.cache_stats else {}
+    finally:
+        engine.close()
+    assert got == fresh  # the same as evaluating the prompt from an empty cache
+    assert final.cached_tokens == 0
+    refused = stats["snapshot_refused"] == 1 or (stats["snapshots"] == 0 and "ignoring KV snapshot" in caplog.text)
+    assert refused and message in caplog.text
+
+
+def test_the_ram_cache_gives_a_conversation_its_prefix_back(model_path: Path, reference: tuple) -> None:  # type: ignore[type-arg]
+    first, kept, _ = reference
+    engine = load(model_path, ram=64 << 20)
+    try:
+        assert chat(engine, TURN1 + "<|im_start|>assistant\n")[0] == first
+        chat(
+            engine,
+            "<|im_start|>user\nSay hello in French, please, and nothing else.<|im_end|>\n<|im_start|>assistant\n",
+        )
+        prompt = turn2(engine, first)
+        n_prompt = len(engine.tokenize(prompt))
+        tokens, final = chat(engine, prompt)
+        stats = engine.info.cache_stats() if engine.info.cache_stats else {}
+    finally:
+        engine.close()
+    assert tokens == kept
+    assert final.cached_tokens >= n_prompt - 24
+    assert stats["hits"] == 1 and stats["entries"] >= 1 and stats["bytes"] > 0
