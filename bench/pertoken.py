@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.pertoken", description=__doc__)
     p.add_argument("--llama-bin", type=Path, required=True, help="a directory with llama.cpp's llama-server")
     p.add_argument("--store", type=Path, default=Path(__file__).parent / ".peers" / "store")
-    p.add_argument(
-        "--model", default="smollm2:135m", help="nbllm model (SmolLM2, perhaps other PARAMETERs)"
-    )
+    p.add_argument("--model", default="smollm2:135m", help="nbllm model (SmolLM2, perhaps other PARAMETERs)")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--tokens", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
