@@ -108,8 +108,8 @@ def _start(name: str, kind: str, cmd: list[str], env: dict[str, str], port: int,
     return Server(name=name, kind=kind, url=url, proc=proc, started=started, ready_s=time.monotonic() - started)
 
 
-def nbllm(store: Path, *, parallel: int, threads: int, log: Path) -> Server:
-    """``nbllm serve`` over a model store."""
+def nbllm(store: Path, *, parallel: int, threads: int, log: Path, module: str = "nbllm") -> Server:
+    """``nbllm serve`` over a model store (``python -m module serve``: a bench variant may wrap it)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NBLLM_", "OLLAMA_"))}
     env.update(
@@ -122,7 +122,7 @@ def nbllm(store: Path, *, parallel: int, threads: int, log: Path) -> Server:
             "OLLAMA_NOPRUNE": "1",
         }
     )
-    server = _start(f"nbllm (np={parallel})", "ollama", [sys.executable, "-m", "nbllm", "serve"], env, port, "/", log)
+    server = _start(f"nbllm (np={parallel})", "ollama", [sys.executable, "-m", module, "serve"], env, port, "/", log)
     server.extra.update(threads=threads, parallel=parallel)
     return server
 

@@ -34,6 +34,7 @@ from starlette.types import Receive, Send
 from nbllm.engine import NoWait, Pending
 from nbllm.errors import Cancelled
 from nbllm.server.errors import error_line, error_response
+from nbllm.server.workers import spawn
 
 __all__ = ["ClientLeft", "Feed", "FeedResponse", "collected_response", "ndjson_response", "single_response", "watched"]
 
@@ -87,7 +88,7 @@ class Feed:
         """The event loop owns the iterator (it said PENDING): ``take`` advances it."""
         self._woken = False
         """The decode thread has news since the loop last advanced the iterator."""
-        threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
+        spawn("nbllm-stream", self._produce)
 
     def _step(self, it: Iterator[Any]) -> Any:
         """The next item; inside the ``NoWait`` block until the generation's last step."""
@@ -153,8 +154,7 @@ class Feed:
 
     # ── the decode thread ───────────────────────────────────────────────────────────────────────
     def _wake(self) -> None:
-        # (not contextlib.suppress: this runs for every token, between two decodes)
-        try:  # noqa: SIM105
+        try:  # noqa: SIM105  (not contextlib.suppress: this runs for every token, between two decodes)
             self._loop.call_soon_threadsafe(self._on_wake)
         except RuntimeError:  # the loop is gone (server shutting down)
             pass
@@ -208,7 +208,7 @@ class Feed:
                 self._woken = False
                 items = self._context.run(self._advance)
                 if self._handle.ending and not self._owned:  # the last step and what follows it: in a thread
-                    threading.Thread(target=self._produce, name="nbllm-stream", daemon=True).start()
+                    spawn("nbllm-stream", self._produce)
                 if items:
                     return items
                 continue  # (the wake-up found nothing new, or a thread has the last step)
@@ -230,7 +230,7 @@ class Feed:
         self.cancel.set()
         it = self._it
         if owned and it is not None:
-            threading.Thread(target=self._close, args=(it,), name="nbllm-stream-close", daemon=True).start()
+            spawn("nbllm-stream-close", self._close, it)
 
     async def drain(self, keep: int | None = None) -> list[object]:
         """Every item to the end (the last ``keep`` only, with ``keep``); raises the use case's error."""
