@@ -31,12 +31,14 @@ def _spec(models: tuple[str, ...], flags: dict[str, Any], settings: Settings) ->
     from nbllm.benchmark.flags import spec_from_flags
 
     given = {k: v for k, v in flags.items() if k not in (*_OUTPUT_FLAGS, "host")}
-    hosts, given["key_envs"] = [], {}
+    hosts, given["key_envs"], given["names"] = [], {}, {}
     try:
         profiles = load_profiles(settings.home)
         for host in flags["host"] or (settings.host.url,):
             url, given["key_envs"][url] = resolve_host(host, profiles, api_key_env=flags["api_key_env"])
             hosts.append(url)
+            if host.strip() in profiles:
+                given["names"][url] = host.strip()
         return spec_from_flags(models, hosts, **given)
     except (ValueError, BackendError) as exc:
         raise click.UsageError(str(exc)) from None

@@ -34,13 +34,18 @@ def resolve_magic_host(
 
 def resolve_hosts(
     values: Sequence[str], configured: Mapping[str, Any], settings: Settings, api_key_env: str | None
-) -> tuple[tuple[str, ...], dict[str, str | None]]:
-    """The URLs of several host flags and each one's key variable (for the serving benchmark)."""
+) -> tuple[tuple[str, ...], dict[str, str | None], dict[str, str]]:
+    """The URLs of several host flags, each one's key variable and the profile names among them (the
+    serving benchmark names those targets by their profile)."""
     urls: list[str] = []
     key_envs: dict[str, str | None] = {}
+    names: dict[str, str] = {}
+    profiles = magic_profiles(configured, settings) if any(is_profile_name(v) for v in values) else {}
     for value in values:
         url, key_env = resolve_magic_host(value, configured, settings, api_key_env)
         assert url is not None
         urls.append(url)
         key_envs[url] = key_env
-    return tuple(urls), key_envs
+        if value.strip() in profiles:
+            names[url] = value.strip()
+    return tuple(urls), key_envs, names

@@ -392,5 +392,6 @@ class NbllmMagics(Magics):
 
         flags = {"api_key_env": self.api_key_env or None, **args.serving}
         given = args.hosts or ((self.host,) if self.host else ())
-        hosts, flags["key_envs"] = resolve_hosts(given, self.hosts, self.session.settings, flags["api_key_env"])
+        settings, key_env = self.session.settings, flags["api_key_env"]
+        hosts, flags["key_envs"], flags["names"] = resolve_hosts(given, self.hosts, settings, key_env)
         return run_serving_bench(self.session, args.models, host=hosts or None, out=args.out, plots=args.plots, **flags)

@@ -72,6 +72,7 @@ def test_default_host_may_be_a_profile_and_bench_uses_its_key(
     run = line(shell, "bench", "t10-g10-n2 -c 1 -n 2 --warmup 0 --no-plots")
     result = run.result
     assert list(result.runs["completed"]) == [2] and list(result.runs["failed"]) == [0]
+    assert list(result.runs["target"]) == ["lab"] and list(result.runs["url"]) == [f"openai+{sched.url}/v1"]
     streamed = [r for r in sched.requests if r["body"].get("stream")]
     assert len(streamed) == 2 and {r["headers"]["authorization"] for r in sched.requests} == {f"Bearer {SECRET}"}
     assert SECRET not in _everything_shown((run.outputs, run.stdout, result.requests.to_csv()), nb_profiles)
