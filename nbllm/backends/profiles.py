@@ -12,9 +12,11 @@ standard library's configparser, as Python 3.10 has no TOML reader)::
     url = http://gpu2:11434
 
 A profile names the environment variable that holds its key, never the key: a profile with an
-``api_key`` (or any other unknown field) is refused. A bare word given as a host (letters,
-digits, ``-``, ``_``) is a profile name, except ``local`` (this process) and ``localhost``; write a
-plain host name as ``gpu1:11434`` or ``http://gpu1``.
+``api_key`` (or any other unknown field) is refused.
+
+The rule: a bare word given as ``--host`` is the profile of that name if there is one, else read
+as Ollama reads it (``gpu2`` is ``http://gpu2:11434``); ``local`` is this process, and
+``OLLAMA_HOST`` is always read the Ollama way, never as a profile.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from typing import Any
 from nbllm.backends.base import BackendError
 from nbllm.backends.url import parse_backend_url
 
-__all__ = ["PROFILES_FILE", "HostProfile", "is_profile_name", "load_profiles", "parse_profiles", "resolve_host"]
+__all__ = [
+    "PROFILES_FILE",
+    "HostProfile",
+    "is_profile_name",
+    "load_profiles",
+    "no_profile_note",
+    "parse_profiles",
+    "resolve_host",
+]
 
 PROFILES_FILE = "hosts.ini"
 """The profiles file's name in nbllm's home (``NBLLM_HOME``, ``~/.nbllm`` by default)."""
@@ -110,23 +120,32 @@ def load_profiles(home: Path) -> dict[str, HostProfile]:
 def resolve_host(
     value: str, profiles: Mapping[str, HostProfile], *, api_key_env: str | None = None
 ) -> tuple[str, str | None]:
-    """``(url, api_key_env)`` for a host flag: a profile's, or ``value`` itself with ``api_key_env``.
+    """``(url, api_key_env)`` for a host flag: a profile's, or ``value`` itself (an Ollama host) with ``api_key_env``.
 
     >>> lab = HostProfile("lab", "openai+http://gpu1:8000/v1", "LAB_KEY")
     >>> resolve_host("lab", {"lab": lab}, api_key_env="OPENAI_API_KEY")
     ('openai+http://gpu1:8000/v1', 'LAB_KEY')
     >>> resolve_host("http://gpu2:11434", {"lab": lab})
     ('http://gpu2:11434', None)
-    >>> resolve_host("lbb", {"lab": lab})
-    Traceback (most recent call last):
-    ...
-    nbllm.backends.base.BackendError: unknown host profile 'lbb' (known: lab; a server is host:port or a URL)
+    >>> resolve_host("gpu2", {"lab": lab})  # no such profile: a host name, as OLLAMA_HOST=gpu2 reads
+    ('gpu2', None)
     """
     name = value.strip()
-    if not is_profile_name(name):
-        return name, api_key_env
-    profile = profiles.get(name)
+    profile = profiles.get(name) if is_profile_name(name) else None
     if profile is None:
-        known = ", ".join(sorted(profiles)) or "none defined"
-        raise BackendError(f"unknown host profile {name!r} (known: {known}; a server is host:port or a URL)")
+        return name, api_key_env
     return profile.url, profile.api_key_env or api_key_env
+
+
+def no_profile_note(value: str, profiles: Mapping[str, HostProfile]) -> str | None:
+    """For a bare word read as a host name because no profile has it: a note for its connection errors.
+
+    >>> no_profile_note("lbb", {"lab": HostProfile("lab", "http://gpu1:11434")})
+    "(and no host profile named 'lbb' either; known: lab)"
+    >>> no_profile_note("lab", {"lab": HostProfile("lab", "http://gpu1:11434")}) is None
+    True
+    """
+    name = value.strip()
+    if not is_profile_name(name) or name in profiles:
+        return None
+    return f"(and no host profile named {name!r} either; known: {', '.join(sorted(profiles)) or 'none defined'})"

@@ -83,7 +83,8 @@ def vllm_result(
             result[key] = _clean(row[key])
     result["nbllm"] = {
         "run": info.run,
-        "target": info.target,
+        "target": info.name or info.target,
+        "url": info.target,
         "load": info.point.label,
         "repetition": info.repetition,
         "interrupted": info.interrupted,

@@ -91,6 +91,7 @@ def spec_from_flags(
     option: Iterable[str] | Mapping[str, Any] = (),
     api_key_env: str | None = "OPENAI_API_KEY",
     key_envs: Mapping[str, str | None] | None = None,
+    names: Mapping[str, str] | None = None,
     timeout: float = 600.0,
     label: str | None = None,
 ) -> BenchSpec:
@@ -123,6 +124,7 @@ def spec_from_flags(
         timeout=timeout,
         api_key_env=api_key_env,
         key_envs=dict(key_envs or {}),
+        given_names=dict(names or {}),
         label=label,
     )
     spec.validate()

@@ -159,7 +159,8 @@ def run_row(records: list[RequestRecord], info: RunInfo, slo: SLO) -> dict[str, 
     servers = sorted({r.server.source for r in done if r.server})
     row: dict[str, Any] = {
         "run": info.run,
-        "target": info.target,
+        "target": info.name or info.target,
+        "url": info.target,
         "backend": info.backend,
         "model": info.model,
         "endpoint": info.endpoint,

@@ -1,7 +1,9 @@
 """The benchmark's plots: throughput vs concurrency, TTFT/TPOT percentiles vs load, latency CDFs, Pareto.
 
 Each function takes the result DataFrames and returns a ``matplotlib.figure.Figure`` (no pyplot
-state, no GUI backend), one line per model and target, averaged over repetitions.
+state, no GUI backend), one line per model and target, averaged over repetitions. Lines are named
+``model @ target`` (the target's short name: a profile's, ``local`` or ``host:port``) when there are
+several targets, so two servers never merge into one line.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ if TYPE_CHECKING:
 __all__ = ["all_plots", "latency_cdf", "latency_vs_load", "pareto", "throughput_vs_concurrency"]
 
 
+def _labels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's line: its model, and its target when the frame has several (server x model)."""
+    targets = frame["url"] if "url" in frame else frame["target"]
+    if targets.nunique() > 1:
+        return frame["model"].astype(str) + " @ " + frame["target"].astype(str)
+    return frame["model"].astype(str)
+
+
 def _series(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs with a ``series`` label, a numeric load ``x`` and its axis name in ``attrs``."""
     frame = runs.copy()
-    targets = frame["target"].nunique() > 1
-    frame["series"] = frame["model"] + (" @ " + frame["target"] if targets else "")
+    frame["series"] = _labels(frame)
     closed = frame["request_rate"].map(math.isinf)
     if closed.any():
         frame = frame[closed].assign(x=frame.loc[closed, "max_concurrency"].fillna(frame["num_prompts"]))
@@ -82,15 +91,16 @@ def latency_vs_load(runs: pd.DataFrame) -> Figure:
 
 
 def latency_cdf(requests: pd.DataFrame) -> Figure:
-    """Empirical CDFs of TTFT and end-to-end latency per model and load (completed requests)."""
+    """Empirical CDFs of TTFT and end-to-end latency per target, model and load (completed requests)."""
     done = requests[requests["status"] == "ok"]
+    done = done.assign(series=_labels(done))
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     for ax, column, title in zip(axes, ("ttft_ms", "e2el_ms"), ("TTFT", "End-to-end latency"), strict=True):
-        for (model, load), group in done.groupby(["model", "load"], sort=False):
+        for (series, load), group in done.groupby(["series", "load"], sort=False):
             values = np.sort(group[column].to_numpy(dtype=float))
             if values.size:
-                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=f"{model} {load}")
+                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=f"{series} {load}")
         _finish(ax, f"{title} CDF", f"{title} (ms)", "fraction of requests")
     fig.tight_layout()
     return fig

@@ -52,6 +52,7 @@ class RunInfo:
 
     run: int
     target: str
+    """The target's URL (``local``: this process's engine)."""
     backend: str
     model: str
     point: LoadPoint
@@ -63,3 +64,5 @@ class RunInfo:
     interrupted: bool = False
     dataset_note: str = ""
     date: str = ""
+    name: str = ""
+    """The target's short name (legends, the frames' ``target``); the URL when empty."""

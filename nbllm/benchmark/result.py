@@ -71,7 +71,12 @@ class BenchResult:
         """Compute the DataFrames from the raw records."""
         info_of = {info.run: info for info in runs}
         request_rows = [
-            {"target": info_of[run].target, "model": info_of[run].model, "load": info_of[run].point.label}
+            {
+                "target": info_of[run].name or info_of[run].target,
+                "url": info_of[run].target,
+                "model": info_of[run].model,
+                "load": info_of[run].point.label,
+            }
             | metrics.request_row(rec, info_of[run])
             for run, recs in records.items()
             for rec in recs

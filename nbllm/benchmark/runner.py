@@ -229,6 +229,7 @@ async def _one_run(
         num_prompts=len(prompts),
         dataset_note=f"{spec.dataset.kind}: {scale.note}" if scale else f"jsonl: {spec.dataset.path}",
         date=datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
+        name=spec.target_names()[target],
     )
     sink: list[RequestRecord] = []
     out.runs.append(info)

@@ -92,7 +92,15 @@ class BenchSpec:
     """The variable holding an OpenAI-compatible target's key (the key itself is never kept)."""
     key_envs: Mapping[str, str | None] = field(default_factory=dict)
     """Per-target overrides of ``api_key_env`` (a named host profile's variable)."""
+    given_names: Mapping[str, str] = field(default_factory=dict)
+    """Names of targets that came from a host profile (the profile's name), for legends and frames."""
     label: str | None = None
+
+    def target_names(self) -> dict[str, str]:
+        """Each target's short name: its profile's, ``local``, or ``host:port`` (see :mod:`nbllm.benchmark.names`)."""
+        from nbllm.benchmark.names import target_names
+
+        return target_names(self.targets, self.given_names)
 
     def key_env(self, target: str) -> str | None:
         """The variable holding ``target``'s key."""

@@ -31,15 +31,26 @@ def _spec(models: tuple[str, ...], flags: dict[str, Any], settings: Settings) ->
     from nbllm.benchmark.flags import spec_from_flags
 
     given = {k: v for k, v in flags.items() if k not in (*_OUTPUT_FLAGS, "host")}
-    hosts, given["key_envs"] = [], {}
+    hosts, given["key_envs"], given["names"] = [], {}, {}
     try:
         profiles = load_profiles(settings.home)
         for host in flags["host"] or (settings.host.url,):
             url, given["key_envs"][url] = resolve_host(host, profiles, api_key_env=flags["api_key_env"])
             hosts.append(url)
+            if host.strip() in profiles:
+                given["names"][url] = host.strip()
         return spec_from_flags(models, hosts, **given)
     except (ValueError, BackendError) as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _no_profile_notes(hosts: tuple[str, ...], settings: Settings) -> dict[str, str]:
+    from nbllm.backends.profiles import is_profile_name, load_profiles, no_profile_note
+    from nbllm.config import parse_host
+
+    words = [h for h in hosts if is_profile_name(h)]
+    profiles = load_profiles(settings.home) if words else {}
+    return {parse_host(w.strip()).url: note for w in words if (note := no_profile_note(w, profiles))}
 
 
 def _run(spec: BenchSpec, progress: Any, settings: Settings) -> BenchResult:
@@ -165,12 +176,17 @@ def bench(models: tuple[str, ...], **flags: Any) -> None:
     """Benchmark serving: TTFT, TPOT, ITL, latency, throughput and goodput under load."""
     from tqdm import tqdm
 
+    from nbllm.backends import BackendError
     from nbllm.config import Settings
 
     settings = Settings.from_env()
     spec = _spec(models, flags, settings)
     progress = None if flags["no_progress"] else (lambda total: tqdm(total=total, unit="req", file=sys.stderr))
-    result = _run(spec, progress, settings)
+    try:
+        result = _run(spec, progress, settings)
+    except BackendError as exc:  # a --host word no profile has was read as a host name: say so
+        notes = _no_profile_notes(flags["host"], settings)
+        raise BackendError(" ".join([exc.message, *(n for url, n in notes.items() if url in exc.message)])) from None
     if flags["out_dir"]:
         paths = result.save(flags["out_dir"], with_plots=not flags["no_plots"])
         click.echo(f"wrote {len(paths)} files to {flags['out_dir']}", err=True)

@@ -32,7 +32,8 @@ def friendly(fn: F) -> F:
         except NotFound as exc:
             raise UsageError(f"{exc.message} (pull it with %pull)" if "model" in exc.message else exc.message) from None
         except NbllmError as exc:
-            raise UsageError(exc.message) from None
+            notes = getattr(self, "host_notes", {})  # --host words read as host names: no profile had them
+            raise UsageError(" ".join([exc.message, *(n for url, n in notes.items() if url in exc.message)])) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -82,14 +82,16 @@ class NbllmMagics(Magics):
         """Errors of failed cells, for ``{Err}`` in prompts (recorded by a ``post_run_cell`` callback)."""
         self.last_host: str | None = None
         """The backend of the last cell magic, to say once when it changes (after ``%serve stop``)."""
+        self.host_notes: dict[str, str] = {}  # {server URL: note} of --host words no profile had (for errors)
         self.magics["line"]["list"] = self.list_models  # `list` is a builtin: the method has another name
 
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _client(self, host: str | None) -> BaseClient:
-        from nbllm.notebook.hosts import resolve_magic_host
+        from nbllm.notebook.hosts import host_notes, resolve_magic_host
 
         given = host or self.host or None
+        self.host_notes.update(host_notes([given], self.hosts, self.session.settings))
         url, self.session.api_key_env = resolve_magic_host(
             given, self.hosts, self.session.settings, self.api_key_env or None
         )
@@ -388,9 +390,11 @@ class NbllmMagics(Magics):
 
         if args.serving is None:
             return run_bench(self._context(self._client(args.host)), args)
-        from nbllm.notebook.hosts import resolve_hosts
+        from nbllm.notebook.hosts import host_notes, resolve_hosts
 
         flags = {"api_key_env": self.api_key_env or None, **args.serving}
         given = args.hosts or ((self.host,) if self.host else ())
-        hosts, flags["key_envs"] = resolve_hosts(given, self.hosts, self.session.settings, flags["api_key_env"])
+        settings, key_env = self.session.settings, flags["api_key_env"]
+        self.host_notes.update(host_notes(given, self.hosts, settings))
+        hosts, flags["key_envs"], flags["names"] = resolve_hosts(given, self.hosts, settings, key_env)
         return run_serving_bench(self.session, args.models, host=hosts or None, out=args.out, plots=args.plots, **flags)

@@ -4,6 +4,7 @@ and ``nbllm bench``; keys are named by environment variable and never appear any
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,24 +73,48 @@ def test_default_host_may_be_a_profile_and_bench_uses_its_key(
     run = line(shell, "bench", "t10-g10-n2 -c 1 -n 2 --warmup 0 --no-plots")
     result = run.result
     assert list(result.runs["completed"]) == [2] and list(result.runs["failed"]) == [0]
+    assert list(result.runs["target"]) == ["lab"] and list(result.runs["url"]) == [f"openai+{sched.url}/v1"]
     streamed = [r for r in sched.requests if r["body"].get("stream")]
     assert len(streamed) == 2 and {r["headers"]["authorization"] for r in sched.requests} == {f"Bearer {SECRET}"}
     assert SECRET not in _everything_shown((run.outputs, run.stdout, result.requests.to_csv()), nb_profiles)
 
 
-def test_unknown_profile_is_one_line_listing_the_known_ones(
+def test_a_word_no_profile_has_is_an_ollama_host_and_its_errors_say_so(
     shell: InteractiveShell, nb_profiles: NbllmMagics, sched: ScheduleServer
 ) -> None:
+    """``--host WORD``: the profile if one has that name, else ``http://WORD:11434`` as Ollama reads it."""
     nb_profiles.hosts = {"lab": f"openai+{sched.url}/v1", "gpu2": sched.url}
-    with pytest.raises(UsageError, match=r"^unknown host profile 'lbb' \(known: gpu2, lab; a server is host:port"):
-        cell(shell, "chat", "t10-g10-n3 --host lbb --new", "hi")
-    with pytest.raises(UsageError, match="unknown host profile 'nope'"):
-        line(shell, "bench", "m -c 1 -n 1 --host nope")
-    with pytest.raises(UsageError, match="unknown host profile 'nope'"):
-        line(shell, "ps", "--host nope")
+    note = "(and no host profile named 'nbllm-no-such-host' either; known: gpu2, lab)"
+    unreachable = r"could not connect to a server at http://nbllm-no-such-host:11434; .*"
+    with pytest.raises(UsageError, match=unreachable + re.escape(note)):
+        cell(shell, "chat", "t10-g10-n3 --host nbllm-no-such-host --new", "hi")
+    with pytest.raises(UsageError, match=unreachable + re.escape(note)):
+        line(shell, "ps", "--host nbllm-no-such-host")
+    with pytest.raises(UsageError, match=r"warm-up failed on http://nbllm-no-such-host:11434 .*" + re.escape(note)):
+        line(shell, "bench", "m -c 1 -n 1 --host nbllm-no-such-host")
+    with pytest.raises(UsageError) as caught:  # a URL is never a profile: no note
+        line(shell, "ps", "--host http://nbllm-no-such-host")
+    assert "no host profile" not in str(caught.value)
     sched.requests.clear()
     line(shell, "bench", "t10-g10-n2 -c 1 -n 1 --warmup 0 --no-plots --host gpu2")  # a URL profile: Ollama API
     assert [r["path"] for r in sched.requests if r["body"].get("stream")] == ["/api/generate"]
+
+
+def test_ollama_host_is_never_a_profile(sched: ScheduleServer, tmp_path: Path) -> None:
+    """``OLLAMA_HOST=WORD`` is ``http://WORD:11434`` for ``nbllm bench`` even where a profile has that name."""
+    word = "nbllm-no-such-host"
+    (tmp_path / "hosts.ini").write_text(f"[{word}]\nurl = {sched.url}\n")
+    env = {"NBLLM_HOME": str(tmp_path), "OLLAMA_HOST": word}
+    sched.requests.clear()
+    result = nbllm("bench", "t10-g10-n2", "-n", "1", "--no-progress", env=env)
+    assert result.returncode != 0 and f"warm-up failed on http://{word}:11434" in result.stderr
+    assert "no host profile" not in result.stderr and not sched.requests
+    result = nbllm("bench", "t10-g10-n2", "-n", "1", "--warmup", "0", "--host", word, "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr  # given as --host, the word is the profile
+    assert sched.requests and word in result.stdout  # the target is named by its profile
+    del env["OLLAMA_HOST"]
+    result = nbllm("bench", "m", "-n", "1", "--host", "nbllm-no-such-other", "--no-progress", env=env)
+    assert "(and no host profile named 'nbllm-no-such-other' either" in result.stderr
 
 
 def test_a_profile_never_holds_a_key(shell: InteractiveShell, nb_profiles: NbllmMagics, sched: ScheduleServer) -> None:
@@ -132,7 +157,7 @@ def test_hosts_ini_is_shared_by_the_magics_and_nbllm_bench(
     assert {r["headers"]["authorization"] for r in sched.requests} == {f"Bearer {SECRET}"}
     assert SECRET not in result.stdout + result.stderr
     unknown = nbllm("bench", "m", "--host", "lbb", "-n", "1", env=env)
-    assert unknown.returncode != 0 and "unknown host profile 'lbb' (known: lab, plain;" in unknown.stderr
+    assert unknown.returncode != 0 and "no host profile named 'lbb' either; known: lab, plain)" in unknown.stderr
     (tmp_path / "hosts.ini").write_text(f"[lab]\nurl = http://h:1\napi_key = {SECRET}\n")
     leaked = nbllm("bench", "m", "--host", "lab", "-n", "1", env=env)
     assert leaked.returncode != 0 and "unknown field(s) api_key" in leaked.stderr and SECRET not in leaked.stderr

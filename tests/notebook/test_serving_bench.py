@@ -104,3 +104,23 @@ def test_bench_magic_on_the_real_model(shell: InteractiveShell, nb: NbllmMagics)
     assert row["completed"] == 2 and row["failed"] == 0 and row["model"] == "smollm2:135m"
     assert (result.requests["output_tokens"] <= 8).all() and (result.requests["ttft_ms"] > 0).all()
     assert nb.session.server is None and row["backend"] == "local"  # --host local: no server, no HTTP
+
+
+def test_local_beside_another_host_benchmarks_both(
+    shell: InteractiveShell, sched: ScheduleServer, fake_runtime: Runtime
+) -> None:
+    """``%bench tiny --host local --host URL``: this kernel's engine is a target beside the server, not dropped."""
+    session = NotebookSession(runtime=fake_runtime)
+    given = ["local", f"openai+{sched.url}/v1"]
+    assert serving_hosts(session, given) == tuple(given)
+    magics = load_ipython_extension(shell, session=session)
+    try:
+        run = line(
+            shell, "bench", f"tiny --host local --host {given[1]} -c 1 -n 2 --warmup 0 --output-len 3 --no-plots"
+        )
+        result = run.result
+        assert isinstance(result, BenchResult)
+        assert sorted(set(result.runs["backend"])) == ["local", "openai"]
+        assert list(result.runs["completed"]) == [2, 2] and magics.session.server is None
+    finally:
+        unload_ipython_extension(shell)
