@@ -18,7 +18,8 @@ __all__ = ["bench"]
 
 _HOST_HELP = (
     "Backend: http://host:11434 (Ollama API), openai+http://host:8000/v1, a profile name of "
-    "NBLLM_HOME/hosts.ini, or local (this process, no HTTP); repeat to compare (default OLLAMA_HOST)"
+    "NBLLM_HOME/hosts.ini (else a bare word is an Ollama host name), or local (this process, no HTTP); "
+    "repeat to compare (default OLLAMA_HOST)"
 )
 
 

@@ -36,6 +36,9 @@ ENV_DOCS: dict[str, str] = {
     "NBLLM_METRICS": "Serve Prometheus metrics at /metrics (default true)",
     "NBLLM_HEADER_TIMEOUT": 'How long a client may take to send its request headers (default "10s")',
     "NBLLM_MAX_CONNECTIONS": "Most client connections at once; one more gets 503 (default 4096)",
+    "NBLLM_KV_CACHE_RAM": "RAM per loaded model for the prompt cache of evicted slots; 0 = off (default 256 MiB)",
+    "NBLLM_KV_SNAPSHOTS": "Keep each conversation's KV state in the store to resume after a restart (default false)",
+    "NBLLM_KV_SNAPSHOTS_MAX": "Most bytes of disk for KV snapshots, least recently used removed first (default 4 GiB)",
 }
 
 _TYPE_NAMES = {"text": "string", "integer": "int", "float": "float", "choice": "string", "path": "string"}
