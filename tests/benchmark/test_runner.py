@@ -15,7 +15,7 @@ from nbllm.backends import BackendError
 from nbllm.benchmark import SLO, BenchSpec, DatasetSpec, run_benchmark
 from tests.support.schedule_server import ScheduleServer
 
-TOL_MS = 40.0  # loopback plus a busy 2-core machine's scheduling
+TOL_MS = 60.0  # loopback plus a busy 2-core machine's scheduling (a CI run saw one 41 ms stall mid-stream)
 
 # first token at 200 ms, then one every 50 ms, 5 in all: TTFT 200, ITL 50, TPOT 50, E2EL 400 (ms)
 MODEL = "t200-g50-n5"
