@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -148,7 +149,13 @@ def test_nbllm_backend_streams_through_the_proxy(proxy: LiteLLMProxy, monkeypatc
 
 
 def test_backend_killed_mid_run_requests_go_to_the_other(two_nbllm: list[ServeProcess], client: openai.OpenAI) -> None:
-    """SIGKILL the backend that is streaming: that stream fails and is counted; later ones reach the survivor."""
+    """SIGKILL the backend that is streaming: that stream fails and is counted; later ones reach the survivor.
+
+    LiteLLM puts a failed deployment in cooldown from a callback that runs after the failure is answered, so
+    a few more requests may still be routed to the dead server (7 in 5 s in docs/scaling.md's run). The test
+    sends requests until five in a row are answered (bounded), then eight more, which must all be answered by
+    the survivor: were the dead server still in rotation, those eight would all avoid it with p = 2**-8.
+    """
     urls = {server.url + "/v1": server for server in two_nbllm}
     killed: list[ServeProcess] = []
 
@@ -162,14 +169,23 @@ def test_backend_killed_mid_run_requests_go_to_the_other(two_nbllm: list[ServePr
     assert killed, f"no token arrived, so nothing was killed: {first}"
     survivor = next(server for server in two_nbllm if server is not killed[0])
     survivor_before = served(survivor)
-    rest = [stream_chat(client, f"Say the number {i}.") for i in range(8)]
-    outcomes = [first, *rest]
-    failures = [outcome for outcome in outcomes if not outcome.ok]
-    log.info("%d of %d requests failed around the kill: %s", len(failures), len(outcomes), failures)
     assert not first.ok, f"the stream whose server was killed must count as failed: {first}"
-    assert len(failures) + sum(outcome.ok for outcome in outcomes) == len(outcomes)
+    settling: list[Outcome] = []
+    deadline = time.monotonic() + 60
+    while not _answered_in_a_row(settling, 5):
+        assert len(settling) < 40 and time.monotonic() < deadline, f"the dead backend stayed in rotation: {settling}"
+        settling.append(stream_chat(client, f"Say the number {len(settling)}."))
+    after = [stream_chat(client, f"Name the colour number {i}.", max_tokens=8) for i in range(8)]
+    rest = [*settling, *after]
+    failures = [outcome for outcome in [first, *rest] if not outcome.ok]
+    log.info("%d of %d requests failed around the kill: %s", len(failures), 1 + len(rest), failures)
     # once the dead backend is out of rotation, every request is answered, by the survivor
-    assert all(outcome.ok for outcome in rest[-5:]), rest
+    assert all(outcome.ok for outcome in after), after
     answered = [outcome for outcome in rest if outcome.ok]
     assert all(outcome.backend == survivor.url + "/v1" for outcome in answered), answered
     assert served(survivor) - survivor_before == len(answered)
+
+
+def _answered_in_a_row(outcomes: list[Outcome], count: int) -> bool:
+    """Whether the last ``count`` outcomes were all answered."""
+    return len(outcomes) >= count and all(outcome.ok for outcome in outcomes[-count:])
