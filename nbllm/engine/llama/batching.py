@@ -319,6 +319,9 @@ class DecodeLoop:
         if slot.sampler is not None:
             free_sampler(slot.sampler)
         slot.sampler = None
+        if slot.verifier is not None:  # its native sampler chain is freed with the request, not at the next one
+            slot.verifier.close()
+            slot.verifier = None
         if slot.req is not None:
             self._active = [s for s in self._active if s is not slot]
         slot.req = None
