@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from nbllm.duration import parse_keep_alive
@@ -11,7 +13,7 @@ from nbllm.options import Options, parse_api_options, parse_parameter
 from nbllm.runtime import Runtime
 from nbllm.schema import ModelDetails
 from nbllm.store import LocalModel, ModelName
-from nbllm.store.gguf import GGUFInfo, kv_cache_bytes
+from nbllm.store.gguf import GGUFInfo, kv_cache_bytes, read_gguf
 from nbllm.store.snapshots import SnapshotStore
 from nbllm.system import available_memory
 
@@ -105,14 +107,28 @@ def load_spec(rt: Runtime, model: LocalModel, info: GGUFInfo, options: Options) 
         adapters=model.adapters,
         draft=model.draft,
         embedding=info.is_embedding_model,
-        memory_estimate=model.size
-        + kv_cache_bytes(info, num_ctx * parallel, _KV_VALUE_BYTES.get(settings.kv_cache_type, 2.0)),
+        memory_estimate=model.size + _kv_estimate(model, info, num_ctx * parallel, settings.kv_cache_type),
         load_timeout=settings.load_timeout if settings.load_timeout > 0 else float("inf"),
         ram_cache=settings.kv_cache_ram,
         snapshots=SnapshotStore(rt.store.root / "kvstate", settings.kv_snapshots_max)
         if settings.kv_snapshots
         else None,
     )
+
+
+def _kv_estimate(model: LocalModel, info: GGUFInfo, n_tokens: int, kv_type: str) -> int:
+    """The KV caches a load allocates: the model's, and its draft model's (one sequence per slot, as many
+    positions); ``model.size`` already counts the draft's weights, being the manifest's layers."""
+    per_value = _KV_VALUE_BYTES.get(kv_type, 2.0)
+    total = kv_cache_bytes(info, n_tokens, per_value)
+    if model.draft is not None:
+        total += kv_cache_bytes(_draft_info(model.draft), n_tokens, per_value)
+    return total
+
+
+@functools.lru_cache(maxsize=16)  # (a blob's path names its content: the header read once per draft)
+def _draft_info(path: Path) -> GGUFInfo:
+    return read_gguf(path)
 
 
 def _auto_parallel(model: LocalModel, info: GGUFInfo, num_ctx: int) -> int:

@@ -219,3 +219,20 @@ def test_the_engine_refuses_a_draft_of_another_vocabulary(smollm2_gguf: Path, se
     assert gemma is not None
     with pytest.raises(ModelLoadError, match=r"token 0 is '<\|endoftext\|>' in the model and '<pad>' in the draft"):
         LlamaEngine(LoadSpec(path=smollm2_gguf, num_ctx=256, draft=gemma))
+
+
+def test_the_memory_estimate_counts_the_drafts_weights_and_kv_cache(served: tuple[Runtime, str], drafted: str) -> None:
+    """The scheduler decides what fits by the estimate: the draft adds its weights and a KV cache as large."""
+    from nbllm.options import Options
+    from nbllm.service.common import load_spec
+    from nbllm.store.gguf import kv_cache_bytes
+
+    runtime = served[0]
+    plain, with_draft = (runtime.store.get(name) for name in (SMOL, drafted))
+    assert with_draft.draft is not None
+    info = runtime.store.gguf(plain)
+    options = Options(num_ctx=1024)
+    base, both = (load_spec(runtime, model, info, options) for model in (plain, with_draft))
+    assert both.parallel == base.parallel == 1
+    assert with_draft.size - plain.size >= with_draft.draft.stat().st_size  # the layers: the draft's weights too
+    assert both.memory_estimate - with_draft.size == base.memory_estimate - plain.size + kv_cache_bytes(info, 1024)
