@@ -97,6 +97,28 @@ class NotebookSession:
                 self._runtime = Runtime.from_settings(self.settings)
             return self._runtime
 
+    def keep_kv_snapshots(self, model: str) -> bool:
+        """Turn KV snapshots on for the runtime this session owns (``--persist``), as ``NBLLM_KV_SNAPSHOTS=1``.
+
+        ``model``, if loaded without them and idle, is unloaded so that its next load keeps and finds
+        snapshots. A runtime the session was given is left as it is. True when snapshots are on.
+        """
+        with self._lock:
+            if self.settings.kv_snapshots:
+                return True
+            if not self._owns_runtime:
+                return False
+            self._settings = self.settings.model_copy(update={"kv_snapshots": True})
+            if self._runtime is None:
+                return True
+            self._runtime.settings = self._settings
+            runtime = self._runtime
+        try:
+            runtime.scheduler.expire(runtime.store.get(model))
+        except NbllmError:  # not pulled: its request says so
+            log.debug("not unloading %s", model, exc_info=True)
+        return True
+
     def client(self, host: str | None = None) -> BaseClient:
         """The backend for a magic call (see the module docstring for the order)."""
         if host == LOCAL:
