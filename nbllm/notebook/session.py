@@ -109,6 +109,7 @@ class NotebookSession:
             if not self._owns_runtime:
                 return False
             self._settings = self.settings.model_copy(update={"kv_snapshots": True})
+            atexit.register(self._close_runtime)  # a kernel that exits finishes its snapshot writes first
             if self._runtime is None:
                 return True
             self._runtime.settings = self._settings
@@ -118,6 +119,13 @@ class NotebookSession:
         except NbllmError:  # not pulled: its request says so
             log.debug("not unloading %s", model, exc_info=True)
         return True
+
+    def _close_runtime(self) -> None:
+        """Unload the models of the runtime this session built (their engines finish pending snapshot writes)."""
+        with self._lock:
+            runtime, self._runtime = (self._runtime, None) if self._owns_runtime else (None, self._runtime)
+        if runtime is not None:
+            runtime.close()
 
     def client(self, host: str | None = None) -> BaseClient:
         """The backend for a magic call (see the module docstring for the order)."""
@@ -249,6 +257,5 @@ class NotebookSession:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
-            if self._runtime is not None and self._owns_runtime:
-                self._runtime.close()
-                self._runtime = None
+        atexit.unregister(self._close_runtime)
+        self._close_runtime()
