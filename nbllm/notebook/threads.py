@@ -3,10 +3,11 @@
 A persistent thread is saved in ``<NBLLM_HOME>/threads/NAME.json`` (:mod:`nbllm.store.threads`) after
 each completed exchange; an interrupted or failed one is not saved, as it is not added to the thread.
 In a new kernel the same cell line continues it: the saved messages come back, and so do the model (when
-the cell names none), the options (the cell's win) and ``think``. When the cell is answered in this kernel,
-``--persist`` also turns the runtime's KV snapshots on (``NBLLM_KV_SNAPSHOTS=1``, docs/kv-snapshots.md),
-so the history's keys and values come back from the store instead of being evaluated again. A server
-(``--host``) keeps its own snapshots when it runs with that setting.
+the cell names none), the options (the cell's win) and ``think``. When the cell is answered in this kernel
+(in-process, or by ``%serve``'s server), ``--persist`` also turns the runtime's KV snapshots on (as
+``NBLLM_KV_SNAPSHOTS=1``; docs/kv-snapshots.md), so the history's keys and values come back from the store
+instead of being evaluated again. A server elsewhere (``--host``) keeps its own snapshots when it runs with
+that setting; the messages are saved here either way.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def resume_thread(session: NotebookSession, args: ChatArgs, default_model: str, 
             think=args.think if args.think is not None else saved.think,
         )
     model = args.models[0] if args.models else default_model
-    if host == IN_PROCESS and not session.keep_kv_snapshots(model):
+    server = session.server
+    here = host == IN_PROCESS or (server is not None and server.running and host == server.url)
+    if here and not session.keep_kv_snapshots(model):
         log.info("the session's runtime was given to it: KV snapshots stay as its settings say")
     return dataclasses.replace(args, models=(model,))
 
@@ -81,11 +84,12 @@ def threads_magic(session: NotebookSession, args: ThreadsArgs) -> Any:
     for name, item in store.all():
         path = store.path(name)
         if isinstance(item, SavedThread):
-            row = {"name": name, "model": item.model, "turns": item.turns, "updated": item.updated, "error": ""}
+            row = {"name": name, "model": item.model, "turns": item.turns, "host": item.host or "", "error": ""}
+            row["updated"] = item.updated
         else:
-            row = {"name": name, "model": "", "turns": None, "updated": None, "error": item.message}
+            row = {"name": name, "model": "", "turns": None, "host": "", "updated": None, "error": item.message}
         rows.append({**row, "bytes": path.stat().st_size if path.exists() else None})
-    columns = ["name", "model", "turns", "bytes", "updated", "error"]
+    columns = ["name", "model", "turns", "bytes", "host", "updated", "error"]
     frame = pd.DataFrame(rows, columns=columns).astype({"turns": "Int64", "bytes": "Int64"})
     frame.attrs["folder"] = str(store.root)
     return frame

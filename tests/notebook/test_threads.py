@@ -19,8 +19,10 @@ from nbllm.config import Settings
 from nbllm.engine.fake import FakeEngineFactory
 from nbllm.errors import StoreError
 from nbllm.notebook import load_ipython_extension, unload_ipython_extension
+from nbllm.notebook.magic_args import ChatArgs
 from nbllm.notebook.magics import NbllmMagics
 from nbllm.notebook.session import NotebookSession
+from nbllm.notebook.threads import resume_thread
 from nbllm.runtime import Runtime
 from nbllm.schema import Message
 from nbllm.store.threads import SavedThread, ThreadError, ThreadStore
@@ -168,3 +170,18 @@ def test_a_runtime_given_to_the_session_is_left_as_it_is(fake_runtime: Runtime) 
     session = NotebookSession(runtime=fake_runtime)
     assert not session.keep_kv_snapshots("tiny")
     assert not fake_runtime.settings.kv_snapshots
+
+
+def test_snapshots_go_on_only_when_this_kernel_answers(tmp_path: Path) -> None:
+    """In-process or through %serve's server in this kernel: this runtime's snapshots; another server: its own."""
+    args = ChatArgs(thread="t", persist=True)
+    for host, here in (("http://127.0.0.1:1", False), ("in-process", True), ("serve", True)):
+        session = NotebookSession(settings=Settings(home=tmp_path / "home", models=tmp_path / "models"))
+        try:
+            if host == "serve":
+                host = session.serve(port=0).url
+            resumed = resume_thread(session, args, "tiny", host)
+            assert resumed.models == ("tiny",)
+            assert session.settings.kv_snapshots is here
+        finally:
+            session.close()
