@@ -79,6 +79,7 @@ class NotebookSession:
         self._log_handler: logging.Handler | None = None
         self._log_levels: dict[str, int] = {}
         self._at_exit = False
+        self._close_registered = False
 
     @property
     def settings(self) -> Settings:
@@ -95,6 +96,8 @@ class NotebookSession:
                 from nbllm.runtime import Runtime
 
                 self._runtime = Runtime.from_settings(self.settings)
+                if self.settings.kv_snapshots:
+                    self._close_at_exit()
             return self._runtime
 
     def keep_kv_snapshots(self, model: str) -> bool:
@@ -104,12 +107,12 @@ class NotebookSession:
         snapshots. A runtime the session was given is left as it is. True when snapshots are on.
         """
         with self._lock:
+            if not self._owns_runtime:
+                return self.settings.kv_snapshots
+            self._close_at_exit()
             if self.settings.kv_snapshots:
                 return True
-            if not self._owns_runtime:
-                return False
             self._settings = self.settings.model_copy(update={"kv_snapshots": True})
-            atexit.register(self._close_runtime)  # a kernel that exits finishes its snapshot writes first
             if self._runtime is None:
                 return True
             self._runtime.settings = self._settings
@@ -119,6 +122,12 @@ class NotebookSession:
         except NbllmError:  # not pulled: its request says so
             log.debug("not unloading %s", model, exc_info=True)
         return True
+
+    def _close_at_exit(self) -> None:
+        """With snapshots on, a kernel that exits unloads the session's models first: pending writes finish."""
+        if not self._close_registered:
+            atexit.register(self._close_runtime)
+            self._close_registered = True
 
     def _close_runtime(self) -> None:
         """Unload the models of the runtime this session built (their engines finish pending snapshot writes)."""
@@ -257,5 +266,7 @@ class NotebookSession:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
-        atexit.unregister(self._close_runtime)
+        if self._close_registered:
+            atexit.unregister(self._close_runtime)
+            self._close_registered = False
         self._close_runtime()
