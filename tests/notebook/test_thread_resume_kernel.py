@@ -31,7 +31,8 @@ TURNS = ("Name one planet.", "Name another one.", "Which of the two is bigger?")
 SETUP = "%load_ext nbllm\n%config NbllmMagics.host = 'local'"
 REPORT = (
     "import json; t = r.timings[-1]\n"
-    "print('RESULT ' + json.dumps({'text': r.text, 'prompt': t.prompt_tokens, 'cached': t.prompt_cached}))"
+    "print('RESULT ' + json.dumps({'text': r.text, 'prompt': t.prompt_tokens, 'cached': t.prompt_cached,"
+    " 'prompt_eval_s': t.prompt_eval_s}))"
 )
 
 
@@ -153,4 +154,4 @@ def test_a_persistent_thread_resumes_after_a_restart_without_evaluating_its_hist
     # the second answer's end, the new question and the template around it were evaluated
     assert resumed["cached"] >= second["prompt"], (resumed, second)
     assert not evaluated["cached"], evaluated  # without the snapshot the whole history is evaluated
-    print(f"resumed {resumed}, evaluated {evaluated}, never stopped {never_stopped}")
+    print(f"\nresumed {resumed}\nevaluated {evaluated}\nnever stopped {never_stopped}")

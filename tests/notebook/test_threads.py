@@ -25,6 +25,7 @@ from nbllm.notebook.session import NotebookSession
 from nbllm.notebook.threads import resume_thread
 from nbllm.runtime import Runtime
 from nbllm.schema import Message
+from nbllm.server import BackgroundServer
 from nbllm.store.threads import SavedThread, ThreadError, ThreadStore
 from tests.notebook.shellrun import cell, line
 
@@ -185,3 +186,33 @@ def test_snapshots_go_on_only_when_this_kernel_answers(tmp_path: Path) -> None:
             assert session.settings.kv_snapshots is here
         finally:
             session.close()
+
+
+def test_a_thread_with_tool_calls_images_and_options_round_trips(tmp_path: Path) -> None:
+    messages = (
+        Message(role="system", content="s"),
+        Message(role="user", content="é\u2028 {x}", images=["aGk="]),
+        Message(role="assistant", tool_calls=[{"function": {"name": "f", "arguments": {"x": 1}}}]),
+        Message(role="tool", content="1", tool_name="f", tool_call_id="c1"),
+    )
+    store = ThreadStore(tmp_path / "threads")
+    store.save(SavedThread("t", "m:1b", messages, {"stop": ("a", "b"), "temperature": 0.0}, "high", "http://h:1"))
+    loaded = store.load("t")
+    assert loaded is not None and loaded.messages == messages and loaded.turns == 1
+    assert (loaded.model, loaded.think, loaded.host) == ("m:1b", "high", "http://h:1")
+    assert loaded.options == {"stop": ["a", "b"], "temperature": 0.0}
+    assert store.names() == ["t"] and store.delete("t") and store.load("t") is None and not store.delete("t")
+
+
+def test_a_thread_held_with_another_server_is_saved_here(
+    shell: InteractiveShell, nbf: NbllmMagics, fake_runtime: Runtime
+) -> None:
+    """--host URL: the messages are saved in this kernel's NBLLM_HOME, with the host; snapshots are the server's."""
+    with BackgroundServer(fake_runtime, port=0) as server:
+        cell(shell, "chat", f"--thread remote --persist --host {server.url}", "Hi")
+        cell(shell, "chat", f"--thread remote --persist --host {server.url}", "Again")
+    loaded = ThreadStore(_threads_dir(fake_runtime)).load("remote")
+    assert loaded is not None and loaded.turns == 2 and loaded.host == server.url
+    assert not nbf.session.settings.kv_snapshots
+    frame = line(shell, "threads").result
+    assert list(frame["host"]) == [server.url]
