@@ -1,10 +1,11 @@
 """``%%chat --thread t --persist`` across a kernel restart, in real Jupyter kernels on SmolLM2 (issue 19, 4b).
 
-Kernel A answers two turns of a persistent thread, then (the thread's KV snapshot put aside) a third
-turn as a kernel that never restarted would. The kernel is shut down and started again on the same
-``NBLLM_HOME`` and model store: the same ``%%chat`` line continues the thread from its file, and the
-history's keys and values come back from the snapshot (``prompt_cached``) instead of being evaluated.
-The same turn in a kernel whose snapshots were deleted evaluates the whole history.
+Kernel A (its model loaded by a chat that does not persist) answers two turns of a persistent thread,
+then (the thread's KV snapshot put aside) a third turn as a kernel that never restarted would. The
+kernel is shut down and started again on the same ``NBLLM_HOME`` and model store: the same ``%%chat``
+line continues the thread from its file, and the history's keys and values come back from the
+snapshot (``prompt_cached``) instead of being evaluated. The same turn in a kernel whose snapshots
+were deleted evaluates the whole history.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ def test_a_persistent_thread_resumes_after_a_restart_without_evaluating_its_hist
     env = _env(home, models)
     kernel = Kernel(env).start()
     try:
+        # the model loaded without snapshots (a chat that does not persist): --persist reloads it with them
+        kernel.chat("Hi", "--thread other -o temperature=0 -o num_predict=4 -f text --no-stream --var r")
         first = kernel.chat(TURNS[0])
         second = kernel.chat(TURNS[1])
         assert first["text"] and second["text"]
