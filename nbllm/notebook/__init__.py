@@ -1,6 +1,6 @@
 """nbllm in Jupyter: ``%load_ext nbllm`` registers the magics and one ``post_run_cell`` callback (``{Err}``).
 
-Line magics: ``%pull``, ``%list``, ``%show``, ``%ps``, ``%stop``, ``%rm``, ``%serve``, ``%timings``,
+Line magics: ``%pull``, ``%list``, ``%show``, ``%ps``, ``%stop``, ``%rm``, ``%serve``, ``%timings``, ``%threads``,
 ``%bench``; cell magics: ``%%chat`` and ``%%generate``. IPython, ipywidgets and pandas are imported
 only when the extension loads or a function here is called.
 """

@@ -301,6 +301,10 @@ def run_chat(ctx: CellContext, args: ChatArgs, model: str, prompt: str) -> ChatR
     if interrupted:
         raise Interrupted(result)
     ctx.session.threads[args.thread] = messages
+    if args.persist:  # only a completed exchange: an interrupted or failed one raised above
+        from nbllm.notebook.threads import save_thread
+
+        save_thread(ctx.session, args, model, messages, ctx.client.host)
     return result
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from IPython import display as _ipython_display
 
-__all__ = ["LiveDisplay", "Note", "Rich", "close_fences", "escape_html", "markdown_table", "show"]
+__all__ = ["LiveDisplay", "Note", "Rich", "close_fences", "escape_html", "markdown_table", "server_note", "show"]
 
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})", re.MULTILINE)
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)
@@ -139,6 +139,24 @@ class Note(Rich):
 
     def __init__(self, text: str) -> None:
         super().__init__(text, text)
+
+
+def server_note(url: str) -> Rich:
+    """``%serve``'s result: the server's URL and how to reach it (``.url`` holds it)."""
+    hostport = url.removeprefix("http://")
+    plain = (
+        f"nbllm server running at {url}\n"
+        f"  curl {url}/api/tags\n"
+        f"  ollama.Client(host={url!r})\n"
+        f"  OLLAMA_HOST={hostport} nbllm list"
+    )
+    markdown = (
+        f"nbllm server running at **{url}**\n\n```\ncurl {url}/api/tags\n"
+        f"ollama.Client(host={url!r})\nOLLAMA_HOST={hostport} nbllm list\n```"
+    )
+    note = Rich(markdown, plain, metadata={"nbllm": {"server": url}})
+    note.url = url  # type: ignore[attr-defined]
+    return note
 
 
 class LiveDisplay:

@@ -31,6 +31,7 @@ __all__ = [
     "ServeArgs",
     "ShowArgs",
     "ShowHelp",
+    "ThreadsArgs",
     "TimingsArgs",
     "argument",
     "cell_arguments",
@@ -142,6 +143,11 @@ def cell_arguments(kind: str) -> Callable[[F], F]:
             argument("--tool-choice", default=None, help="auto, none, required, or a function name"),
             argument("--thread", default="default", help="conversation to continue"),
             argument("--new", action="store_true", help="start the conversation afresh"),
+            argument(
+                "--persist",
+                action="store_true",
+                help="save the thread in NBLLM_HOME/threads after each answer; continue it from there (%%threads)",
+            ),
         ]
     else:
         common.append(argument("--raw", action="store_true", help="no prompt template"))
@@ -309,6 +315,18 @@ class TimingsArgs:
 
 
 @dataclass(frozen=True)
+class ThreadsArgs:
+    """``%threads [--delete NAME]``."""
+
+    delete: str | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> ThreadsArgs:
+        """From the parsed line."""
+        return cls(delete=ns.delete)
+
+
+@dataclass(frozen=True)
 class ChatArgs:
     """``%%chat`` and ``%%generate``."""
 
@@ -320,6 +338,8 @@ class ChatArgs:
     tool_choice: str | None = None
     thread: str = "default"
     new: bool = False
+    persist: bool = False
+    """``--persist``: the thread is saved in ``NBLLM_HOME/threads`` and continued from there."""
     think: bool | str | None = None
     """``--think [LEVEL]``: the API's ``think`` (None: the model's default)."""
     raw: bool = False
@@ -339,6 +359,8 @@ class ChatArgs:
         models = tuple(m for m in [model, *(ns.more_models or ())] if m)
         if output != "markdown" and len(models) > 1:
             raise UsageError(f"-f {output} works with one model at a time")
+        if getattr(ns, "persist", False) and len(models) > 1:
+            raise UsageError("--persist works with one model at a time")
         return cls(
             models=models,
             output=output,
@@ -349,6 +371,7 @@ class ChatArgs:
             tool_choice=getattr(ns, "tool_choice", None),
             thread=getattr(ns, "thread", "default"),
             new=getattr(ns, "new", False),
+            persist=getattr(ns, "persist", False),
             think=think,
             raw=getattr(ns, "raw", False),
             keep_alive=ns.keep_alive,

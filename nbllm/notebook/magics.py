@@ -1,5 +1,5 @@
 """``NbllmMagics``: the line magics (``%pull``, ``%list``, ``%show``, ``%ps``, ``%stop``, ``%rm``, ``%serve``,
-``%timings``, ``%bench``) and the cell magics (``%%chat``, ``%%generate``).
+``%timings``, ``%threads``, ``%bench``) and the cell magics (``%%chat``, ``%%generate``).
 
 Each magic declares its flags with IPython's ``@magic_arguments``/``@argument`` (``%chat?`` shows
 the generated help), parses its line into a typed args object (:mod:`nbllm.notebook.magic_args`)
@@ -23,7 +23,7 @@ from traitlets import Bool, Dict, Float, Int, Unicode
 from nbllm.client import BaseClient
 from nbllm.errors import NbllmError
 from nbllm.notebook.bench_args import BenchArgs, bench_arguments
-from nbllm.notebook.display import LiveDisplay, Note, Rich
+from nbllm.notebook.display import LiveDisplay, Note, server_note
 from nbllm.notebook.interpolation import CellErrors, interpolate, strip_markers
 from nbllm.notebook.magic_args import (
     ArgumentDecorator,
@@ -33,6 +33,7 @@ from nbllm.notebook.magic_args import (
     PullArgs,
     ServeArgs,
     ShowArgs,
+    ThreadsArgs,
     TimingsArgs,
     argument,
     cell_arguments,
@@ -202,6 +203,17 @@ class NbllmMagics(Magics):
     @friendly
     @magic_arguments()
     @help_option
+    @argument("--delete", default=None, metavar="NAME", help="delete a saved thread")
+    def threads(self, line: str) -> Any:
+        """Saved conversations (%%chat --persist): name, model, turns, bytes, last change (a DataFrame)."""
+        from nbllm.notebook.threads import threads_magic
+
+        return threads_magic(self.session, parse_line(self.threads, line, ThreadsArgs))
+
+    @line_magic
+    @friendly
+    @magic_arguments()
+    @help_option
     @bench_arguments
     def bench(self, line: str) -> Any:
         """Compare models on one prompt (N runs each, then a plot), or benchmark serving under load (-c, ...)."""
@@ -240,8 +252,12 @@ class NbllmMagics(Magics):
         prompt = prompt.strip("\n")
         if not prompt.strip():
             raise UsageError(f"the cell is empty: write the {'message' if kind == 'chat' else 'prompt'} under %%{kind}")
-        models = list(args.models) or [self.default_model]
         ctx = self._context(self._client(args.host))
+        if args.persist:
+            from nbllm.notebook.threads import resume_thread
+
+            args = resume_thread(self.session, args, self.default_model, ctx.client.host)
+        models = list(args.models) or [self.default_model]
         self._say_backend(ctx.client.host)
         try:
             if len(models) > 1:
@@ -343,7 +359,7 @@ class NbllmMagics(Magics):
 
     def _serve(self, args: ServeArgs) -> Any:
         actions: dict[str, Callable[[], Any]] = {
-            "start": lambda: self._server_note(self.session.serve(args.host, args.port, log=args.log).url),
+            "start": lambda: server_note(self.session.serve(args.host, args.port, log=args.log).url),
             "stop": self._serve_stop,
             "status": self._serve_status,
         }
@@ -357,24 +373,7 @@ class NbllmMagics(Magics):
         server = self.session.server
         if server is None or not server.running:
             return Note("no server is running in this kernel (start one with %serve)")
-        return self._server_note(server.url)
-
-    @staticmethod
-    def _server_note(url: str) -> Rich:
-        hostport = url.removeprefix("http://")
-        plain = (
-            f"nbllm server running at {url}\n"
-            f"  curl {url}/api/tags\n"
-            f"  ollama.Client(host={url!r})\n"
-            f"  OLLAMA_HOST={hostport} nbllm list"
-        )
-        markdown = (
-            f"nbllm server running at **{url}**\n\n```\ncurl {url}/api/tags\n"
-            f"ollama.Client(host={url!r})\nOLLAMA_HOST={hostport} nbllm list\n```"
-        )
-        note = Rich(markdown, plain, metadata={"nbllm": {"server": url}})
-        note.url = url  # type: ignore[attr-defined]
-        return note
+        return server_note(server.url)
 
     def _timings(self, args: TimingsArgs) -> Any:
         if args.clear:

@@ -79,6 +79,7 @@ class NotebookSession:
         self._log_handler: logging.Handler | None = None
         self._log_levels: dict[str, int] = {}
         self._at_exit = False
+        self._close_registered = False
 
     @property
     def settings(self) -> Settings:
@@ -95,7 +96,45 @@ class NotebookSession:
                 from nbllm.runtime import Runtime
 
                 self._runtime = Runtime.from_settings(self.settings)
+                if self.settings.kv_snapshots:
+                    self._close_at_exit()
             return self._runtime
+
+    def keep_kv_snapshots(self, model: str) -> bool:
+        """Turn KV snapshots on for the runtime this session owns (``--persist``), as ``NBLLM_KV_SNAPSHOTS=1``.
+
+        ``model``, if loaded without them and idle, is unloaded so that its next load keeps and finds
+        snapshots. A runtime the session was given is left as it is. True when snapshots are on.
+        """
+        with self._lock:
+            if not self._owns_runtime:
+                return self.settings.kv_snapshots
+            self._close_at_exit()
+            if self.settings.kv_snapshots:
+                return True
+            self._settings = self.settings.model_copy(update={"kv_snapshots": True})
+            if self._runtime is None:
+                return True
+            self._runtime.settings = self._settings
+            runtime = self._runtime
+        try:
+            runtime.scheduler.expire(runtime.store.get(model))
+        except NbllmError:  # not pulled: its request says so
+            log.debug("not unloading %s", model, exc_info=True)
+        return True
+
+    def _close_at_exit(self) -> None:
+        """With snapshots on, a kernel that exits unloads the session's models first: pending writes finish."""
+        if not self._close_registered:
+            atexit.register(self._close_runtime)
+            self._close_registered = True
+
+    def _close_runtime(self) -> None:
+        """Unload the models of the runtime this session built (their engines finish pending snapshot writes)."""
+        with self._lock:
+            runtime, self._runtime = (self._runtime, None) if self._owns_runtime else (None, self._runtime)
+        if runtime is not None:
+            runtime.close()
 
     def client(self, host: str | None = None) -> BaseClient:
         """The backend for a magic call (see the module docstring for the order)."""
@@ -227,6 +266,7 @@ class NotebookSession:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
-            if self._runtime is not None and self._owns_runtime:
-                self._runtime.close()
-                self._runtime = None
+        if self._close_registered:
+            atexit.unregister(self._close_runtime)
+            self._close_registered = False
+        self._close_runtime()

@@ -29,6 +29,7 @@ __all__ = ["COLUMNS", "COLUMN_NOTES", "DISPLAY_DECIMALS", "TimingLog", "TimingRe
 COLUMNS = [
     "model",
     "prompt_tokens",
+    "prompt_cached",
     "prompt_tok_s",
     "eval_tokens",
     "eval_tok_s",
@@ -50,6 +51,10 @@ COLUMNS = [
 ]
 
 COLUMN_NOTES = {
+    "prompt_cached": (
+        "of prompt_tokens, those reused from the KV cache (the slot, RAM or a snapshot; nbllm's"
+        " prompt_cached_count): not evaluated again; empty where the server does not say"
+    ),
     "eval_tokens": "tokens generated, thinking included (the server's eval_count)",
     "thinking_chunks": (
         "streamed chunks that carried the model's thinking (message.thinking), counted by the notebook:"
@@ -103,6 +108,8 @@ class TimingRecord:
     """Streamed chunks that carried thinking (None: the response had none); see :data:`COLUMN_NOTES`."""
     thinking_chars: int | None = None
     """Characters of thinking received (None: the response had none)."""
+    prompt_cached: int | None = None
+    """Of ``prompt_tokens``, those reused from the KV cache (nbllm's ``prompt_cached_count``; None: not said)."""
     measured: str = "server"
     """Where the durations were measured: ``"server"`` or ``"client arrival"`` (see :data:`COLUMN_NOTES`)."""
     time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
@@ -116,6 +123,7 @@ class TimingRecord:
         return cls(
             model=model,
             prompt_tokens=m.prompt_eval_count,
+            prompt_cached=m.prompt_cached_count,
             prompt_tok_s=_rate(m.prompt_eval_count, m.prompt_eval_duration),
             eval_tokens=m.eval_count,
             eval_tok_s=_rate(m.eval_count, m.eval_duration),
@@ -198,7 +206,7 @@ def timing_frame(records: Iterable[TimingRecord]) -> pd.DataFrame:
 
     frame_cls = _frame_class()
     data = [asdict(r) for r in records]
-    counts = ("prompt_tokens", "eval_tokens", "thinking_chunks", "thinking_chars")
+    counts = ("prompt_tokens", "prompt_cached", "eval_tokens", "thinking_chunks", "thinking_chars")
     frame = frame_cls(pd.DataFrame(data, columns=COLUMNS).astype(dict.fromkeys(counts, "Int64")))
     frame.attrs["notes"] = dict(COLUMN_NOTES)
     return frame

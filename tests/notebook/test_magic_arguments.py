@@ -22,13 +22,14 @@ from nbllm.notebook.magic_args import (
     ServeArgs,
     ShowArgs,
     ShowHelp,
+    ThreadsArgs,
     TimingsArgs,
     parse_line,
 )
 from nbllm.notebook.magics import NbllmMagics
 from nbllm.notebook.session import NotebookSession
 
-LINE = {"pull", "list", "show", "ps", "stop", "rm", "serve", "timings", "bench"}
+LINE = {"pull", "list", "show", "ps", "stop", "rm", "serve", "timings", "threads", "bench"}
 METHOD = {"list": "list_models"}
 INTO: dict[str, type[Any]] = {
     "pull": PullArgs,
@@ -39,6 +40,7 @@ INTO: dict[str, type[Any]] = {
     "rm": ModelArgs,
     "serve": ServeArgs,
     "timings": TimingsArgs,
+    "threads": ThreadsArgs,
     "bench": BenchArgs,
     "chat": ChatArgs,
     "generate": ChatArgs,
@@ -57,12 +59,13 @@ FLAGS = {
     "rm": {"models", "--host", "-h", "--help"},
     "serve": {"action", "--host", "--port", "--log", "-h", "--help"},
     "timings": {"--plot", "--clear", "--last", "-h", "--help"},
+    "threads": {"--delete", "-h", "--help"},
     "bench": {"models", "-p", "--prompt", "-n", "--runs", "--num-prompts", "-o", "--option", "--host", "-h", "--help"}
     | {"-c", "--concurrency", "--request-rate", "--burstiness", "--max-concurrency", "--endpoint", "--dataset"}
     | {"--dataset-path", "--input-len", "--output-len", "--prefix-len", "--num-prefixes", "--warmup", "--repeat"}
     | {"--seed", "--slo-ttft", "--slo-tpot", "--slo-e2el", "--api-key-env", "--timeout", "--label", "--out"}
     | {"--no-plots"},
-    "chat": _CELL | {"--tools", "--tool-choice", "--thread", "--new"},
+    "chat": _CELL | {"--tools", "--tool-choice", "--thread", "--new", "--persist"},
     "generate": _CELL | {"--raw"},
 }
 
