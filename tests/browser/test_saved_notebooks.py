@@ -18,7 +18,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,10 @@ MIME_ORDER = (
 )
 REPRS = re.compile(
     r"\b[VH]Box\(|\bOutput\(\)|<IPython\.core|<ipywidgets|Error displaying widget|Loading widget|\[object Object\]"
+)
+STALE_BARS = (
+    "saved before %bench's bar became a static line when closed (nbllm/notebook/bench.py progress_bar): "
+    "re-execute the notebook (python -m tests.notebooks.execute)"
 )
 MD_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.MULTILINE)
 
@@ -85,10 +89,11 @@ _RENDERED = """
 class Expected:
     """What a saved code cell's outputs must look like on the page."""
 
-    areas: int
-    pngs: int
-    tables: int
-    stderr: int
+    areas: int = 0
+    pngs: int = 0
+    tables: int = 0
+    stderr: int = 0
+    widgets: list[int] = field(default_factory=list)  # the areas that hold a widget view
 
 
 def shown_mime(data: dict[str, Any]) -> str:
@@ -102,7 +107,7 @@ def expected(nb: Any) -> dict[int, Expected]:
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or not cell.outputs:
             continue
-        want = Expected(0, 0, 0, 0)
+        want = Expected()
         last_stream = None
         for out in cell.outputs:
             if out.output_type == "stream":
@@ -118,6 +123,8 @@ def expected(nb: Any) -> dict[int, Expected]:
                 continue
             data = out.get("data", {})
             mime = shown_mime(data)
+            if mime == WIDGET_VIEW:
+                want.widgets.append(want.areas - 1)
             want.pngs += mime == "image/png"
             if mime == "text/html":
                 want.tables += len(re.findall(r"<table\b", data[mime], re.IGNORECASE))
@@ -134,7 +141,7 @@ def problems(nb: Any, dom: list[list[dict[str, Any]]]) -> list[str]:
         return [f"{len(dom)} cells on the page, {len(nb.cells)} saved"]
     want = expected(nb)
     for index, outputs in enumerate(dom):
-        exp = want.get(index, Expected(0, 0, 0, 0))
+        exp = want.get(index, Expected())
         where = f"cell {index}"
         if len(outputs) != exp.areas:
             found.append(f"{where}: {len(outputs)} output areas shown, {exp.areas} saved")
@@ -147,6 +154,10 @@ def problems(nb: Any, dom: list[list[dict[str, Any]]]) -> list[str]:
         stderr = sum(out["mime"] == "application/vnd.jupyter.stderr" for out in outputs)
         if stderr > exp.stderr:
             found.append(f"{where}: {stderr} stderr-coloured areas, {exp.stderr} saved stderr streams")
+        for area in exp.widgets if len(outputs) == exp.areas else []:
+            if outputs[area]["mime"] == "text/plain":  # neither the widget nor a static text/html or markdown copy
+                text = outputs[area]["text"]
+                found.append(f"{where}: a widget shown as its text/plain repr: {text[:120]!r}")
         for out in outputs:
             match = REPRS.search(out["text"])
             if match:
@@ -209,7 +220,25 @@ def _shoot(page: Any, shots: Path, name: str) -> None:
     page.evaluate("async () => { await window.jupyterapp.commands.execute('application:toggle-left-area'); }")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def _params() -> list[Any]:
+    """The notebooks; 06 as saved shows its %bench progress bars as tqdm's first line (see ``STALE_BARS``)."""
+    return [
+        pytest.param(path, marks=pytest.mark.xfail(reason=STALE_BARS, strict=True)) if _stale_bars(path) else path
+        for path in NOTEBOOKS
+    ]
+
+
+def _stale_bars(path: Path) -> bool:
+    """Whether ``path`` was saved with a tqdm widget whose only copy is its first line (``0%| | 0/N``)."""
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if shown_mime(data) == WIDGET_VIEW and re.match(r"\s*0%\|", data.get("text/plain", "")):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("path", _params(), ids=[p.stem for p in NOTEBOOKS])
 def test_saved_notebook_renders_its_outputs_without_a_kernel(
     path: Path, reader: Any, no_kernel_lab: JupyterServer, shots: Path
 ) -> None:
@@ -235,6 +264,10 @@ def _break(nb: Any) -> dict[str, int]:
             elif "repr" not in broken and mime == "text/markdown":
                 out["data"] = {"text/plain": "VBox(children=(HTML(value='answer'), Output()))"}
                 broken["repr"] = index
+            elif "widget" not in broken and mime == "text/markdown" and not MD_TABLE_RULE.search(data[mime]):
+                view = {"model_id": "0" * 32, "version_major": 2, "version_minor": 0}  # a model saved nowhere
+                out["data"] = {WIDGET_VIEW: view, "text/plain": "  0%|          | 0/64 [00:00<?, ?req/s]"}
+                broken["widget"] = index
             elif "stderr" not in broken and out.output_type == "stream" and out.name == "stdout":
                 out.name = "stderr"
                 broken["stderr"] = index
@@ -252,11 +285,15 @@ def test_checker_flags_each_kind_of_broken_output(
     nb = nbformat.read(source, as_version=4)
     mutated = copy.deepcopy(nb)
     broken = _break(mutated)
-    assert set(broken) == {"png", "table", "repr", "stderr", "areas"}, broken
+    assert set(broken) == {"png", "table", "repr", "stderr", "areas", "widget"}, broken
     nbformat.write(mutated, no_kernel_lab.root / "broken.ipynb")
     dom = open_and_read(reader, no_kernel_lab, "broken.ipynb", len(nb.cells), shots / "broken")
     found = problems(nb, dom)  # the page of the broken copy against the notebook as committed
     hints = {"png": "PNGs", "table": "tables", "repr": "a repr shown", "stderr": "stderr", "areas": "output areas"}
+    widget = broken.pop("widget")
     for kind, index in broken.items():
         assert any(f"cell {index}: " in line and hints[kind] in line for line in found), (kind, index, found)
     assert len(found) == len(broken), found
+    # a widget saved without a static copy: flagged against the broken notebook itself
+    own = problems(mutated, dom)
+    assert any(line.startswith(f"cell {widget}: a widget shown as its text/plain repr") for line in own), own
