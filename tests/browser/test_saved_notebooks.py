@@ -194,10 +194,12 @@ def reader(browser: Any, no_kernel_lab: JupyterServer) -> Iterator[Any]:
 
 def open_and_read(page: Any, server: JupyterServer, name: str, cells: int, shots: Path) -> list[list[dict[str, Any]]]:
     """Open ``name`` with No Kernel, wait until rendered, take a full-length screenshot; the DOM's outputs."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(server.page_url(name) + "&reset")  # a fresh workspace: no notebook opened before comes back
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
     page.locator(".jp-Dialog button", has_text="No Kernel").click()
-    with contextlib.suppress(Exception):  # not all there after 30 s: the checks below say what is missing
+    with contextlib.suppress(PlaywrightTimeout):  # not all there after 30 s: the checks below say what is missing
         page.wait_for_function(_RENDERED, arg=cells, timeout=30_000)
     dom: list[list[dict[str, Any]]] = page.evaluate(_READ_DOM)
     _shoot(page, shots, Path(name).stem)
