@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from nbllm.benchmark import BenchResult
+    from nbllm.benchmark.runner import ProgressBar
 
 __all__ = ["run_bench", "run_serving_bench", "serving_hosts"]
 
@@ -128,8 +129,6 @@ def run_serving_bench(
 ) -> BenchResult:
     """Run the serving benchmark (``flags``: ``nbllm bench``'s, e.g. ``concurrency="1,2,4"``), show its plots,
     save to ``out`` if given and return the :class:`~nbllm.benchmark.BenchResult` (partial if interrupted)."""
-    from tqdm.auto import tqdm
-
     from nbllm.benchmark import run_benchmark
     from nbllm.benchmark.flags import spec_from_flags
 
@@ -140,7 +139,7 @@ def run_serving_bench(
         raise InvalidRequest(f"%bench: {exc}") from None
     result = run_benchmark(
         spec,
-        progress=lambda total: tqdm(total=total, unit="req"),
+        progress=progress_bar,
         stop=stop,
         settings=session.settings,
         runtime=session.runtime if LOCAL in targets else None,
@@ -151,3 +150,42 @@ def run_serving_bench(
         for figure in result.plots().values():
             show(_png(figure), raw=True)
     return result
+
+
+def progress_bar(total: int) -> ProgressBar:
+    """tqdm.auto's bar for ``total`` requests; in a notebook its widget turns into its last line of text when closed.
+
+    A widget's saved ``text/plain`` is tqdm's line as first displayed (``0%| | 0/64``): a saved notebook
+    read without a kernel (JupyterLab, nbconvert, GitHub) would show that, so the output is replaced.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    if not issubclass(tqdm, notebook_tqdm):
+        bar: ProgressBar = tqdm(total=total, unit="req")
+        return bar
+    return _StaticOnClose(tqdm(total=total, unit="req", display=False))
+
+
+class _StaticOnClose:
+    """A notebook tqdm bar shown under a display id; ``close`` replaces it with its final line as text."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+        self._out = LiveDisplay(interval=0.0)
+        self._out.show(bar.container)
+        bar.displayed = True
+
+    def update(self, n: float | None = 1) -> bool | None:
+        """Count ``n`` more finished requests."""
+        done: bool | None = self._bar.update(n)
+        return done
+
+    def set_description(self, desc: str | None = None) -> None:
+        """Say which run is going."""
+        self._bar.set_description(desc)
+
+    def close(self) -> None:
+        """Finish the bar; its output becomes the final line (e.g. ``100%|█████| 64/64 [00:30<00:00, 2.1req/s]``)."""
+        self._bar.close()
+        self._out.finish({"text/plain": str(self._bar)})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
@@ -13,7 +15,7 @@ from nbllm.backends.local import LOCAL_SOURCE
 from nbllm.benchmark import BenchResult
 from nbllm.errors import InvalidRequest
 from nbllm.notebook import load_ipython_extension, unload_ipython_extension
-from nbllm.notebook.bench import run_serving_bench, serving_hosts
+from nbllm.notebook.bench import progress_bar, run_serving_bench, serving_hosts
 from nbllm.notebook.magics import NbllmMagics
 from nbllm.notebook.session import NotebookSession
 from nbllm.runtime import Runtime
@@ -124,3 +126,29 @@ def test_local_beside_another_host_benchmarks_both(
         assert list(result.runs["completed"]) == [2, 2] and magics.session.server is None
     finally:
         unload_ipython_extension(shell)
+
+
+def test_progress_bar_in_a_notebook_ends_as_its_final_line_of_text(
+    shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tqdm.auto
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", notebook_tqdm)  # as tqdm.auto picks in a kernel
+    published: list[tuple[dict[str, object], bool, str]] = []
+
+    def publish(
+        data: dict[str, object], metadata: object = None, *, transient: Any = None, update: bool = False, **kw: Any
+    ) -> None:
+        published.append((data, update, (transient or {}).get("display_id", "")))
+
+    monkeypatch.setattr(shell.display_pub, "publish", publish)
+    bar = progress_bar(3)
+    bar.set_description("c=1")
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    (first, shown, first_id), (last, updated, last_id) = published[0], published[-1]
+    assert "application/vnd.jupyter.widget-view+json" in first and not shown and first_id
+    assert updated and last_id == first_id  # the widget's output replaced in place
+    assert set(last) == {"text/plain"} and re.match(r"c=1: 100%\|\S+\| 3/3 \[", str(last["text/plain"])), last
