@@ -34,7 +34,9 @@ async def generate(req: GenerateRequest, request: Request) -> Response:
     """Stream (default) or return the completion of a prompt."""
     rt = _rt(request)
     if req.stream:
-        return await ndjson_response(lambda cancel: service.generate(rt, req, cancel=cancel), request.receive)
+        return await ndjson_response(
+            lambda cancel: service.generate(rt, req, cancel=cancel, lines=True), request.receive
+        )
     return await collected_response(
         lambda cancel: service.generate(rt, req, cancel=cancel), service.collect_generate, request.receive
     )
@@ -45,7 +47,7 @@ async def chat(req: ChatRequest, request: Request) -> Response:
     """Stream (default) or return the assistant's next message."""
     rt = _rt(request)
     if req.stream:
-        return await ndjson_response(lambda cancel: service.chat(rt, req, cancel=cancel), request.receive)
+        return await ndjson_response(lambda cancel: service.chat(rt, req, cancel=cancel, lines=True), request.receive)
     return await collected_response(
         lambda cancel: service.chat(rt, req, cancel=cancel), service.collect_chat, request.receive
     )

@@ -314,7 +314,11 @@ class FeedResponse(StreamingResponse):
         return self._end
 
 
-def _dump(chunk: BaseModel) -> str:
+def _dump(chunk: BaseModel | str) -> str:
+    """A chunk's NDJSON line; a use case may yield a plain chunk as its line already (``service.generate``)."""
+    if type(chunk) is str:
+        return chunk
+    assert isinstance(chunk, BaseModel)
     return chunk.model_dump_json(exclude_none=True, by_alias=True) + "\n"
 
 
@@ -355,7 +359,7 @@ def _left() -> Response:
 
 
 async def ndjson_response(
-    make: Callable[[threading.Event], Iterator[BaseModel | Pending]], receive: Receive | None = None
+    make: Callable[[threading.Event], Iterator[BaseModel | str | Pending]], receive: Receive | None = None
 ) -> Response:
     """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``; with ``receive``, a client
     that leaves before the first chunk (waiting for the model, a slot, the prompt) cancels the request."""
