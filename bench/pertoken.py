@@ -42,12 +42,14 @@ def _nbllm(
     store: Path, model: str, *, threads: int, log: Path, module: str = "nbllm", tree: Path | None = None
 ) -> servers.Server:
     """An nbllm server; ``tree``: another checkout's code (``PYTHONPATH``), e.g. the commit before a change."""
-    saved = os.environ.get("PYTHONPATH")
-    if tree is not None:
+    saved, here = os.environ.get("PYTHONPATH"), Path.cwd()
+    if tree is not None:  # (``python -m`` puts its working directory first on the path)
         os.environ["PYTHONPATH"] = str(tree)
+        os.chdir(tree)
     try:
-        server = servers.nbllm(store, parallel=4, threads=threads, log=log, module=module)
+        server = servers.nbllm(store.resolve(), parallel=4, threads=threads, log=log.resolve(), module=module)
     finally:
+        os.chdir(here)
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:

@@ -314,12 +314,8 @@ class FeedResponse(StreamingResponse):
         return self._end
 
 
-def _dump(chunk: BaseModel | str) -> str:
-    """A chunk's NDJSON line; a use case may yield a plain chunk as its line already (``service.generate``)."""
-    if type(chunk) is str:
-        return chunk
-    assert isinstance(chunk, BaseModel)
-    return chunk.model_dump_json(exclude_none=True, by_alias=True) + "\n"
+def _dump(chunk: BaseModel | str) -> str:  # (a use case may yield a plain chunk as its line: service.generate)
+    return chunk if isinstance(chunk, str) else chunk.model_dump_json(exclude_none=True, by_alias=True) + "\n"
 
 
 class ClientLeft(Exception):
