@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--thread-handoff", action="store_true", help="also measure the hand-off without NoWait")
     p.add_argument("--baseline", type=Path, help="also measure nbllm from this checkout (before/after, same rounds)")
+    p.add_argument(
+        "--openai",
+        action="store_true",
+        help="stream nbllm's /v1/completions (the store needs a model named 'm'); TTFT then includes the prefill",
+    )
     p.add_argument("--label", default="", help="what this run measures (e.g. the commit)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -159,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
             "tokens": a.tokens,
             "load_before": os.getloadavg(),
         }
+        if a.openai:
+            for server in started[:-1]:
+                server.kind, server.model = "openai", "m"
         result["servers"] = measure(started, rounds=a.rounds, n=a.tokens, ctx=2048)
         result["load_after"] = os.getloadavg()
         result["ratios"] = ratios(result["servers"])

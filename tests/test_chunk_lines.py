@@ -1,13 +1,16 @@
-"""``ChunkLines`` writes the very bytes ``model_dump_json`` writes for the same plain streamed chunk."""
+"""The line writers write the very bytes the models (NDJSON) or the OpenAI translation (``/v1``) give
+for the same plain streamed chunk."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
 from nbllm.schema import ChatResponse, GenerateResponse, Message
-from nbllm.schema.lines import ChunkLines
+from nbllm.schema.lines import ChatCompletionLines, ChunkLines, CompletionLines, openai_id
+from nbllm.service import openai
 
 _SAMPLES = [
     "",
@@ -73,3 +76,28 @@ def test_a_line_is_stamped_now_and_parses_back() -> None:
     chunk = ChatResponse.model_validate_json(line)
     assert chunk.message.content == "hi" and chunk.message.thinking == "hmm" and chunk.done is False
     assert chunk.created_at.endswith("Z") and chunk.created_at[:4].isdigit()
+
+
+def _event(item: object) -> str:
+    return f"data: {json.dumps(item)}\n\n"
+
+
+@pytest.mark.parametrize("model", _MODELS)
+def test_chat_completion_events_match_the_translation(model: str) -> None:
+    lines = ChatCompletionLines(openai_id("chatcmpl"), 1764792000, model)
+    for i, text in enumerate(_TEXTS):
+        thinking = _TEXTS[-i] if i % 3 == 0 else None
+        message = Message(role="assistant", content=text, thinking=thinking or None)
+        chunk = ChatResponse(model=model, created_at=_STAMP, message=message)
+        (item,) = openai.chat_completion(iter([chunk]), model, stream=True, lines=lines)
+        assert lines.line(text, thinking) == _event(item)
+
+
+@pytest.mark.parametrize("model", _MODELS)
+def test_completion_events_match_the_translation(model: str) -> None:
+    lines = CompletionLines(openai_id("cmpl"), 1764792000, model)
+    for i, text in enumerate(_TEXTS):
+        thinking = _TEXTS[-i] if i % 3 == 0 else None
+        chunk = GenerateResponse(model=model, created_at=_STAMP, response=text, thinking=thinking or None)
+        (item,) = openai.completion(iter([chunk]), model, stream=True, lines=lines)
+        assert lines.line(text, thinking) == _event(item)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, overload
+from typing import Any, overload
 
 from nbllm.engine import Engine, FinalStats, LoadSpec, Pending, SamplingParams, TokenChunk
 from nbllm.errors import InvalidRequest, TemplateError, UnsupportedCapability
@@ -29,7 +29,7 @@ from nbllm.schema import (
     now_timestamp,
 )
 from nbllm.schema.generate import Logprob
-from nbllm.schema.lines import ChunkLines
+from nbllm.schema.lines import LineWriter
 from nbllm.service.collect import collect_chat, collect_generate, settled
 from nbllm.service.common import keep_alive_of, load_spec, model_options, resolve_model
 from nbllm.service.constraints import Constraints, chat_constraints, format_only
@@ -139,20 +139,20 @@ def _stream(
 
 @overload
 def generate(
-    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: Literal[False] = False
+    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: None = None
 ) -> Iterator[GenerateResponse | Pending]: ...
 @overload
 def generate(
-    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: Literal[True]
+    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: LineWriter
 ) -> Iterator[GenerateResponse | str | Pending]: ...
 def generate(
-    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: bool = False
+    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: LineWriter | None = None
 ) -> Iterator[GenerateResponse | str | Pending]:
     """``/api/generate``: yields text (and thinking) chunks, then a final chunk with ``done: true`` and
     the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine).
 
-    With ``lines`` a plain chunk (text or thinking, no logprobs) comes as its NDJSON line, the bytes
-    its model would dump, without building the model (the streamed route's per-token path).
+    With ``lines`` a plain chunk (text or thinking, no logprobs) comes as the line ``lines`` writes for
+    it (the bytes the route would send for its model) without building the model: a stream's per-token path.
     """
     p = _prepare(rt, req)
     if req.suffix and "insert" not in p.caps:
@@ -176,7 +176,7 @@ def generate(
         text = prefix + _generate_text(template, p, req)
         return text, fit(prompt_tokens(engine, text), engine, truncate=req.truncate)
 
-    fast = ChunkLines(req.model, chat=False) if lines and not req.logprobs else None
+    fast = lines if not req.logprobs else None
     for step in _stream(rt, p, req, render, constraints, cancel):
         if isinstance(step, Pending):
             yield step
@@ -196,20 +196,20 @@ def generate(
 
 @overload
 def chat(
-    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: Literal[False] = False
+    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: None = None
 ) -> Iterator[ChatResponse | Pending]: ...
 @overload
 def chat(
-    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: Literal[True]
+    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: LineWriter
 ) -> Iterator[ChatResponse | str | Pending]: ...
 def chat(
-    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: bool = False
+    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: LineWriter | None = None
 ) -> Iterator[ChatResponse | str | Pending]:
     """``/api/chat``: yields message deltas (thinking first), then a final chunk with ``done: true`` and
     the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine).
 
-    With ``lines`` a plain delta (text or thinking: no tool calls, no logprobs) comes as its NDJSON
-    line, as ``generate``'s does.
+    With ``lines`` a plain delta (text or thinking: no tool calls, no logprobs) comes as the line
+    ``lines`` writes for it, as ``generate``'s does.
     """
     p = _prepare(rt, req)
     if req.tools and "tools" not in p.caps:
@@ -233,7 +233,7 @@ def chat(
     def render(engine: Engine) -> tuple[str, list[int]]:
         return chat_tokens(engine, template, messages, shown_tools, think=p.think, truncate=req.truncate)
 
-    fast = ChunkLines(req.model, chat=True) if lines and not req.logprobs else None
+    fast = lines if not req.logprobs else None
     for step in _stream(rt, p, req, render, constraints, cancel):
         if isinstance(step, Pending):
             yield step
