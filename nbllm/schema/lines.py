@@ -4,7 +4,7 @@ A streamed generation sends one chunk a token. Most of them are the same few fie
 time, the text or the thinking, ``done: false``), and building a ``GenerateResponse``/``ChatResponse``
 and dumping it is the largest part of the per-token Python work on the event loop. ``ChunkLines``
 writes those lines from a prefix made once per request; the bytes are the ones ``model_dump_json``
-writes for the same chunk (``tests/schema/test_lines.py`` compares them over many texts). Anything
+writes for the same chunk (``tests/test_chunk_lines.py`` compares them over many texts). Anything
 else (tool calls, logprobs, the final chunk with its stats) is built and dumped as a model.
 
 ``/v1`` streams (``ChatCompletionLines``, ``CompletionLines``) write the ``data:`` event that
