@@ -38,11 +38,27 @@ _THREAD_HANDOFF = "bench.pertoken_thread"
 """A module that serves nbllm with the NoWait hand-off switched off (the simpler design, for comparison)."""
 
 
-def _nbllm(store: Path, model: str, *, threads: int, log: Path, module: str = "nbllm") -> servers.Server:
-    server = servers.nbllm(store, parallel=4, threads=threads, log=log, module=module)
+def _nbllm(
+    store: Path, model: str, *, threads: int, log: Path, module: str = "nbllm", tree: Path | None = None
+) -> servers.Server:
+    """An nbllm server; ``tree``: another checkout's code (``PYTHONPATH``), e.g. the commit before a change."""
+    saved, here = os.environ.get("PYTHONPATH"), Path.cwd()
+    if tree is not None:  # (``python -m`` puts its working directory first on the path)
+        os.environ["PYTHONPATH"] = str(tree)
+        os.chdir(tree)
+    try:
+        server = servers.nbllm(store.resolve(), parallel=4, threads=threads, log=log.resolve(), module=module)
+    finally:
+        os.chdir(here)
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
     server.model = model
     if module != "nbllm":
         server.name += " thread hand-off"
+    if tree is not None:
+        server.name += f" baseline {tree}"
     return server
 
 
@@ -97,6 +113,20 @@ def measure(sides: list[servers.Server], *, rounds: int, n: int, ctx: int) -> di
     return {name: {key: _summary(values) for key, values in row.items()} for name, row in series.items()}
 
 
+def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-round ratios of the first server's serving CPU and TTFT overhead to each other server's."""
+    names = list(result)
+    first = result[names[0]]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names[1:]:
+        other = result[name]
+        out[f"{names[0]} / {name}"] = {
+            key: _summary([a / b for a, b in zip(first[key]["values"], other[key]["values"], strict=True) if b > 0])
+            for key in ("cpu_us", "cpu_us_ns", "ttft_ms")
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start the servers, measure, write a JSON file."""
     p = argparse.ArgumentParser(prog="python -m bench.pertoken", description=__doc__)
@@ -107,6 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--thread-handoff", action="store_true", help="also measure the hand-off without NoWait")
+    p.add_argument("--baseline", type=Path, help="also measure nbllm from this checkout (before/after, same rounds)")
+    p.add_argument(
+        "--openai",
+        action="store_true",
+        help="stream nbllm's /v1/completions (the store needs a model named 'm'); TTFT then includes the prefill",
+    )
     p.add_argument("--label", default="", help="what this run measures (e.g. the commit)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -115,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     started: list[servers.Server] = []
     try:
         started.append(_nbllm(a.store, a.model, threads=a.threads, log=log))
+        if a.baseline is not None:
+            started.append(_nbllm(a.store, a.model, threads=a.threads, log=log, tree=a.baseline.resolve()))
         if a.thread_handoff:
             started.append(_nbllm(a.store, a.model, threads=a.threads, log=log, module=_THREAD_HANDOFF))
         peer = Peer("llama.cpp", Path(sys.executable), a.llama_bin)
@@ -126,14 +164,18 @@ def main(argv: list[str] | None = None) -> None:
             "tokens": a.tokens,
             "load_before": os.getloadavg(),
         }
+        if a.openai:
+            for server in started[:-1]:
+                server.kind, server.model = "openai", "m"
         result["servers"] = measure(started, rounds=a.rounds, n=a.tokens, ctx=2048)
         result["load_after"] = os.getloadavg()
+        result["ratios"] = ratios(result["servers"])
     finally:
         for server in started:
             server.stop()
     a.out.write_text(json.dumps(result, indent=1))
-    for name, row in result["servers"].items():
-        print(name, {k: (round(v["median"], 1), v["ci95"]) for k, v in row.items()})
+    for name, row in [*result["servers"].items(), *result["ratios"].items()]:
+        print(name, {k: (round(v["median"], 2), v["ci95"]) for k, v in row.items()})
 
 
 if __name__ == "__main__":

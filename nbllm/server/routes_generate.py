@@ -17,6 +17,7 @@ from nbllm.schema import (
     GenerateRequest,
     GenerateResponse,
 )
+from nbllm.schema.lines import ChunkLines
 from nbllm.server.streaming import collected_response, ndjson_response, single_response
 
 __all__ = ["router"]
@@ -34,7 +35,10 @@ async def generate(req: GenerateRequest, request: Request) -> Response:
     """Stream (default) or return the completion of a prompt."""
     rt = _rt(request)
     if req.stream:
-        return await ndjson_response(lambda cancel: service.generate(rt, req, cancel=cancel), request.receive)
+        return await ndjson_response(
+            lambda cancel: service.generate(rt, req, cancel=cancel, lines=ChunkLines(req.model, chat=False)),
+            request.receive,
+        )
     return await collected_response(
         lambda cancel: service.generate(rt, req, cancel=cancel), service.collect_generate, request.receive
     )
@@ -45,7 +49,9 @@ async def chat(req: ChatRequest, request: Request) -> Response:
     """Stream (default) or return the assistant's next message."""
     rt = _rt(request)
     if req.stream:
-        return await ndjson_response(lambda cancel: service.chat(rt, req, cancel=cancel), request.receive)
+        return await ndjson_response(
+            lambda cancel: service.chat(rt, req, cancel=cancel, lines=ChunkLines(req.model, chat=True)), request.receive
+        )
     return await collected_response(
         lambda cancel: service.chat(rt, req, cancel=cancel), service.collect_chat, request.receive
     )

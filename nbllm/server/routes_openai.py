@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from nbllm import service
 from nbllm.engine import Pending
 from nbllm.errors import Cancelled
 from nbllm.runtime import Runtime
+from nbllm.schema.lines import ChatCompletionLines, CompletionLines, openai_id
 from nbllm.schema.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
 from nbllm.server.errors import openai_error_body, openai_error_response
 from nbllm.server.streaming import ClientLeft, Feed, FeedResponse, watched
@@ -45,7 +47,10 @@ async def _extra_options(request: Request) -> dict[str, Any] | None:
 
 
 async def _answer(
-    make: Callable[[threading.Event], Iterator[dict[str, Any] | Pending]], *, stream: bool, receive: Receive | None
+    make: Callable[[threading.Event], Iterator[dict[str, Any] | str | Pending]],
+    *,
+    stream: bool,
+    receive: Receive | None,
 ) -> Response:
     """The first object (the whole answer unless streamed); a client that leaves before it cancels the request."""
     feed = Feed(make)
@@ -59,8 +64,8 @@ async def _answer(
         feed.close()
         return JSONResponse(items[0])
 
-    def render(item: dict[str, Any]) -> str:
-        return f"data: {json.dumps(item)}\n\n"
+    def render(item: dict[str, Any] | str) -> str:  # (a plain chunk comes as its event: schema.lines)
+        return item if isinstance(item, str) else f"data: {json.dumps(item)}\n\n"
 
     def fail(exc: BaseException) -> str:
         return f"data: {json.dumps(openai_error_body(exc))}\n\n"
@@ -74,9 +79,13 @@ async def chat_completions(req: OpenAIChatRequest, request: Request) -> Response
     rt, extra = _rt(request), await _extra_options(request)
     usage = bool(req.stream_options and req.stream_options.include_usage)
 
-    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | Pending]:
-        chunks = service.chat(rt, openai.chat_request(req, extra), cancel=cancel)
-        return openai.chat_completion(chunks, req.model, stream=req.stream, include_usage=usage)
+    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | str | Pending]:
+        chat_req = openai.chat_request(req, extra)
+        if not req.stream:
+            return openai.chat_completion(service.chat(rt, chat_req, cancel=cancel), req.model, stream=False)
+        lines = ChatCompletionLines(openai_id("chatcmpl"), int(time.time()), req.model)
+        chunks = service.chat(rt, chat_req, cancel=cancel, lines=lines)
+        return openai.chat_completion(chunks, req.model, stream=True, include_usage=usage, lines=lines)
 
     return await _answer(make, stream=req.stream, receive=request.receive)
 
@@ -87,9 +96,13 @@ async def completions(req: OpenAICompletionRequest, request: Request) -> Respons
     rt, extra = _rt(request), await _extra_options(request)
     usage = bool(req.stream_options and req.stream_options.include_usage)
 
-    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | Pending]:
-        chunks = service.generate(rt, openai.completion_request(req, extra), cancel=cancel)
-        return openai.completion(chunks, req.model, stream=req.stream, include_usage=usage)
+    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | str | Pending]:
+        gen_req = openai.completion_request(req, extra)
+        if not req.stream:
+            return openai.completion(service.generate(rt, gen_req, cancel=cancel), req.model, stream=False)
+        lines = CompletionLines(openai_id("cmpl"), int(time.time()), req.model)
+        chunks = service.generate(rt, gen_req, cancel=cancel, lines=lines)
+        return openai.completion(chunks, req.model, stream=True, include_usage=usage, lines=lines)
 
     return await _answer(make, stream=req.stream, receive=request.receive)
 

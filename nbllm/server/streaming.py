@@ -314,8 +314,8 @@ class FeedResponse(StreamingResponse):
         return self._end
 
 
-def _dump(chunk: BaseModel) -> str:
-    return chunk.model_dump_json(exclude_none=True, by_alias=True) + "\n"
+def _dump(chunk: BaseModel | str) -> str:  # (a use case may yield a plain chunk as its line: service.generate)
+    return chunk if isinstance(chunk, str) else chunk.model_dump_json(exclude_none=True, by_alias=True) + "\n"
 
 
 class ClientLeft(Exception):
@@ -355,7 +355,7 @@ def _left() -> Response:
 
 
 async def ndjson_response(
-    make: Callable[[threading.Event], Iterator[BaseModel | Pending]], receive: Receive | None = None
+    make: Callable[[threading.Event], Iterator[BaseModel | str | Pending]], receive: Receive | None = None
 ) -> Response:
     """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``; with ``receive``, a client
     that leaves before the first chunk (waiting for the model, a slot, the prompt) cancels the request."""

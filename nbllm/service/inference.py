@@ -29,6 +29,7 @@ from nbllm.schema import (
     now_timestamp,
 )
 from nbllm.schema.generate import Logprob
+from nbllm.schema.lines import LineWriter
 from nbllm.service.collect import collect_chat, collect_generate, settled
 from nbllm.service.common import keep_alive_of, load_spec, model_options, resolve_model
 from nbllm.service.constraints import Constraints, chat_constraints, format_only
@@ -136,11 +137,23 @@ def _stream(
             yield _Step(piece, token, final, _metrics(final, p.started, load_ns))
 
 
+@overload
 def generate(
-    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None
-) -> Iterator[GenerateResponse | Pending]:
+    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: None = None
+) -> Iterator[GenerateResponse | Pending]: ...
+@overload
+def generate(
+    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: LineWriter
+) -> Iterator[GenerateResponse | str | Pending]: ...
+def generate(
+    rt: Runtime, req: GenerateRequest, *, cancel: threading.Event | None = None, lines: LineWriter | None = None
+) -> Iterator[GenerateResponse | str | Pending]:
     """``/api/generate``: yields text (and thinking) chunks, then a final chunk with ``done: true`` and
-    the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
+    the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine).
+
+    With ``lines`` a plain chunk (text or thinking, no logprobs) comes as the line ``lines`` writes for
+    it (the bytes the route would send for its model) without building the model: a stream's per-token path.
+    """
     p = _prepare(rt, req)
     if req.suffix and "insert" not in p.caps:
         raise UnsupportedCapability(f"{p.model.name.full} does not support insert")
@@ -163,9 +176,13 @@ def generate(
         text = prefix + _generate_text(template, p, req)
         return text, fit(prompt_tokens(engine, text), engine, truncate=req.truncate)
 
+    fast = lines if not req.logprobs else None
     for step in _stream(rt, p, req, render, constraints, cancel):
         if isinstance(step, Pending):
             yield step
+            continue
+        if fast is not None and step.final is None:
+            yield fast.line(step.piece.content, step.piece.thinking or None)
             continue
         chunk = _bare(req, response=step.piece.content, thinking=step.piece.thinking or None)
         if step.token is not None and req.logprobs:
@@ -177,9 +194,23 @@ def generate(
         yield chunk
 
 
-def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None) -> Iterator[ChatResponse | Pending]:
+@overload
+def chat(
+    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: None = None
+) -> Iterator[ChatResponse | Pending]: ...
+@overload
+def chat(
+    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: LineWriter
+) -> Iterator[ChatResponse | str | Pending]: ...
+def chat(
+    rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None, lines: LineWriter | None = None
+) -> Iterator[ChatResponse | str | Pending]:
     """``/api/chat``: yields message deltas (thinking first), then a final chunk with ``done: true`` and
-    the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine)."""
+    the stats (and, inside an ``engine.NoWait`` block, PENDING where it would wait for the engine).
+
+    With ``lines`` a plain delta (text or thinking: no tool calls, no logprobs) comes as the line
+    ``lines`` writes for it, as ``generate``'s does.
+    """
     p = _prepare(rt, req)
     if req.tools and "tools" not in p.caps:
         raise UnsupportedCapability(f"{p.model.name.full} does not support tools")
@@ -202,11 +233,15 @@ def chat(rt: Runtime, req: ChatRequest, *, cancel: threading.Event | None = None
     def render(engine: Engine) -> tuple[str, list[int]]:
         return chat_tokens(engine, template, messages, shown_tools, think=p.think, truncate=req.truncate)
 
+    fast = lines if not req.logprobs else None
     for step in _stream(rt, p, req, render, constraints, cancel):
         if isinstance(step, Pending):
             yield step
             continue
         piece = step.piece
+        if fast is not None and step.final is None and not piece.tool_calls:
+            yield fast.line(piece.content, piece.thinking or None)
+            continue
         calls = piece.tool_calls or None
         chunk = _bare(
             req,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import struct
 import threading
 import time
@@ -32,6 +31,8 @@ from nbllm.schema import (
     ToolCall,
     ToolCallFunction,
 )
+from nbllm.schema.lines import ChatCompletionLines, CompletionLines
+from nbllm.schema.lines import openai_id as _id
 from nbllm.schema.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingRequest
 from nbllm.store import ModelName
 
@@ -60,10 +61,6 @@ _EFFORTS: dict[str, bool | str] = {
     "ultra": "max",
 }
 """OpenAI's reasoning efforts as Ollama's ``think`` (its compatibility layer's table)."""
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}-{secrets.randbelow(10**9)}"
 
 
 def _options(req: OpenAIChatRequest | OpenAICompletionRequest, extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -236,17 +233,23 @@ def _usage(final: ChatResponse | GenerateResponse) -> dict[str, Any]:
 
 
 def chat_completion(
-    chunks: Iterator[ChatResponse | Pending], model: str, *, stream: bool, include_usage: bool = False
-) -> Iterator[dict[str, Any] | Pending]:
-    """OpenAI chat objects: one ``chat.completion`` or a series of ``chat.completion.chunk``."""
-    ident, created = _id("chatcmpl"), int(time.time())
+    chunks: Iterator[ChatResponse | str | Pending],
+    model: str,
+    *,
+    stream: bool,
+    include_usage: bool = False,
+    lines: ChatCompletionLines | None = None,
+) -> Iterator[dict[str, Any] | str | Pending]:
+    """OpenAI chat objects: one ``chat.completion`` or a series of ``chat.completion.chunk`` (a chunk that
+    ``lines`` wrote, the stream's per-token path, as its event: ``lines.ident``, ``lines.created``)."""
+    ident, created = (lines.ident, lines.created) if lines is not None else (_id("chatcmpl"), int(time.time()))
     base = {"id": ident, "created": created, "model": model, "system_fingerprint": "fp_ollama"}
     content: list[str] = []
     reasoning: list[str] = []
     calls: list[ToolCall] = []
     logprobs: list[Any] = []
     for chunk in chunks:
-        if isinstance(chunk, Pending):
+        if isinstance(chunk, (Pending, str)):
             yield chunk
             continue
         content.append(chunk.message.content)
@@ -299,19 +302,25 @@ def completion_request(req: OpenAICompletionRequest, extra_options: Mapping[str,
 
 
 def completion(
-    chunks: Iterator[GenerateResponse | Pending], model: str, *, stream: bool, include_usage: bool = False
-) -> Iterator[dict[str, Any] | Pending]:
-    """OpenAI ``text_completion`` objects (one, or one per chunk when streaming)."""
+    chunks: Iterator[GenerateResponse | str | Pending],
+    model: str,
+    *,
+    stream: bool,
+    include_usage: bool = False,
+    lines: CompletionLines | None = None,
+) -> Iterator[dict[str, Any] | str | Pending]:
+    """OpenAI ``text_completion`` objects (one, or one per chunk when streaming; ``lines``: as ``chat_completion``)."""
+    ident, created = (lines.ident, lines.created) if lines is not None else (_id("cmpl"), int(time.time()))
     base = {
-        "id": _id("cmpl"),
+        "id": ident,
         "object": "text_completion",
-        "created": int(time.time()),
+        "created": created,
         "model": model,
         "system_fingerprint": "fp_ollama",
     }
     text: list[str] = []
     for chunk in chunks:
-        if isinstance(chunk, Pending):
+        if isinstance(chunk, (Pending, str)):
             yield chunk
             continue
         text.append(chunk.response)

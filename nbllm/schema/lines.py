@@ -1,0 +1,95 @@
+"""The line of a plain streamed chunk (NDJSON, or ``/v1``'s server-sent event), written without models.
+
+A streamed generation sends one chunk a token. Most of them are the same few fields (the model, the
+time, the text or the thinking, ``done: false``), and building a ``GenerateResponse``/``ChatResponse``
+and dumping it is the largest part of the per-token Python work on the event loop. ``ChunkLines``
+writes those lines from a prefix made once per request; the bytes are the ones ``model_dump_json``
+writes for the same chunk (``tests/test_chunk_lines.py`` compares them over many texts). Anything
+else (tool calls, logprobs, the final chunk with its stats) is built and dumped as a model.
+
+``/v1`` streams (``ChatCompletionLines``, ``CompletionLines``) write the ``data:`` event that
+``json.dumps`` of the OpenAI chunk would give, the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Protocol
+
+from nbllm.schema.common import now_timestamp
+
+__all__ = ["ChatCompletionLines", "ChunkLines", "CompletionLines", "LineWriter", "openai_id"]
+
+_string = json.JSONEncoder(ensure_ascii=False).encode
+"""A JSON string as pydantic writes it: UTF-8 left as is, ``"``, ``\\`` and control characters escaped."""
+_ascii = json.JSONEncoder().encode
+"""A JSON string as ``json.dumps`` writes it (non-ASCII escaped)."""
+
+
+class LineWriter(Protocol):
+    """What a streamed route gives the use case to write its plain chunks with."""
+
+    def line(self, text: str, thinking: str | None = None) -> str:
+        """The whole line of a chunk with ``text`` (and ``thinking``)."""
+        ...
+
+
+class ChunkLines:
+    """Per-token NDJSON lines of one ``/api/generate`` or ``/api/chat`` stream (``chat``: a message delta)."""
+
+    __slots__ = ("_chat", "_head")
+
+    def __init__(self, model: str, *, chat: bool) -> None:
+        self._head = '{"model":' + _string(model) + ',"created_at":"'
+        self._chat = chat
+
+    def line(self, text: str, thinking: str | None = None, *, created_at: str | None = None) -> str:
+        """The line (newline included) of a chunk with ``text`` (and ``thinking``), stamped now."""
+        stamp = now_timestamp() if created_at is None else created_at
+        more = ',"thinking":' + _string(thinking) if thinking else ""
+        if self._chat:
+            content = _string(text)
+            return f'{self._head}{stamp}","message":{{"role":"assistant","content":{content}{more}}},"done":false}}\n'
+        return f'{self._head}{stamp}","response":{_string(text)}{more},"done":false}}\n'
+
+
+def openai_id(prefix: str) -> str:
+    """A new OpenAI object id: ``chatcmpl-…``, ``cmpl-…`` (as Ollama's compatibility layer makes them)."""
+    return f"{prefix}-{secrets.randbelow(10**9)}"
+
+
+class ChatCompletionLines:
+    """``/v1/chat/completions`` stream events of plain deltas (``reasoning``: the thinking)."""
+
+    __slots__ = ("_head", "created", "ident")
+
+    def __init__(self, ident: str, created: int, model: str) -> None:
+        self.ident, self.created = ident, created
+        self._head = (
+            f'data: {{"id": {_ascii(ident)}, "created": {created}, "model": {_ascii(model)}, '
+            '"system_fingerprint": "fp_ollama", "object": "chat.completion.chunk", '
+            '"choices": [{"index": 0, "delta": {"role": "assistant", "content": '
+        )
+
+    def line(self, text: str, thinking: str | None = None) -> str:
+        """The event (blank line included) of a delta with ``text`` (and ``thinking``)."""
+        more = ', "reasoning": ' + _ascii(thinking) if thinking else ""
+        return f'{self._head}{_ascii(text)}{more}}}, "finish_reason": null, "logprobs": null}}]}}\n\n'
+
+
+class CompletionLines:
+    """``/v1/completions`` stream events of plain text chunks (thinking is not part of them)."""
+
+    __slots__ = ("_head", "created", "ident")
+
+    def __init__(self, ident: str, created: int, model: str) -> None:
+        self.ident, self.created = ident, created
+        self._head = (
+            f'data: {{"id": {_ascii(ident)}, "object": "text_completion", "created": {created}, '
+            f'"model": {_ascii(model)}, "system_fingerprint": "fp_ollama", "choices": [{{"text": '
+        )
+
+    def line(self, text: str, thinking: str | None = None) -> str:
+        """The event (blank line included) of a chunk with ``text``."""
+        return f'{self._head}{_ascii(text)}, "index": 0, "finish_reason": null}}]}}\n\n'
