@@ -13,6 +13,7 @@ kernel (Ctrl-C, the stop button) ends it early and still returns the requests me
 from __future__ import annotations
 
 import base64
+import html
 import io
 import threading
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from nbllm.benchmark.runner import ProgressBar
 
 __all__ = ["run_bench", "run_serving_bench", "serving_hosts"]
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _progress(done: int, total: int, model: str, last: TimingRecord | None) -> dict[str, str]:
@@ -153,10 +156,11 @@ def run_serving_bench(
 
 
 def progress_bar(total: int) -> ProgressBar:
-    """tqdm.auto's bar for ``total`` requests; in a notebook its widget turns into its last line of text when closed.
+    """tqdm.auto's bar for ``total`` requests; in a notebook a widget whose text fallback ends as its last line.
 
-    A widget's saved ``text/plain`` is tqdm's line as first displayed (``0%| | 0/64``): a saved notebook
-    read without a kernel (JupyterLab, nbconvert, GitHub) would show that, so the output is replaced.
+    A widget output's saved ``text/plain`` is tqdm's line as first displayed (``0%| | 0/64``): a saved
+    notebook read where the widget cannot be drawn (nbconvert, GitHub, no widget state) would show that,
+    so at the end the output is replaced by the same widget with the final line as its fallback.
     """
     from tqdm.auto import tqdm
     from tqdm.notebook import tqdm as notebook_tqdm
@@ -186,6 +190,12 @@ class _StaticOnClose:
         self._bar.set_description(desc)
 
     def close(self) -> None:
-        """Finish the bar; its output becomes the final line (e.g. ``100%|█████| 64/64 [00:30<00:00, 2.1req/s]``)."""
+        """Finish the bar: the widget stays, its text fallback is the final line (``100%|███| 64/64 [00:30<…]``)."""
         self._bar.close()
-        self._out.finish({"text/plain": str(self._bar)})
+        line = str(self._bar)
+        # the static copies a reader sees where the widget cannot be drawn (no kernel, nbconvert, GitHub)
+        bundle: dict[str, Any] = {"text/plain": line, "text/html": f"<pre>{html.escape(line, quote=False)}</pre>"}
+        model_id = getattr(self._bar.container, "model_id", None)
+        if model_id:  # (a closed widget has none: then the line alone)
+            bundle[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": model_id}
+        self._out.finish(bundle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_local_beside_another_host_benchmarks_both(
         unload_ipython_extension(shell)
 
 
-def test_progress_bar_in_a_notebook_ends_as_its_final_line_of_text(
+def test_progress_bar_in_a_notebook_stays_a_widget_whose_text_is_its_final_line(
     shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tqdm.auto
@@ -151,4 +152,6 @@ def test_progress_bar_in_a_notebook_ends_as_its_final_line_of_text(
     (first, shown, first_id), (last, updated, last_id) = published[0], published[-1]
     assert "application/vnd.jupyter.widget-view+json" in first and not shown and first_id
     assert updated and last_id == first_id  # the widget's output replaced in place
-    assert set(last) == {"text/plain"} and re.match(r"c=1: 100%\|\S+\| 3/3 \[", str(last["text/plain"])), last
+    assert re.match(r"c=1: 100%\|\S+\| 3/3 \[", str(last["text/plain"])), last  # not tqdm's first line, 0%
+    assert last["application/vnd.jupyter.widget-view+json"] == first["application/vnd.jupyter.widget-view+json"]
+    assert last["text/html"] == f"<pre>{html.escape(str(last['text/plain']), quote=False)}</pre>"  # a static copy
