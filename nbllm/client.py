@@ -37,7 +37,10 @@ from nbllm.schema import (
     VersionResponse,
 )
 
-__all__ = ["BaseClient", "Client", "LocalClient", "error_for_status", "stream_error"]
+__all__ = ["IN_PROCESS", "BaseClient", "Client", "LocalClient", "error_for_status", "stream_error"]
+
+IN_PROCESS = "in-process"
+"""The ``host`` of a :class:`LocalClient`: the answers come from this process's runtime."""
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -338,7 +341,7 @@ class LocalClient(BaseClient):
         from nbllm.service import blobs
 
         self.runtime = runtime
-        self.host = "in-process"
+        self.host = IN_PROCESS
         self._service = service
         self._blobs = blobs
 

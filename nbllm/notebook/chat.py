@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbllm.client import BaseClient
+from nbllm.client import IN_PROCESS, BaseClient
 from nbllm.errors import Cancelled, InvalidRequest, NbllmError
 from nbllm.notebook.answer import Answer, ChatResult, render_body
 from nbllm.notebook.display import LiveDisplay, escape_html, show
@@ -126,7 +126,7 @@ def backend_note(previous: str | None, host: str) -> str | None:
     """One line when the cell magics' backend changed since the last answer (as after ``%serve stop``)."""
     if previous is None or previous == host:
         return None
-    if host == "in-process":
+    if host == IN_PROCESS:
         return "answering in this kernel (in-process): no server is in use now; %serve starts one"
     return f"answering through the server at {host}"
 

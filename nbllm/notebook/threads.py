@@ -16,6 +16,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from nbllm.client import IN_PROCESS
 from nbllm.notebook.display import Note
 from nbllm.notebook.magic_args import ChatArgs, ThreadsArgs
 from nbllm.notebook.session import NotebookSession
@@ -25,9 +26,6 @@ from nbllm.store.threads import SavedThread, ThreadStore, check_name
 __all__ = ["resume_thread", "save_thread", "thread_store", "threads_magic"]
 
 log = logging.getLogger(__name__)
-
-IN_PROCESS = "in-process"
-"""The host of a client that answers in this kernel (``LocalClient.host``)."""
 
 
 def thread_store(session: NotebookSession) -> ThreadStore:

@@ -17,7 +17,7 @@ from nbllm.store.digest import digest_from_filename, filename_for, normalize_dig
 from nbllm.store.lock import StoreLock, hold_file, in_use
 from nbllm.store.permissions import FILE_MODE, make_private_dirs
 
-__all__ = ["BlobStore", "BlobWriter", "fsync_dir", "is_disk_full", "write_error"]
+__all__ = ["BlobStore", "BlobWriter", "fsync_dir", "is_disk_full", "write_atomic", "write_error"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,29 @@ def fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def write_atomic(target: Path, parts: Iterable[bytes], what: str) -> None:
+    """Replace ``target`` with ``parts`` in one step: a temporary file beside it (``.tmp-…``, ``0600``),
+    fsync, rename, fsync of the directory. A failure leaves the previous file and no temporary one, and
+    an OSError comes as :func:`write_error` naming ``what``. The directory must exist."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    except OSError as exc:
+        raise write_error(exc, what) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for part in parts:
+                fh.write(part)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(exc, what) from exc
+        raise
+    fsync_dir(target.parent)
 
 
 def _blob_write_error(exc: OSError, root: Path) -> StoreError:

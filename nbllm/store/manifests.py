@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nbllm.errors import InvalidRequest, StoreError
-from nbllm.store.blobs import fsync_dir, write_error
+from nbllm.store.blobs import write_atomic
 from nbllm.store.digest import normalize_digest
 from nbllm.store.names import ModelName
 from nbllm.store.permissions import make_private_dirs
@@ -174,22 +172,7 @@ class ManifestStore:
         target = existing if existing is not None else self._path(name)
         make_private_dirs(target.parent)
         data = manifest.to_bytes()
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        except OSError as exc:
-            raise write_error(exc, f"the manifest of {name}") from exc
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise write_error(exc, f"the manifest of {name}") from exc
-            raise
-        fsync_dir(target.parent)
+        write_atomic(target, [data], f"the manifest of {name}")
         return hashlib.sha256(data).hexdigest()
 
     def delete(self, name: ModelName) -> bool:

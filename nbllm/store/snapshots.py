@@ -21,15 +21,14 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from nbllm.errors import StoreError
-from nbllm.store.blobs import fsync_dir, write_error
-from nbllm.store.permissions import FILE_MODE, make_private_dirs
+from nbllm.store.blobs import write_atomic, write_error
+from nbllm.store.permissions import make_private_dirs
 
 __all__ = ["FORMAT_VERSION", "Snapshot", "SnapshotError", "SnapshotStore", "layout_key"]
 
@@ -94,22 +93,9 @@ class SnapshotStore:
         target = directory / (hashlib.sha256(ids).hexdigest()[:40] + SUFFIX)
         try:
             make_private_dirs(directory)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    for part in (MAGIC, _LEN.pack(len(header)), header, ids, state):
-                        fh.write(part)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.chmod(tmp, FILE_MODE)
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            fsync_dir(directory)
         except OSError as exc:
             raise write_error(exc, "a KV snapshot") from None
+        write_atomic(target, (MAGIC, _LEN.pack(len(header)), header, ids, state), "a KV snapshot")
         size = target.stat().st_size
         self.evict(keep=target)
         return Snapshot(target, tuple(tokens), size)

@@ -12,9 +12,7 @@ ours, or is damaged, is refused with a :class:`ThreadError` saying which, and ne
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +23,7 @@ from pydantic import ValidationError
 
 from nbllm.errors import NbllmError
 from nbllm.schema import Message
-from nbllm.store.blobs import fsync_dir, write_error
+from nbllm.store.blobs import write_atomic
 from nbllm.store.permissions import make_private_dirs
 
 __all__ = ["FORMAT", "MAX_NAME", "SavedThread", "ThreadError", "ThreadStore", "check_name"]
@@ -140,22 +138,7 @@ class ThreadStore:
         self.load(thread.name)
         target = self.path(thread.name)
         make_private_dirs(self.root)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=self.root)
-        except OSError as exc:
-            raise write_error(exc, f"thread {thread.name!r}") from exc
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(thread.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise write_error(exc, f"thread {thread.name!r}") from exc
-            raise
-        fsync_dir(self.root)
+        write_atomic(target, [thread.to_json()], f"thread {thread.name!r}")
         return target
 
     def delete(self, name: str) -> bool:

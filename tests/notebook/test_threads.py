@@ -96,7 +96,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_partial_one(
         written.append(os.fstat(fd).st_size)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("nbllm.store.threads.os.fsync", full_disk)
+    monkeypatch.setattr("nbllm.store.blobs.os.fsync", full_disk)
     second = SavedThread("t", "tiny", (*first.messages, Message(role="user", content="two" * 1000)))
     with pytest.raises(StoreError, match="not enough disk space"):
         store.save(second)
