@@ -10,9 +10,11 @@ were deleted evaluates the whole history.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +110,17 @@ def _snapshots(models: Path) -> list[Path]:
     return sorted((models / "kvstate").glob("*/*.kv"))
 
 
+def _snapshot_sizes(models: Path) -> list[int]:
+    """The number of tokens in each snapshot file (from its header), smallest first."""
+    sizes = []
+    for path in _snapshots(models):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            raw = path.read_bytes()
+            (n,) = struct.unpack_from("<I", raw, 8)
+            sizes.append(int(json.loads(raw[12 : 12 + n])["n_tokens"]))
+    return sorted(sizes)
+
+
 def test_a_persistent_thread_resumes_after_a_restart_without_evaluating_its_history(
     homes: tuple[Path, Path],
 ) -> None:
@@ -120,10 +133,19 @@ def test_a_persistent_thread_resumes_after_a_restart_without_evaluating_its_hist
         first = kernel.chat(TURNS[0])
         second = kernel.chat(TURNS[1])
         assert first["text"] and second["text"]
-        deadline = time.monotonic() + 30  # the snapshot is written by a background thread
-        while not _snapshots(models) and time.monotonic() < deadline:
+        # snapshots are written by a background thread: the first turn's, then the second turn's, which
+        # replaces it (written first, the older one removed after), so wait for that end state
+        deadline = time.monotonic() + 30
+
+        def settled() -> bool:  # one file, holding at least the second prompt (the first turn's holds less)
+            sizes = _snapshot_sizes(models)
+            return len(sizes) == 1 and sizes[0] >= second["prompt"]
+
+        while not settled() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(_snapshots(models)) == 1, "the two-turn conversation's KV snapshot was not written"
+        sizes = _snapshot_sizes(models)
+        assert sizes and max(sizes) >= second["prompt"], f"the second turn's KV snapshot was not written: {sizes}"
+        assert len(sizes) == 1, f"the first turn's snapshot was not replaced by the second's: {sizes}"
         kept = models.parent / "kvstate-after-two-turns"
         shutil.copytree(models / "kvstate", kept)
         saved = (home / "threads" / "t.json").read_bytes()
