@@ -14,10 +14,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +59,8 @@ read timeout of the HTTP clients. A stalled download is retried from where it st
 _CHUNK = 1 << 20
 _RETRIES = 5
 _WORKERS = 4
+_STOP_WAIT = 5.0
+"""Seconds a stopped pull waits for its downloads to let go of their partial files (their connections cut)."""
 
 
 class Sender(Protocol):
@@ -95,6 +99,17 @@ class BlobFetch:
     completed: int = 0
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    receiving: httpx.Response | None = None
+    """The response a download is reading now (cut by :meth:`abort` when its pull stops)."""
+
+    def abort(self) -> None:
+        """Wake a download blocked reading its response: shut its socket down (closing it would not wake it)."""
+        resp = self.receiving
+        stream = resp.extensions.get("network_stream") if resp is not None else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def progress(self, verb: str = "pulling") -> ProgressResponse:
         """Ollama's progress line for this blob."""
@@ -128,6 +143,11 @@ def fetch_blobs(
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         if any(not fut.done() for fut in futures):
+            # a download blocked in a read would hold its partial file's lock until the read timed out,
+            # and the next pull of that blob would wait for it: cut the connections, let the workers end
+            for f in missing:
+                f.abort()
+            wait_for(futures, timeout=_STOP_WAIT)
             log.info("pull stopped; partial downloads are kept and resume on the next pull")
 
 
@@ -273,7 +293,10 @@ def _receive(registry: Sender, fetch: BlobFetch, partial: _Partial, stop: thread
     if partial.size:
         headers["Range"] = f"bytes={partial.size}-"
     resp = registry.send("GET", fetch.url, headers=headers, stream=True)
+    fetch.receiving = resp
     try:
+        if stop.is_set():  # stopped while connecting: abort() may have come before this response existed
+            raise Cancelled("pull cancelled")
         if resp.status_code == 416:  # our partial is not a prefix the server agrees with: start over
             partial.reset()
             return
@@ -294,6 +317,7 @@ def _receive(registry: Sender, fetch: BlobFetch, partial: _Partial, stop: thread
         if partial.size < fetch.size:
             raise httpx.RemoteProtocolError(f"connection closed after {partial.size} of {fetch.size} bytes")
     finally:
+        fetch.receiving = None
         resp.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,27 @@ def test_wrong_bytes_are_refused_and_nothing_is_stored(
     proxy.corrupt = False
     pull(dest, _name(proxy))  # whatever the failed pull left behind does not spoil the next one
     assert dest.blobs.has(_big_digest(source))
+
+
+def test_a_failed_pull_lets_go_of_the_downloads_still_running(
+    source: BackgroundServer, proxy: RegistryProxy, dest: ModelStore
+) -> None:
+    """A pull that fails on one layer while another is still downloading returns with that download ended.
+
+    Before, the other download kept reading until its next block (or the 30 s read timeout) and held its
+    partial file's lock, so a second pull of the model in the same server waited for it.
+    """
+    proxy.corrupt = True  # the small layers arrive at once and fail verification
+    proxy.rate = 256 << 10  # the 4 MiB layer would take 16 s
+    with pytest.raises(DigestMismatch):
+        pull(dest, _name(proxy))
+    partial = dest.blobs.root / ("sha256-" + _big_digest(source)[7:] + "-partial")
+    assert partial.exists()  # what was received is kept, to resume from
+    with partial.open("rb") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a download still holds it
+    proxy.corrupt, proxy.rate = False, None
+    pull(dest, _name(proxy))
+    assert dest.blobs.has(_big_digest(source)) and not partial.exists()
 
 
 def test_a_corrupt_partial_is_discarded_and_downloaded_again(
