@@ -17,15 +17,18 @@ stream takes every token from the decode thread and hands it to the event loop):
 the NoWait protocol is judged against (docs/streaming.md).
 
 Connections (``--connection``). Clients that stream from a server (the OpenAI SDK, ollama-python, LiteLLM)
-keep one HTTP connection open and send request after request over it; so does this harness by default:
-one ``httpx.Client`` per server for all its requests, the warm-up included (``keep-alive``). Every server
-is measured the same way, and the TTFT request follows its round's stream at once on the same connection,
-well inside both servers' idle timeouts (5 s in uvicorn and in llama-server's cpp-httplib); the client port
-of every request is recorded and ``ttft_reused`` says how often the TTFT request went over the connection
-its round's stream used. TTFT overhead then measures the server, not the opening of a TCP connection and a
-client. ``new`` is the harness as it was before 2026-12-04: every request on a client and connection of
-its own. ``both`` measures the keep-alive way and, in the same round, a second fresh prompt on a new
-connection (``ttft_new_ms``), so one run shows both.
+keep one HTTP connection open and send request after request over it; so does this harness by default
+(``keep-alive``): one ``httpx.Client`` per server for all its requests, the warm-up included, and every
+request on it preceded by a plain GET of the server's health page (``/`` for nbllm, ``/health`` for
+llama-server), which reopens the connection if the server closed it. llama-server (0.5.0-dev) closes the
+connection after every streamed response although its headers offer keep-alive, so without that GET its
+next request would pay a new connection (or, sent at once, meet the closing socket). Every server is
+measured the same way: the TTFT prompt goes over a connection that is open and has just served a request,
+so TTFT overhead measures the server, not the opening of a TCP connection and a client. The client port of
+every response is recorded (``client_ports``) and ``ttft_reused`` says how often the TTFT prompt went over
+the connection of the GET before it. ``new`` is the harness as it was before 2026-12-04: every request on a
+client and connection of its own, no GET. ``both`` measures the keep-alive way and, in the same round, a
+second fresh prompt on a new connection (``ttft_new_ms``), so one run shows both.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 import httpx
 
 from bench import prompts, servers
-from bench.clients import stream
+from bench.clients import Timing, stream
 from bench.env import Peer
 from bench.speculative import servers_model
 from bench.workloads import _serving_cpu, median, median_ci
@@ -112,14 +115,40 @@ class ClientPorts:
         self.seen.append(int(address[1]) if address else -1)
 
     def reused(self) -> float:
-        """1.0 if the last response came over the connection of the one before it, else 0.0."""
+        """1.0 if the last response came over the connection of the one before it (``_open``'s GET), else 0.0."""
         return float(len(self.seen) >= 2 and self.seen[-1] == self.seen[-2] != -1)
+
+
+_HEALTH = {"ollama": "/", "openai": "/", "llama": "/health"}
+"""A cheap GET on each kind of server, to open (or check) the kept-alive connection before a request."""
+
+
+def _open(server: servers.Server, http: httpx.Client | None) -> None:
+    """Make sure the kept-alive client has an open connection to the server (nothing without one).
+
+    A server may close the connection after a streamed response (llama-server does, unannounced): the GET
+    then meets the closed socket and is sent again on a new connection, outside any timing."""
+    if http is None:
+        return
+    for attempt in range(3):
+        try:
+            http.get(server.url + _HEALTH[server.kind]).raise_for_status()
+            return
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if attempt == 2:
+                raise
+
+
+def _stream(server: servers.Server, prompt: str, n: int, *, ctx: int, http: httpx.Client | None) -> Timing:
+    """``clients.stream`` over an open connection (``_open``) when a kept-alive client is given."""
+    _open(server, http)
+    return stream(server, prompt, n, ctx=ctx, http=http)
 
 
 def _ttft_overhead(server: servers.Server, tag: str, *, ctx: int, http: httpx.Client | None) -> float:
     """Milliseconds from sending a prompt nobody sent before to its first token, less the server's prefill."""
     text = f"[{server.name} {tag} {time.time_ns()}] " + prompts.long_prompt()
-    first = stream(server, text, 4, ctx=ctx, http=http)
+    first = _stream(server, text, 4, ctx=ctx, http=http)
     prefill = first.server.get("prompt_eval_duration", 0.0) / 1e9
     return 1e3 * (first.ttft - prefill)
 
@@ -138,6 +167,7 @@ def _round(
 
     ``http``: the server's kept-alive client (None: a new client and connection per request), ``ports`` its
     response hook; ``fresh``: also the TTFT overhead of a prompt sent on a new connection (``ttft_new_ms``)."""
+    _open(server, http)  # (before the CPU readings: the GET is not the stream's)
     before, before_ns = server.cpu(), thread_ns(server.proc.pid)
     timing = stream(server, prompts.STORY, n, ctx=ctx, http=http)
     after_ns, after = thread_ns(server.proc.pid), server.cpu()
@@ -167,7 +197,7 @@ def measure(
     series: dict[str, dict[str, list[float]]] = {s.name: {} for s in sides}
     try:
         for server in sides:
-            stream(server, prompts.STORY, 8, ctx=ctx, http=clients.get(server.name))  # loaded and warm
+            _stream(server, prompts.STORY, 8, ctx=ctx, http=clients.get(server.name))  # loaded and warm
         for r in range(rounds):
             for server in sides if r % 2 == 0 else list(reversed(sides)):
                 name = server.name

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import pytest
@@ -29,8 +33,8 @@ def _measure(side: servers.Server, connection: str) -> dict[str, Any]:
 
 def test_keep_alive_sends_every_request_over_one_connection(side: servers.Server) -> None:
     row = _measure(side, "keep-alive")
-    # the warm-up, then a stream and a TTFT prompt a round: five responses, one client port
-    assert len(row["client_ports"]) == 5
+    # the warm-up, then a stream and a TTFT prompt a round, each after a GET: ten responses, one client port
+    assert len(row["client_ports"]) == 10
     assert len(set(row["client_ports"])) == 1
     assert row["ttft_reused"]["values"] == [1.0, 1.0]
     assert len(row["ttft_ms"]["values"]) == 2
@@ -55,3 +59,54 @@ def test_ratios_pair_the_new_connection_series_too() -> None:
     assert out["ttft_new_ms"]["values"] == [2.0, 2.0]
     with pytest.raises(ValueError, match="connection must be one of"):
         pertoken.measure([], rounds=1, n=1, ctx=1, connection="pooled")
+
+
+class _ClosesAfterStreams(BaseHTTPRequestHandler):
+    """llama-server's way with connections: plain responses keep the connection, a streamed ``/completion``
+    closes it after its last event, without saying so (and a moment later, so a request sent at once is lost)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        """``/health``."""
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def do_POST(self) -> None:
+        """A streamed completion of ``n_predict`` events and a final one with the prefill time."""
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        events: list[dict[str, Any]] = [{"content": "x"}] * (body["n_predict"] - 1)
+        events.append({"content": "x", "stop": True, "timings": {"prompt_n": 9, "prompt_ms": 0.5}})
+        for event in events:
+            data = f"data: {json.dumps(event)}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        time.sleep(0.05)
+        self.close_connection = True
+
+
+def test_a_server_that_closes_streamed_connections_is_measured_over_an_open_one() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ClosesAfterStreams)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    this = cast("subprocess.Popen[bytes]", type("ThisProcess", (), {"pid": os.getpid()})())
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    side = servers.Server(name="llama", kind="llama", url=url, proc=this, started=0.0)
+    try:
+        row = pertoken.measure([side], rounds=2, n=4, ctx=256, connection="keep-alive")["llama"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    ports = row["client_ports"]
+    assert row["ttft_reused"]["values"] == [1.0, 1.0]  # each TTFT prompt went over the GET's connection
+    assert all(ports[i] == ports[i + 1] for i in range(0, 10, 2))  # a GET and its request share one
+    assert len(set(ports)) == 5  # and every stream closed its connection
