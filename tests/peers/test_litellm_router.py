@@ -3,7 +3,8 @@
 The proxy reaches each server through LiteLLM's OpenAI-compatible provider at nbllm's ``/v1`` (the one
 config shape that also fits llama-server, llama-cpp-python's server and vLLM), simple-shuffle routing, no
 retries: a request routed to a dead backend reaches the client as a failure, and the tests count it.
-The last test kills a backend, so it stays last in this module.
+The notebook's magics go through the same proxy (one fleet for both: starting one costs ~15 s). The last
+test kills a backend, so it stays last in this module.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import openai
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
 
 from nbllm.backends import GenRequest, StreamEnd, StreamEvent, Token, open_backend
+from nbllm.config import Settings
+from nbllm.notebook import load_ipython_extension, unload_ipython_extension
+from nbllm.notebook.openai_client import CLIENT_ARRIVAL
+from nbllm.notebook.session import NotebookSession
 from tests.cli.support import ServeProcess
+from tests.notebook.shellrun import cell, line
 from tests.support.metrics import scrape, value
 from tests.support.peers import LiteLLMProxy, documented_config, router_config, start_litellm
 
@@ -27,6 +36,7 @@ pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.peers]
 log = logging.getLogger(__name__)
 ROUTED = "smollm2"
 BASE_HEADER = "x-litellm-model-api-base"
+KEY_ENV = "NBLLM_TEST_FLEET_KEY"
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +156,50 @@ def test_nbllm_backend_streams_through_the_proxy(proxy: LiteLLMProxy, monkeypatc
         assert "".join(token.text for token in tokens).strip()
         arrivals = [token.arrival for token in tokens] + [events[-1].arrival]
         assert arrivals == sorted(arrivals)
+
+
+@pytest.fixture
+def shell() -> InteractiveShell:
+    """IPython's shell singleton, history in memory (as tests/notebook's fixture)."""
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    return InteractiveShell.instance(config=config)
+
+
+def _served_both(server: ServeProcess) -> float:
+    samples = scrape(server.url)
+    return sum(
+        value(samples, "nbllm_http_requests_total", method="POST", route=route, status="200")
+        for route in ("/v1/chat/completions", "/v1/completions")
+    )
+
+
+def test_chat_timings_and_bench_magics_through_the_proxy(
+    shell: InteractiveShell,
+    proxy: LiteLLMProxy,
+    two_nbllm: list[ServeProcess],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``%%chat``, ``%timings`` and ``%bench`` reach the fleet by a named profile; its key is never shown."""
+    monkeypatch.setenv(KEY_ENV, proxy.key)
+    magics = load_ipython_extension(shell, session=NotebookSession(settings=Settings(home=tmp_path)))
+    magics.hosts = {"fleet": {"url": f"openai+{proxy.url}/v1", "api_key_env": KEY_ENV}}
+    before = [_served_both(s) for s in two_nbllm]
+    try:
+        chat = cell(shell, "chat", "smollm2 --host fleet --new -o temperature=0 -o num_predict=8 --var r", "Say hi")
+        record = shell.user_ns["r"].timings[0]
+        assert shell.user_ns["r"].text.strip() and record.measured == CLIENT_ARRIVAL and record.eval_tokens
+        assert line(shell, "timings").result.iloc[-1]["measured"] == CLIENT_ARRIVAL
+        args = "smollm2 --host fleet -c 2 -n 6 --input-len 16 --output-len 8 --warmup 0 --no-plots -o temperature=0"
+        bench = line(shell, "bench", args)
+        runs = bench.result.runs
+        assert list(runs["completed"]) == [6] and list(runs["failed"]) == [0] and list(runs["backend"]) == ["openai"]
+        after = [_served_both(s) for s in two_nbllm]
+        assert sum(after) - sum(before) >= 1 + 6 + 2  # the chat, the benchmark and its calibration probes
+        assert proxy.key not in repr((chat.outputs, chat.stdout, bench.outputs, bench.stdout, runs.to_csv()))
+    finally:
+        unload_ipython_extension(shell)
 
 
 def test_backend_killed_mid_run_requests_go_to_the_other(two_nbllm: list[ServeProcess], client: openai.OpenAI) -> None:
