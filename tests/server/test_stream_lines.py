@@ -97,6 +97,8 @@ def test_responses_stream_events_are_the_dicts_bytes(real_runtime: Runtime) -> N
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     deltas = [e for e in events if e["type"] == "response.output_text.delta"]
     assert len(deltas) > 5 and len({(d["item_id"], d["output_index"]) for d in deltas}) == 1
+    keys = ["type", "sequence_number", "item_id", "output_index", "content_index", "delta", "logprobs"]
+    assert all(list(d) == keys and d["content_index"] == 0 and d["logprobs"] == [] for d in deltas)
     final = events[-1]["response"]
     assert events[-1]["type"] in ("response.completed", "response.incomplete")
     [message] = final["output"]
