@@ -1,16 +1,21 @@
-"""The line writers write the very bytes the models (NDJSON) or the OpenAI translation (``/v1``) give
-for the same plain streamed chunk."""
+"""The line writers write the very bytes the models (NDJSON), the OpenAI translation (``/v1``) or the
+``/v1/responses`` events give for the same plain streamed chunk."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import time
+from collections.abc import Iterator
 
 import pytest
 
-from nbllm.schema import ChatResponse, GenerateResponse, Message
-from nbllm.schema.lines import ChatCompletionLines, ChunkLines, CompletionLines, openai_id
-from nbllm.service import openai
+from nbllm.schema import ChatResponse, GenerateResponse, Message, ToolCall, ToolCallFunction
+from nbllm.schema.lines import ChatCompletionLines, ChunkLines, CompletionLines, ResponseDeltaLines, openai_id
+from nbllm.schema.responses import ResponsesRequest
+from nbllm.service import openai, response_output
+from nbllm.service.response_output import ResponseEvents, sse
 
 _SAMPLES = [
     "",
@@ -101,3 +106,98 @@ def test_completion_events_match_the_translation(model: str) -> None:
         chunk = GenerateResponse(model=model, created_at=_STAMP, response=text, thinking=thinking or None)
         (item,) = openai.completion(iter([chunk]), model, stream=True, lines=lines)
         assert lines.line(text, thinking) == _event(item)
+
+
+_Delta = tuple[str, str | None]
+"""A plain delta: its text and its thinking."""
+
+
+def _deltas() -> list[_Delta]:
+    """Every text, in runs of thinking (some with text too) and of text, so items open, stream and close."""
+    out: list[_Delta] = []
+    for i, text in enumerate(_TEXTS):
+        run = i // 40 % 3
+        out.append(("", text) if run == 0 else (text, _TEXTS[-i] or None) if run == 1 and i % 7 == 0 else (text, None))
+    return out
+
+
+def _chunk(text: str = "", thinking: str | None = None, **extra: object) -> ChatResponse:
+    return ChatResponse(
+        model="m", created_at=_STAMP, message=Message(role="assistant", content=text, thinking=thinking, **extra)
+    )
+
+
+_CALL = ToolCall(function=ToolCallFunction(name="get_weather", arguments={"city": 'Zürich "🦙"'}))
+_FINAL = ChatResponse(
+    model="m",
+    created_at=_STAMP,
+    message=Message(role="assistant", content=" end"),
+    done=True,
+    done_reason="stop",
+    prompt_eval_count=3,
+    eval_count=len(_TEXTS),
+)
+
+
+def _odd_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item ids that need escaping, the same sequence for every stream made after this; a fixed clock."""
+    counter = itertools.count()
+    monkeypatch.setattr(response_output, "_ident", lambda prefix: f'{prefix}_"odd\\ é 🦙\u2028{next(counter)}')
+    monkeypatch.setattr(time, "time", lambda: 1764792000.5)
+
+
+def _stream(model: str, deltas: list[_Delta], *, fast: bool, call_at: int | None = None) -> str:
+    """The bytes of a stream: each delta a chat chunk through ``events`` or, with ``fast``, ``line``'s events."""
+    events = ResponseEvents(ResponsesRequest(model=model, input="hi"))
+
+    def chunks() -> Iterator[ChatResponse | str]:
+        for i, (text, thinking) in enumerate(deltas):
+            if i == call_at:
+                yield _chunk(tool_calls=[_CALL])
+            yield events.line(text, thinking) if fast else _chunk(text, thinking)
+        yield _FINAL
+
+    return "".join(e if isinstance(e, str) else sse(e) for e in events.events(chunks()))
+
+
+@pytest.mark.parametrize("model", _MODELS)
+@pytest.mark.parametrize("call_at", [None, 1000])
+def test_response_stream_events_match_the_dicts(
+    model: str, call_at: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole ``/v1/responses`` stream written by ``line`` is the bytes of the one made of chat chunks:
+    the deltas (over every text), the items they open and close, a tool call, the sequence numbers."""
+    written = []
+    event = ResponseDeltaLines.event
+
+    def spied(self: ResponseDeltaLines, sequence: int, delta: str) -> str:
+        written.append(delta)
+        return event(self, sequence, delta)
+
+    deltas = _deltas()
+    _odd_ids(monkeypatch)
+    expected = _stream(model, deltas, fast=False, call_at=call_at)
+    monkeypatch.setattr(ResponseDeltaLines, "event", spied)
+    _odd_ids(monkeypatch)
+    assert _stream(model, deltas, fast=True, call_at=call_at) == expected
+    assert len(written) > len(deltas) // 3  # (the writer did write most deltas)
+    blocks = expected.split("\n\n")
+    assert blocks[-1] == ""
+    for number, block in enumerate(blocks[:-1]):
+        kind, data = block.split("\n", 1)
+        item = json.loads(data.removeprefix("data: "))
+        assert kind == f"event: {item['type']}" and item["sequence_number"] == number
+
+
+@pytest.mark.parametrize("kind", ["message", "reasoning"])
+def test_response_delta_events_match_the_dicts(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One item's delta event, for every text, is ``sse`` of the event dict ``ResponseEvents`` makes of it."""
+    _odd_ids(monkeypatch)
+    for i, text in enumerate(t for t in _TEXTS if t):
+        events = ResponseEvents(ResponsesRequest(model="m", input="hi"))
+        events._sequence, events._output = i * 9973, [{}] * (i % 5)  # (any sequence number and output index)
+        *_, made = events._text(kind, text)
+        opened = events._open
+        assert opened is not None and made["output_index"] == i % 5
+        lines = ResponseDeltaLines(opened.ident, opened.index, reasoning=kind == "reasoning")
+        assert lines.event(made["sequence_number"], text) == sse(made)

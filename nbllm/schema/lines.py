@@ -8,7 +8,8 @@ writes for the same chunk (``tests/test_chunk_lines.py`` compares them over many
 else (tool calls, logprobs, the final chunk with its stats) is built and dumped as a model.
 
 ``/v1`` streams (``ChatCompletionLines``, ``CompletionLines``) write the ``data:`` event that
-``json.dumps`` of the OpenAI chunk would give, the same way.
+``json.dumps`` of the OpenAI chunk would give, the same way; ``ResponseDeltaLines`` writes a
+``/v1/responses`` text or reasoning delta event (``event:`` and ``data:``) of one streamed item.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Protocol
 
 from nbllm.schema.common import now_timestamp
 
-__all__ = ["ChatCompletionLines", "ChunkLines", "CompletionLines", "LineWriter", "openai_id"]
+__all__ = ["ChatCompletionLines", "ChunkLines", "CompletionLines", "LineWriter", "ResponseDeltaLines", "openai_id"]
 
 _string = json.JSONEncoder(ensure_ascii=False).encode
 """A JSON string as pydantic writes it: UTF-8 left as is, ``"``, ``\\`` and control characters escaped."""
@@ -93,3 +94,26 @@ class CompletionLines:
     def line(self, text: str, thinking: str | None = None) -> str:
         """The event (blank line included) of a chunk with ``text``."""
         return f'{self._head}{_ascii(text)}, "index": 0, "finish_reason": null}}]}}\n\n'
+
+
+class ResponseDeltaLines:
+    """``/v1/responses`` delta events of one streamed item: a message's text, or a reasoning item's summary.
+
+    The bytes of ``event: <type>``, ``data: `` and ``json.dumps`` of the event dict
+    ``service.response_output`` builds (type, sequence number, item id, output index, the part's
+    index, the delta, then a message's ``"logprobs": []``), with everything but the sequence number
+    and the delta written once per item.
+    """
+
+    __slots__ = ("_head", "_middle", "_tail")
+
+    def __init__(self, item_id: str, output_index: int, *, reasoning: bool) -> None:
+        kind = "response.reasoning_summary_text.delta" if reasoning else "response.output_text.delta"
+        self._head = f'event: {kind}\ndata: {{"type": {_ascii(kind)}, "sequence_number": '
+        part = '"summary_index": 0' if reasoning else '"content_index": 0'
+        self._middle = f', "item_id": {_ascii(item_id)}, "output_index": {output_index}, {part}, "delta": '
+        self._tail = "}\n\n" if reasoning else ', "logprobs": []}\n\n'
+
+    def event(self, sequence: int, delta: str) -> str:
+        """The event (blank line included) of ``delta``, numbered ``sequence`` in the stream."""
+        return f"{self._head}{sequence}{self._middle}{_ascii(delta)}{self._tail}"

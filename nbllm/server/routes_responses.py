@@ -7,7 +7,6 @@ the stream started is a last ``response.failed`` event. The translation lives in
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -30,8 +29,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1")
 
 
-def _render(event: dict[str, Any]) -> str:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+def _render(event: dict[str, Any] | str) -> str:  # (a plain delta comes as its events: ResponseEvents.line)
+    return event if isinstance(event, str) else response_output.sse(event)
 
 
 @router.post("/responses", summary="OpenAI responses")
@@ -44,9 +43,10 @@ async def responses(req: ResponsesRequest, request: Request) -> Response:
         return openai_error_response(exc)
     stream = response_output.ResponseEvents(req) if req.stream else None
 
-    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | Pending]:
-        chunks = service.chat(rt, chat_req, cancel=cancel)
-        return stream.events(chunks) if stream is not None else response_output.response(chunks, req)
+    def make(cancel: threading.Event) -> Iterator[dict[str, Any] | str | Pending]:
+        if stream is None:
+            return response_output.response(service.chat(rt, chat_req, cancel=cancel), req)
+        return stream.events(service.chat(rt, chat_req, cancel=cancel, lines=stream))
 
     feed = Feed(make)
     try:
@@ -61,6 +61,6 @@ async def responses(req: ResponsesRequest, request: Request) -> Response:
 
     def fail(exc: BaseException) -> str:
         error: Any = openai_error_body(exc)["error"]
-        return _render(stream.failed(error))
+        return response_output.sse(stream.failed(error))
 
     return FeedResponse(feed, items, _render, fail, media_type="text/event-stream")

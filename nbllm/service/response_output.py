@@ -4,6 +4,10 @@ Output items as Ollama's ``openai/responses.go`` writes them: ``reasoning`` (the
 then ``function_call`` items or one ``message``. Where Ollama always says ``completed``, an answer cut
 at ``max_output_tokens`` is ``incomplete`` (``incomplete_details.reason: max_output_tokens``), as OpenAI
 says it.
+
+A stream's per-token events (a delta to the item being streamed) are written by the item's
+``schema.lines.ResponseDeltaLines``: ``ResponseEvents`` is ``service.chat``'s line writer, so no chat
+chunk, event dict or ``json.dumps`` is made for them; every other event is a dict, rendered by ``sse``.
 """
 
 from __future__ import annotations
@@ -11,14 +15,25 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbllm.engine import Pending
 from nbllm.schema import ChatResponse, ToolCall
+from nbllm.schema.lines import ResponseDeltaLines
 from nbllm.schema.responses import ResponsesRequest
 
-__all__ = ["ResponseEvents", "response"]
+__all__ = ["ResponseEvents", "response", "sse"]
+
+
+def sse(event: dict[str, Any]) -> str:
+    """An event as server-sent: ``event: <type>``, ``data: <json.dumps of it>`` and a blank line."""
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+def _sse_all(events: Iterable[dict[str, Any]]) -> str:
+    return "".join(map(sse, events))
 
 
 def _ident(prefix: str) -> str:
@@ -139,6 +154,18 @@ def response(chunks: Iterator[ChatResponse | Pending], req: ResponsesRequest) ->
     yield _finished(base, output, final)
 
 
+@dataclass(slots=True)
+class _OpenItem:
+    """The item being streamed (a reasoning or a message item), with its text so far."""
+
+    kind: str
+    ident: str
+    index: int
+    lines: ResponseDeltaLines
+    """Its delta events (the per-token path: :meth:`ResponseEvents.line`)."""
+    parts: list[str] = field(default_factory=list)
+
+
 class ResponseEvents:
     """The stream of a response as server-sent events, each a dict with its ``type`` and ``sequence_number``.
 
@@ -146,6 +173,7 @@ class ResponseEvents:
     front still gets its status code); thinking streams as a ``reasoning`` item, text as one ``message``
     item, each tool call as a ``function_call`` item; the last event is ``response.completed`` (or
     ``response.incomplete`` at max_output_tokens, or ``response.failed`` from :meth:`failed`).
+    A plain delta that ``service.chat`` hands to :meth:`line` comes as its events' text instead.
     """
 
     def __init__(self, req: ResponsesRequest) -> None:
@@ -153,8 +181,9 @@ class ResponseEvents:
         self._sequence = 0
         self._output: list[dict[str, Any]] = []
         """Items done, in output order."""
-        self._open: dict[str, Any] | None = None
-        """The item being streamed (a reasoning or a message item), with its text so far."""
+        self._open: _OpenItem | None = None
+        self._started = False
+        """``response.created`` and ``response.in_progress`` were sent."""
         self._calls_sent = False
         self._answered = False
         """A message item was opened."""
@@ -164,20 +193,44 @@ class ResponseEvents:
         self._sequence += 1
         return event
 
-    def events(self, chunks: Iterator[ChatResponse | Pending]) -> Iterator[dict[str, Any] | Pending]:
-        """The events of a chat stream (PENDING passed through)."""
-        started = False
+    def events(self, chunks: Iterator[ChatResponse | str | Pending]) -> Iterator[dict[str, Any] | str | Pending]:
+        """The events of a chat stream (PENDING and the events :meth:`line` wrote passed through)."""
         for chunk in chunks:
-            if isinstance(chunk, Pending):
+            if isinstance(chunk, (str, Pending)):
                 yield chunk
                 continue
-            if not started:
-                started = True
-                yield self._event("response.created", response=self._base)
-                yield self._event("response.in_progress", response=self._base)
+            yield from self._start()
             yield from self._chunk(chunk)
             if chunk.done:
                 yield from self._complete(chunk)
+
+    def line(self, text: str, thinking: str | None = None) -> str:
+        """The events of a plain delta, as server-sent events (``service.chat``'s line writer).
+
+        The same events :meth:`events` makes of a chunk with ``text`` and ``thinking``: a delta to the
+        item being streamed is written by its ``ResponseDeltaLines``; the first events, and those that
+        open or close an item, are made as dicts and rendered.
+        """
+        out = "" if self._started else _sse_all(self._start())
+        if thinking:
+            out += self._delta("reasoning", thinking)
+        if text and not self._calls_sent:
+            out += self._delta("message", text)
+        return out
+
+    def _delta(self, kind: str, delta: str) -> str:
+        opened = self._open
+        if opened is None or opened.kind != kind:
+            return _sse_all(self._text(kind, delta))
+        opened.parts.append(delta)
+        sequence, self._sequence = self._sequence, self._sequence + 1
+        return opened.lines.event(sequence, delta)
+
+    def _start(self) -> Iterator[dict[str, Any]]:
+        if not self._started:
+            self._started = True
+            yield self._event("response.created", response=self._base)
+            yield self._event("response.in_progress", response=self._base)
 
     def _chunk(self, chunk: ChatResponse) -> Iterator[dict[str, Any]]:
         message = chunk.message
@@ -193,12 +246,12 @@ class ResponseEvents:
 
     def _text(self, kind: str, delta: str) -> Iterator[dict[str, Any]]:
         """A piece of thinking or answer: opens its item (closing the other kind) on the first one."""
-        if self._open is not None and self._open["type"] != kind:
+        if self._open is not None and self._open.kind != kind:
             yield from self._close()
         index = len(self._output)
         if self._open is None:
             ident = _ident("rs" if kind == "reasoning" else "msg")
-            self._open = {"type": kind, "id": ident, "text": ""}
+            self._open = _OpenItem(kind, ident, index, ResponseDeltaLines(ident, index, reasoning=kind == "reasoning"))
             if kind == "reasoning":
                 item = {"id": ident, "type": "reasoning", "summary": []}
                 yield self._event("response.output_item.added", output_index=index, item=item)
@@ -212,8 +265,8 @@ class ResponseEvents:
                 )
         if not delta:
             return
-        self._open["text"] += delta
-        where = {"item_id": self._open["id"], "output_index": index}
+        self._open.parts.append(delta)
+        where = {"item_id": self._open.ident, "output_index": index}
         if kind == "reasoning":
             yield self._event("response.reasoning_summary_text.delta", **where, summary_index=0, delta=delta)
         else:
@@ -224,9 +277,9 @@ class ResponseEvents:
         opened, self._open = self._open, None
         if opened is None:
             return
-        index, ident, text = len(self._output), opened["id"], opened["text"]
+        index, ident, text = opened.index, opened.ident, "".join(opened.parts)
         where = {"item_id": ident, "output_index": index}
-        if opened["type"] == "reasoning":
+        if opened.kind == "reasoning":
             item = _reasoning_item(ident, text)
             yield self._event("response.reasoning_summary_text.done", **where, summary_index=0, text=text)
         else:

@@ -71,3 +71,38 @@ def test_v1_stream_events_are_the_translations_bytes(real_runtime: Runtime) -> N
                 assert text == whole["choices"][0]["message"]["content"]
             else:
                 assert "".join(i["choices"][0]["text"] for i in items) == whole["choices"][0]["text"]
+
+
+def test_responses_stream_events_are_the_dicts_bytes(real_runtime: Runtime) -> None:
+    """``/v1/responses``: each event is ``event: <type>`` and ``json.dumps`` of its object (the deltas are
+    written by ``ResponseDeltaLines``), numbered in order, and the deltas add up to the final text."""
+    body = {
+        "model": "smollm2:135m",
+        "input": "Name three fruits, with a café émoji 🍓.",
+        "temperature": 0,
+        "max_output_tokens": 24,
+    }
+    with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as resp:
+            assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+            raw = resp.read().decode()
+        whole = http.post("/v1/responses", json=body).json()
+    blocks = raw.split("\n\n")
+    assert blocks[-1] == ""
+    events = []
+    for block in blocks[:-1]:
+        event = json.loads(block.split("\ndata: ", 1)[1])
+        assert block == f"event: {event['type']}\ndata: {json.dumps(event)}"
+        events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert len(deltas) > 5 and len({(d["item_id"], d["output_index"]) for d in deltas}) == 1
+    keys = ["type", "sequence_number", "item_id", "output_index", "content_index", "delta", "logprobs"]
+    assert all(list(d) == keys and d["content_index"] == 0 and d["logprobs"] == [] for d in deltas)
+    final = events[-1]["response"]
+    assert events[-1]["type"] in ("response.completed", "response.incomplete")
+    [message] = final["output"]
+    text = message["content"][0]["text"]
+    assert "".join(d["delta"] for d in deltas) == text == whole["output"][0]["content"][0]["text"]
+    done = next(e for e in events if e["type"] == "response.output_text.done")
+    assert done["text"] == text and message["id"] == deltas[0]["item_id"]
