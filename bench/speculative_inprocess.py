@@ -18,6 +18,7 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,29 +75,37 @@ def cost_curve(model_path: Path, threads: int) -> dict[str, float]:
     return out
 
 
+def concurrent(
+    eng: LlamaEngine, prompts: list[list[int]], params: Callable[[int], SamplingParams]
+) -> tuple[float, list[tuple[int, int] | None]]:
+    """Generate for every prompt at once (a thread each, ``params(i)`` for prompt i) through the decode loop:
+    aggregate tokens/s, and each request's (drafted, accepted) from its final stats."""
+    counts = [0] * len(prompts)
+    stats: list[tuple[int, int] | None] = [None] * len(prompts)
+
+    def one(i: int) -> None:
+        for ev in eng.generate(prompts[i], params(i)):
+            if isinstance(ev, TokenChunk):
+                counts[i] += 1
+            elif isinstance(ev, FinalStats):
+                stats[i] = (ev.draft_count, ev.draft_accepted_count)
+
+    workers = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.perf_counter() - started), stats
+
+
 def inversion(model_path: Path, threads: int, rounds: int, n: int) -> dict[str, Any]:
     """Aggregate tokens/s by ``"{S}:{draft_num_predict}"``, and each run's (drafted, accepted) per request."""
     eng = LlamaEngine(LoadSpec(path=model_path, num_ctx=1024, parallel=8, num_thread=threads))
     prompts = [eng.tokenize(GROUNDED.replace("user\n", f"user\nClient {k}. ", 1), add_special=False) for k in range(8)]
 
     def run(s: int, draft: int) -> tuple[float, list[Any]]:
-        counts = [0] * s
-        stats: list[Any] = [None] * s
-
-        def one(i: int) -> None:
-            for ev in eng.generate(prompts[i], SamplingParams(temperature=0, num_predict=n, draft=draft)):
-                if isinstance(ev, TokenChunk):
-                    counts[i] += 1
-                elif isinstance(ev, FinalStats):
-                    stats[i] = (ev.draft_count, ev.draft_accepted_count)
-
-        threads_ = [threading.Thread(target=one, args=(i,)) for i in range(s)]
-        t = time.perf_counter()
-        for th in threads_:
-            th.start()
-        for th in threads_:
-            th.join()
-        return sum(counts) / (time.perf_counter() - t), stats
+        return concurrent(eng, prompts[:s], lambda i: SamplingParams(temperature=0, num_predict=n, draft=draft))
 
     for p in prompts:  # every prompt cached, and every batch shape warmed up once
         list(eng.generate(p, SamplingParams(temperature=0, num_predict=1, draft=0)))

@@ -15,13 +15,12 @@ import argparse
 import json
 import os
 import statistics
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.prompts import story
-from nbllm.engine.base import FinalStats, LoadSpec, SamplingParams, TokenChunk
+from bench.speculative_inprocess import concurrent
+from nbllm.engine.base import LoadSpec, SamplingParams
 from nbllm.engine.llama.engine import LlamaEngine
 
 TOKENS = 128
@@ -37,24 +36,11 @@ def measure(model: Path, rounds: int, threads: int) -> dict[str, Any]:
     prompts = [eng.tokenize(_chatml(story(k)), add_special=False) for k in range(4)]
 
     def run(s: int, draft: int, seed: int) -> tuple[float, list[Any]]:
-        counts = [0] * s
-        stats: list[Any] = [None] * s
+        def params(i: int) -> SamplingParams:
+            return SamplingParams(temperature=0.8, seed=seed * 100 + i, num_predict=TOKENS, draft=draft)
 
-        def one(i: int) -> None:
-            params = SamplingParams(temperature=0.8, seed=seed * 100 + i, num_predict=TOKENS, draft=draft)
-            for ev in eng.generate(prompts[i], params):
-                if isinstance(ev, TokenChunk):
-                    counts[i] += 1
-                elif isinstance(ev, FinalStats):
-                    stats[i] = (ev.draft_count, ev.draft_accepted_count)
-
-        workers = [threading.Thread(target=one, args=(i,)) for i in range(s)]
-        started = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        return sum(counts) / (time.perf_counter() - started), stats
+        rate, stats = concurrent(eng, prompts[:s], params)
+        return rate, list(stats)
 
     for p in prompts:  # every prompt cached, every batch shape warmed up once
         list(eng.generate(p, SamplingParams(temperature=0, num_predict=1, draft=0)))
