@@ -219,10 +219,20 @@ def _targets(name: str, m: dict[str, Any]) -> list[str]:
         who = f"{k} client{'s' if k > 1 else ''}"
         if str(k) in side:  # measured side by side: these replace the ones taken minutes apart
             d = side[str(k)]
-            rows.append(_side_by_side(f"engine in-process B={k}, decode only ≥ {share}× batched-bench B={k} "
-                                      "(side by side)", d["engine_ratios"], share))
-            rows.append(_side_by_side(f"server, {who} over HTTP, decode only ≥ {share}× batched-bench B={k} "
-                                      "(side by side)", d["http_ratios"], share))
+            rows.append(
+                _side_by_side(
+                    f"engine in-process B={k}, decode only ≥ {share}× batched-bench B={k} (side by side)",
+                    d["engine_ratios"],
+                    share,
+                )
+            )
+            rows.append(
+                _side_by_side(
+                    f"server, {who} over HTTP, decode only ≥ {share}× batched-bench B={k} (side by side)",
+                    d["http_ratios"],
+                    share,
+                )
+            )
         if not ceiling:
             continue
         if engine.get(k) and str(k) not in side:

@@ -24,16 +24,17 @@ import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from nbllm.engine import NoWait, Pending
 from nbllm.errors import Cancelled
 from nbllm.server.errors import error_line, error_response
+from nbllm.server.watch import unless_gone
 from nbllm.server.workers import spawn
 
 __all__ = ["ClientLeft", "Feed", "FeedResponse", "collected_response", "ndjson_response", "single_response", "watched"]
@@ -283,6 +284,11 @@ class FeedResponse(StreamingResponse):
         self.background = None
         self.init_headers(None)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream the body in this task until done or until the client leaves (Starlette's own ``__call__``
+        would run it in a task group, a task of its own beside the disconnect listener)."""
+        await unless_gone(receive, self.stream_response(send))
+
     async def stream_response(self, send: Send) -> None:
         """Send the items as they come; the feed is closed however this ends (the client left, or done)."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -322,31 +328,20 @@ class ClientLeft(Exception):
     """The client disconnected before its answer was ready (its request was cancelled)."""
 
 
-async def _disconnect(receive: Receive) -> None:
-    """Returns once the client has gone (the body is read by then: ``http.disconnect`` is what is left)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def watched(receive: Receive | None, feed: Feed, work: Coroutine[Any, Any, T]) -> T:
     """``work``'s result; if the client disconnects first, the feed is closed (its request cancelled,
-    wherever it is) and ClientLeft raised. Once a streamed response starts, Starlette watches instead."""
+    wherever it is) and ClientLeft raised. Once a streamed response starts, ``FeedResponse`` watches instead."""
     if receive is None:
         return await work
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnect(receive))
     try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:  # (also when this coroutine is cancelled: the server shutting down)
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-            feed.close()
-    if not task.done() or task.cancelled():
-        if gone.done() and not gone.cancelled():
-            gone.exception()  # (retrieved: a receive that failed means the client is gone too)
+        done, result = await unless_gone(receive, work)
+    except BaseException:  # (also when this coroutine is cancelled: the server shutting down)
+        feed.close()
+        raise
+    if not done:
+        feed.close()
         raise ClientLeft
-    return task.result()
+    return cast("T", result)  # (done: work's own result)
 
 
 def _left() -> Response:

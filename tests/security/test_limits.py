@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from nbllm.config import Settings
 from nbllm.server import BackgroundServer
+from nbllm.server import app as app_module
 
 LIMIT = 4096
 
@@ -80,6 +81,23 @@ def test_blob_uploads_are_not_limited(make_client: Callable[..., TestClient]) ->
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     assert client.post(f"/api/blobs/{digest}", content=data).status_code == 201
     assert client.head(f"/api/blobs/{digest}").status_code == 200
+
+
+def test_answers_kept_by_path_stay_right_through_a_flood_of_new_paths(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a request may stream its body is kept per path (matching the route table each time costs
+    ~50 µs); a client sending endless new paths only makes the server start afresh, never answer wrong."""
+    monkeypatch.setattr(app_module, "_KNOWN_PATHS", 16)
+    client = make_client(max_request_size=LIMIT)
+    data = bytes(range(256)) * 64  # 16 KiB: over the JSON limit
+    for round_ in range(3):
+        for i in range(40):  # (over the 16 kept: the table empties twice a round)
+            assert client.post(f"/api/nothing-{round_}-{i}", content=b"{}").status_code == 404
+        digest = "sha256:" + hashlib.sha256(data + bytes([round_])).hexdigest()
+        assert client.post(f"/api/blobs/{digest}", content=data + bytes([round_])).status_code == 201
+        assert client.post("/api/generate", json=_big_prompt(LIMIT)).status_code == 413
+        assert client.post("/api/generate", json=_big_prompt(100)).status_code == 200
 
 
 def test_zero_means_no_limit(make_client: Callable[..., TestClient]) -> None:

@@ -15,7 +15,7 @@ from nbllm.engine import FinalStats, Pending, SamplingParams, TokenChunk
 from nbllm.engine.llama.batching import Request
 from nbllm.errors import Cancelled, EngineError, InvalidRequest
 from nbllm.runtime import Runtime
-from nbllm.server import BackgroundServer, streaming
+from nbllm.server import BackgroundServer, streaming, watch
 from nbllm.server.streaming import Feed, FeedResponse
 
 
@@ -282,3 +282,103 @@ def test_a_real_server_streams_a_generation_from_the_event_loop(real_runtime: Ru
         assert chunk["done"] and chunk["eval_count"] == whole["eval_count"] == 300
     assert threads_midway == []
     assert "".join(parts) == whole["response"]
+
+
+class _Client:
+    """An ASGI ``receive`` whose client stays until ``leave()`` (then ``http.disconnect``), or whose
+    connection fails (``receive`` raises) with ``fail=True``."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.gone = asyncio.Event()
+        self.fail = fail
+
+    async def receive(self) -> dict[str, object]:
+        await self.gone.wait()
+        if self.fail:
+            raise OSError("connection reset")
+        return {"type": "http.disconnect"}
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["disconnect", "receive-fails"])
+def test_work_watched_in_its_own_task_ends_at_once_when_the_client_leaves(*, fail: bool) -> None:
+    async def main() -> None:
+        client = _Client(fail=fail)
+        cancelled = asyncio.Event()
+
+        async def work() -> str:
+            try:
+                await asyncio.Event().wait()  # (a generation that never ends by itself)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return "never"
+
+        asyncio.get_running_loop().call_later(0.05, client.gone.set)
+        me = asyncio.current_task()
+        assert me is not None
+        assert await watch.unless_gone(client.receive, work()) == (False, None)
+        assert cancelled.is_set()
+        await asyncio.sleep(0.01)  # the task goes on: the cancellation it used is not left pending
+        assert me.cancelling() == 0
+
+    asyncio.run(main())
+
+
+def test_work_that_ends_first_returns_its_result_in_the_same_task_and_stops_the_watch() -> None:
+    async def main() -> None:
+        client = _Client()
+        me = asyncio.current_task()
+        tasks: list[asyncio.Task[object] | None] = []
+
+        async def work() -> str:
+            tasks.append(asyncio.current_task())
+            await asyncio.sleep(0.01)
+            return "done"
+
+        assert await watch.unless_gone(client.receive, work()) == (True, "done")
+        assert tasks == [me]  # awaited in place: no task of its own, no loop turn after it
+        client.gone.set()  # a client leaving now (its request is answered) cancels nothing
+        await asyncio.sleep(0.05)
+        assert me is not None and me.cancelling() == 0
+
+    asyncio.run(main())
+
+
+def test_a_cancellation_from_elsewhere_goes_through_the_watch() -> None:
+    async def main() -> None:
+        client = _Client()
+        inner = asyncio.ensure_future(watch.unless_gone(client.receive, asyncio.Event().wait()))
+        await asyncio.sleep(0.01)
+        inner.cancel()  # (the server shutting down)
+        with pytest.raises(asyncio.CancelledError):
+            await inner
+
+    asyncio.run(main())
+
+
+def test_a_streamed_response_whose_client_leaves_closes_its_feed_and_returns() -> None:
+    def make(cancel: threading.Event) -> Iterator[int]:
+        i = 0
+        while not cancel.is_set():
+            time.sleep(0.005)
+            i += 1
+            yield i
+
+    async def main() -> None:
+        feed = Feed(make)
+        items = await feed.first()
+        client = _Client()
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+            if len(sent) == 5:
+                client.gone.set()
+
+        response = FeedResponse(feed, items, _render, _fail, media_type="text/plain")
+        await asyncio.wait_for(response({"type": "http"}, client.receive, send), 10)  # returns, raises nothing
+        assert feed.cancel.is_set()  # the engine's flag: the request stops
+        assert sent[0]["type"] == "http.response.start" and len(sent) < 50
+        assert {"type": "http.response.body", "body": b"", "more_body": False} not in sent  # cut, not ended
+
+    asyncio.run(main())
