@@ -66,6 +66,45 @@ def test_auto_mode_lengthens_drafts_while_they_are_accepted() -> None:
     assert policy.want(1) > first * 2
 
 
+def test_a_sequence_alone_doubles_its_draft_after_each_whole_acceptance_until_a_miss() -> None:
+    policy = DraftPolicy(limit=32, auto=True)
+    k = policy.want(1)
+    for _ in range(5):
+        policy.update(k, k)  # accepted whole: a copying run
+        longer = policy.want(1)
+        assert longer == min(16, 2 * k)  # (longer steps cost as much per token on 2 CPU cores, and break worse)
+        k = longer
+    assert k == 16
+    policy.update(16, 3)  # the run ends: the estimate decides again, shorter
+    assert 0 < policy.want(1) < 16
+    capped = DraftPolicy(limit=6, auto=True)
+    for _ in range(4):
+        k = capped.want(1)
+        capped.update(k, k)
+        assert k <= 6
+    assert capped.want(1) == 6  # never past the model's limit
+
+
+def test_a_streak_does_not_lengthen_drafts_in_a_busy_batch() -> None:
+    alone, busy = DraftPolicy(limit=32, auto=True), DraftPolicy(limit=32, auto=True)
+    for policy in (alone, busy):
+        for _ in range(3):
+            policy.update(8, 8)
+    assert alone.want(1) == 16
+    assert busy.want(4) < 16  # (among several sequences the estimate alone decides: drafts must beat the batch)
+
+
+def test_a_sampled_request_s_drafts_do_not_streak() -> None:
+    sampled = DraftPolicy.for_request(AUTO_DRAFT, auto_limit=32, greedy=False)
+    greedy = DraftPolicy.for_request(AUTO_DRAFT, auto_limit=32)
+    assert sampled is not None and greedy is not None
+    for policy in (sampled, greedy):
+        for _ in range(3):
+            policy.update(8, 8)
+    assert greedy.want(1) == 16
+    assert sampled.want(1) < 16  # (its estimate alone decides)
+
+
 def test_auto_mode_stands_down_in_a_busy_batch_unless_drafts_are_near_certain() -> None:
     policy = DraftPolicy(limit=32, auto=True)
     for _ in range(3):

@@ -418,7 +418,7 @@ class DecodeLoop:
         slot.verifier = policy = None
         sampled = shapes_without_history(req.params)
         if (slot.greedy or sampled) and self._can_draft:
-            policy = DraftPolicy.for_request(req.params.draft, auto_limit=self._draft_limit)
+            policy = DraftPolicy.for_request(req.params.draft, auto_limit=self._draft_limit, greedy=slot.greedy)
         if policy is not None and sampled:
             slot.verifier = SampledVerifier(req.params, self._model.n_vocab)
         slot.policy = policy
