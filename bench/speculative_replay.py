@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.prompts import _SENTENCES, story
 from bench.speculative import GROUNDED
+from bench.speculative_sampled import _chatml
 from nbllm.engine.base import LoadSpec, SamplingParams, TokenChunk
 from nbllm.engine.llama.engine import LlamaEngine
 from nbllm.engine.llama.lookup import AUTO_NGRAMS, DraftPolicy, PromptLookup
@@ -96,10 +97,6 @@ POLICIES: dict[str, Callable[[], tuple[Callable[[], int], Callable[[int, int], N
     "fixed 16": lambda: _fixed(16),
     "fixed 48 (llama-server ngram-simple's m)": lambda: _fixed(48),
 }
-
-
-def _chatml(text: str) -> str:
-    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def corpus(model: Path, threads: int) -> list[dict[str, Any]]:

@@ -54,8 +54,8 @@ async def unless_gone(receive: Receive, work: Awaitable[T]) -> tuple[bool, T | N
         if not left:  # somebody else's cancellation (the server shutting down)
             raise
         uncancel = getattr(me, "uncancel", None)  # (Python >= 3.11 counts cancellations; this one is handled)
-        if uncancel is not None:
-            uncancel()
+        if uncancel is not None and uncancel() > 0:  # somebody else cancelled it too: theirs goes on
+            raise
         return False, None
     finally:
         running = False

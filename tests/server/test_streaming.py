@@ -356,6 +356,22 @@ def test_a_cancellation_from_elsewhere_goes_through_the_watch() -> None:
     asyncio.run(main())
 
 
+def test_a_shutdown_at_the_moment_the_client_leaves_is_not_swallowed() -> None:
+    async def main() -> None:
+        client = _Client()
+        inner = asyncio.ensure_future(watch.unless_gone(client.receive, asyncio.Event().wait()))
+        await asyncio.sleep(0.01)
+        client.gone.set()
+        while not inner.cancelling():  # the watcher runs: it cancels the work's task ...
+            await asyncio.sleep(0)
+        assert not inner.done()
+        inner.cancel()  # ... and the server shuts down before that task runs again
+        with pytest.raises(asyncio.CancelledError):
+            await inner
+
+    asyncio.run(main())
+
+
 def test_a_streamed_response_whose_client_leaves_closes_its_feed_and_returns() -> None:
     def make(cancel: threading.Event) -> Iterator[int]:
         i = 0
