@@ -35,6 +35,7 @@ from bench import gpu_build, gpu_model
 REPO = Path(__file__).resolve().parents[1]
 CARRY = REPO / "bench" / ".gpu-carry"
 MODEL = "bench-smollm2:135m"
+GEMMA = "bench-gemma3:270m"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +49,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ctx", type=int, default=4096, help="context per slot")
     p.add_argument("--cpu", action="store_true", help="build without CUDA (rehearsal)")
     p.add_argument("--dry-run", action="store_true", help="check the carry and print the plan only")
+    p.add_argument("--profile-s", type=float, default=8.0, help="seconds py-spy samples nbllm's threads (0: none)")
     return p.parse_args(argv)
 
 
@@ -58,6 +60,12 @@ def check_carry(carry: Path) -> list[str]:
     if not any((carry / "wheels").glob("*.whl")):
         missing.append("wheels/*.whl")
     return missing
+
+
+def _extra_models(a: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """Models loaded only to check ``ps`` (Gemma 3 270M, when its header was carried)."""
+    head = a.carry / "gemma-header.gguf"
+    return {GEMMA: {"header": str(head), "file": str(a.work / "gemma.gguf")}} if head.is_file() else {}
 
 
 def plan(a: argparse.Namespace) -> dict[str, Any]:
@@ -88,6 +96,8 @@ def plan(a: argparse.Namespace) -> dict[str, Any]:
             "LLAMA_CPP_LIB_PATH": str(build_dir / "bin"),
         },
         "model": {"header": str(a.carry / "model-header.gguf"), "file": str(a.work / "model.gguf")},
+        "extra_models": _extra_models(a),
+        "profile": {"tool": "py-spy", "seconds": a.profile_s},
         "servers": {"nbllm": {"OLLAMA_NUM_PARALLEL": a.parallel}, "llama-server": {"-np": a.parallel, "-ngl": 999}},
         "measure": {"rounds": a.rounds, "tokens": a.tokens, "clients": [1, a.parallel], "ttft_prompt_tokens": 2000},
     }
@@ -105,16 +115,17 @@ def _install(p: dict[str, Any]) -> bool:
 
 
 def _store(p: dict[str, Any], store: Path) -> Path:
-    """Make the model from its header and put it into an nbllm store (the made-up weights' path)."""
-    model = gpu_model.materialize(Path(p["model"]["header"]), Path(p["model"]["file"]))
+    """Make the models from their headers and put them into an nbllm store (the made-up weights' path)."""
     code = (
         "import sys; from pathlib import Path; from nbllm.store import ModelStore; "
         "from tests.support.models import install_model; "
         "install_model(ModelStore(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3]))"
     )
     env = {**os.environ, **p["env"]}
-    subprocess.run([sys.executable, "-c", code, str(store), MODEL, p["model"]["file"]], check=True, env=env, cwd=REPO)
-    print(f"model: {model / 2**20:.1f} MiB at {p['model']['file']}", flush=True)
+    for name, m in {MODEL: p["model"], **p["extra_models"]}.items():
+        size = gpu_model.materialize(Path(m["header"]), Path(m["file"]))
+        subprocess.run([sys.executable, "-c", code, str(store), name, m["file"]], check=True, env=env, cwd=REPO)
+        print(f"model {name}: {size / 2**20:.1f} MiB at {m['file']}", flush=True)
     return Path(p["model"]["file"])
 
 
@@ -137,11 +148,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from bench import gpu_measure  # httpx: after the wheels are in place
 
     model = _store(p, a.work / "store")
-    results = gpu_measure.run(a, build, model, a.work / "store", MODEL)
-    results["setup"] = {"build_s": build.seconds, "cuda": build.cuda, "total_s": time.monotonic() - started}
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d") + ("-gpu" if build.cuda else "-gpu-rehearsal-cpu")
-    path = gpu_measure.write(results, a.out, stamp)
-    print(f"report: {path} ({time.monotonic() - started:.0f}s)", flush=True)
+    setup = {"build_s": build.seconds, "cuda": build.cuda}
+
+    def save(results: dict[str, Any]) -> None:  # after each stage: a run cut short still leaves a report
+        results["setup"] = {**setup, "total_s": time.monotonic() - started}
+        path = gpu_measure.write(results, a.out, stamp)
+        print(f"report: {path} ({time.monotonic() - started:.0f}s)", flush=True)
+
+    results = gpu_measure.run(a, build, model, a.work / "store", MODEL, extra=list(p["extra_models"]), save=save)
+    save(results)
     return results
 
 

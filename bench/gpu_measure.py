@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +41,102 @@ def ttft_paired(ours: servers.Server, peer: servers.Server, *, rounds: int, ctx:
     return out
 
 
-def run(a: argparse.Namespace, build: Build, model: Path, store: Path, name: str) -> dict[str, Any]:
-    """Start both servers, measure, stop them."""
+def cpu_per_token(ours: servers.Server, peer: servers.Server, *, rounds: int, n: int, ctx: int) -> dict[str, Any]:
+    """Each server's whole process CPU per token streamed (every thread: on a GPU the CPU threads idle)."""
+    out: dict[str, Any] = {"ours": [], "theirs": [], "ours_rate": [], "theirs_rate": []}
+    for r in range(rounds):
+        for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
+            server = ours if side == "ours" else peer
+            before = server.cpu()[0]
+            timing = stream(server, prompts.STORY, n, ctx=ctx)
+            out[side].append(1e6 * (server.cpu()[0] - before) / max(timing.tokens, 1))
+            out[f"{side}_rate"].append(timing.rate)
+    return out
+
+
+def _pyspy(work: Path) -> str | None:
+    found = shutil.which("py-spy")
+    local = work / "site" / "bin" / "py-spy"
+    return found or (str(local) if local.is_file() else None)
+
+
+def profile(ours: servers.Server, work: Path, out: Path, *, seconds: float, ctx: int) -> dict[str, Any]:
+    """Sample nbllm's Python threads with py-spy while one client streams: where a token's CPU goes."""
+    tool = _pyspy(work)
+    if tool is None or seconds <= 0:
+        return {"skipped": "py-spy not found" if tool is None else "--profile-s 0"}
+    raw = out / "pyspy-raw.txt"
+    raw.unlink(missing_ok=True)
+    # --native: the C frames under a ctypes call (llama_decode, the CUDA runtime) are where a GPU's time hides;
+    # it pauses the process for each sample, so 100 samples a second
+    cmd = [tool, "record", "-p", str(ours.proc.pid), "-d", str(max(1, round(seconds))), "-r", "100", "-f", "raw"]
+    cmd += ["-o", str(raw), "--threads", "--native"]
+    spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tokens = 0
+    started = time.monotonic()
+    while spy.poll() is None and time.monotonic() - started < seconds + 30:
+        tokens += stream(ours, prompts.STORY, 1500, ctx=ctx).tokens
+    try:
+        said = spy.communicate(timeout=30)[0].decode(errors="replace")[-2000:]
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        said = "py-spy did not finish" + spy.communicate()[0].decode(errors="replace")[-2000:]
+    if not raw.is_file():
+        return {"error": said}
+    return {"tokens": tokens, "py_spy": said, **summarize(raw.read_text())}
+
+
+def summarize(raw: str, top: int = 15) -> dict[str, Any]:
+    """py-spy's raw stacks: samples per thread, and each thread's busiest frames (self and inclusive)."""
+    threads: dict[str, dict[str, Any]] = {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        t = threads.setdefault(frames[0], {"samples": 0, "self": {}, "lines": {}, "inclusive": {}})
+        t["samples"] += int(count)
+        names = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in frames[1:]]
+        if names:
+            t["self"][names[-1]] = t["self"].get(names[-1], 0) + int(count)
+            python = [f for f in frames[1:] if f.endswith(")") and ".py:" in f]  # the innermost Python line
+            if python:
+                t["lines"][python[-1]] = t["lines"].get(python[-1], 0) + int(count)
+        for n in set(names):
+            t["inclusive"][n] = t["inclusive"].get(n, 0) + int(count)
+    for t in threads.values():
+        for key in ("self", "lines", "inclusive"):
+            t[key] = dict(sorted(t[key].items(), key=lambda kv: -kv[1])[:top])
+    return {"threads": dict(sorted(threads.items(), key=lambda kv: -kv[1]["samples"]))}
+
+
+def load_extra(ours: servers.Server, names: list[str]) -> dict[str, Any]:
+    """Load each model (an empty prompt loads without generating) and say how long it took."""
+    out = {}
+    for name in names:
+        r = httpx.post(ours.url + "/api/generate", json={"model": name, "prompt": ""}, timeout=300)
+        out[name] = {"status": r.status_code, "body": r.json() if r.status_code == 200 else r.text[:500]}
+    return out
+
+
+def run(
+    a: argparse.Namespace,
+    build: Build,
+    model: Path,
+    store: Path,
+    name: str,
+    *,
+    extra: list[str] | None = None,
+    save: Callable[[dict[str, Any]], None] = lambda _results: None,
+) -> dict[str, Any]:
+    """Start both servers, measure (``save`` after each stage), stop them."""
     log = a.work / "servers.log"
     threads = os.cpu_count() or 2
     peer = Peer("llama.cpp", Path(sys.executable), build.bin_dir)
     ours = servers.nbllm(store, parallel=a.parallel, threads=threads, log=log)
     ours.model = name
     results: dict[str, Any] = {"model": {"path": str(model), "bytes": model.stat().st_size}}
+    results["config"] = {"parallel": a.parallel, "ctx": a.ctx, "tokens": a.tokens, "rounds": a.rounds}
     with servers.running(ours):
         theirs = servers.llama_server(
             peer, model, n_ctx=a.ctx, parallel=a.parallel, threads=threads, log=log, gpu_layers=999
@@ -54,9 +145,15 @@ def run(a: argparse.Namespace, build: Build, model: Path, store: Path, name: str
             results["paired"] = workloads.paired(
                 ours, theirs, clients=[1, a.parallel], n=a.tokens // 2, rounds=a.rounds, ctx=a.ctx
             )
+            save(results)
             results["ttft"] = ttft_paired(ours, theirs, rounds=a.rounds, ctx=a.ctx)
-            results["ps"] = httpx.get(ours.url + "/api/ps", timeout=30).json()
-    results["config"] = {"parallel": a.parallel, "ctx": a.ctx, "tokens": a.tokens, "rounds": a.rounds}
+            save(results)
+            results["cpu_per_token"] = cpu_per_token(ours, theirs, rounds=5, n=1024, ctx=a.ctx)
+            save(results)
+        results["profile"] = profile(ours, a.work, a.out, seconds=a.profile_s, ctx=a.ctx)
+        save(results)
+        results["loaded"] = load_extra(ours, extra or [])
+        results["ps"] = httpx.get(ours.url + "/api/ps", timeout=30).json()
     return results
 
 
@@ -110,4 +207,21 @@ def report_lines(results: dict[str, Any], stamp: str) -> list[str]:
         for side, label in (("ours", "nbllm"), ("theirs", "llama-server")):
             t, p, o = (median(ttft[k]) for k in (side, f"{side}_prefill", f"{side}_overhead_ms"))
             lines.append(f"| {label} | {1000 * t:.1f} | {1000 * p:.1f} | {o:+.1f} |")
+    cpu = results.get("cpu_per_token", {})
+    if cpu.get("ours") and cpu.get("theirs"):
+        lines += ["", "## Whole-process CPU per token, one client, 1,024 tokens (medians)", ""]
+        lines += ["| server | CPU µs/token | decode tokens/s |", "|---|---|---|"]
+        for side, label in (("ours", "nbllm"), ("theirs", "llama-server")):
+            lines.append(f"| {label} | {median(cpu[side]):.0f} | {median(cpu[side + '_rate']):.1f} |")
+    prof = results.get("profile", {})
+    if prof.get("threads"):
+        lines += ["", f"## Where nbllm's Python threads spend their time (py-spy, {prof.get('tokens')} tokens)", ""]
+        for thread, t in list(prof["threads"].items())[:4]:
+            lines += [f"{thread}: {t['samples']} samples; busiest frames (self):", ""]
+            lines += [f"- {n}: {c} ({100 * c / t['samples']:.0f}%)" for n, c in list(t["self"].items())[:8]]
+            lines += ["", "innermost Python lines:", ""]
+            lines += [f"- {n}: {c} ({100 * c / t['samples']:.0f}%)" for n, c in list(t["lines"].items())[:8]]
+            lines.append("")
+    elif prof:
+        lines += ["", f"Profile: {json.dumps(prof)[:500]}"]
     return lines

@@ -18,7 +18,19 @@ from pathlib import Path
 import numpy as np
 
 # bytes per block and values per block of the types this writes (ggml's layouts)
-_BLOCKS = {"F32": (4, 1), "F16": (2, 1), "Q4_0": (18, 32), "Q4_1": (20, 32), "Q8_0": (34, 32)}
+_BLOCKS = {
+    "F32": (4, 1),
+    "F16": (2, 1),
+    "Q4_0": (18, 32),
+    "Q4_1": (20, 32),
+    "Q5_0": (22, 32),
+    "Q8_0": (34, 32),
+    "Q4_K": (144, 256),
+    "Q6_K": (210, 256),
+}
+# where each quantized block keeps its f16 scale (and, for Q4_1 and Q4_K, its f16 minimum), and the scale
+_SCALE = {"Q4_0": (0, 0.006), "Q4_1": (0, 0.006), "Q5_0": (0, 0.004), "Q8_0": (0, 0.004), "Q4_K": (0, 0.0004)}
+_SCALE["Q6_K"] = (208, 0.0002)  # d comes last; the 16 int8 sub-block scales before it stay random
 
 
 def header(src: Path, dst: Path) -> dict[str, object]:
@@ -48,10 +60,10 @@ def _blocks(kind: str, nbytes: int, rng: np.random.Generator, *, norm: bool) -> 
     if kind == "F16":
         return rng.normal(0, 0.02, n).astype(np.float16).tobytes()
     out = rng.integers(0, 256, (n, size), dtype=np.uint8)  # the quants: random nibbles / int8
-    scale = np.full(n, 0.004 if kind == "Q8_0" else 0.006, np.float16).view(np.uint8).reshape(n, 2)
-    out[:, 0:2] = scale
-    if kind == "Q4_1":  # minimum: centre the nibbles on zero
-        out[:, 2:4] = np.full(n, -8 * 0.006, np.float16).view(np.uint8).reshape(n, 2)
+    at, d = _SCALE[kind]
+    out[:, at : at + 2] = np.full(n, d, np.float16).view(np.uint8).reshape(n, 2)
+    if kind in ("Q4_1", "Q4_K"):  # minimum: centre the nibbles on zero
+        out[:, 2:4] = np.full(n, 8 * d if kind == "Q4_K" else -8 * d, np.float16).view(np.uint8).reshape(n, 2)
     return out.tobytes()
 
 

@@ -154,3 +154,41 @@ def test_the_report_judges_the_targets() -> None:
     assert "| 8 clients aggregate ≥ 1.0× llama-server -np 8 | 0.960× (95% CI 0.960–0.960) | no |" in text
     assert "TTFT overhead ≤ 5 ms over nbllm's own prefill (~2k tokens) | +2.0 ms | yes |" in text
     assert "100% GPU, size 5, size_vram 5, ['CUDA0'] | yes |" in text
+
+
+@pytest.mark.parametrize("kind", ["Q5_0", "Q4_K", "Q6_K"])
+def test_gemma_s_block_types_are_made_up_with_small_finite_scales(kind: str) -> None:
+    import gguf
+
+    size, per = gpu_model._BLOCKS[kind]
+    assert (size, per) == gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][::-1]
+    data = gpu_model._blocks(kind, 40 * size, np.random.default_rng(1), norm=False)
+    assert len(data) == 40 * size
+    values = gguf.dequantize(np.frombuffer(data, np.uint8).reshape(40, size), gguf.GGMLQuantizationType[kind])
+    assert values.size == 40 * per and np.isfinite(values).all() and 0 < np.abs(values).max() < 1
+
+
+def test_the_profile_summary_counts_samples_per_thread_and_frame() -> None:
+    raw = "\n".join(
+        [
+            'thread (0x1);run (nbllm/engine/llama/batching.py:10);decode (llama_cpp/llama_cpp.py:99) 30',
+            'thread (0x1);run (nbllm/engine/llama/batching.py:12);sample (nbllm/engine/llama/batching.py:40) 10',
+            'thread (0x2);run_forever (asyncio/base_events.py:600);_run_once (asyncio/base_events.py:1900) 5',
+            "garbage",
+        ]
+    )
+    s = gpu_measure.summarize(raw)
+    assert list(s["threads"]) == ["thread (0x1)", "thread (0x2)"]
+    t1 = s["threads"]["thread (0x1)"]
+    assert t1["samples"] == 40
+    assert t1["self"] == {"decode (llama_cpp/llama_cpp.py)": 30, "sample (nbllm/engine/llama/batching.py)": 10}
+    assert t1["inclusive"]["run (nbllm/engine/llama/batching.py)"] == 40  # both lines of run, merged
+
+
+def test_the_report_shows_cpu_per_token_and_the_profile() -> None:
+    cpu = {"ours": [300.0] * 3, "theirs": [200.0] * 3, "ours_rate": [900.0] * 3, "theirs_rate": [1e3] * 3}
+    stacks = "thread (0x1);a (x.py:1);b (y.py:2) 8\nthread (0x1);a (x.py:1) 2"
+    results = {"cpu_per_token": cpu, "profile": {"tokens": 4500, **gpu_measure.summarize(stacks)}}
+    text = "\n".join(gpu_measure.report_lines(results, "test"))
+    assert "| nbllm | 300 | 900.0 |" in text and "| llama-server | 200 | 1000.0 |" in text
+    assert "thread (0x1): 10 samples" in text and "- b (y.py): 8 (80%)" in text
