@@ -75,6 +75,9 @@ WHEELS = (
     "diskcache",
     "prompt-toolkit",
     "wcwidth",
+    "opentelemetry-api",  # fastapi >= 0.16x imports it
+    "typing-extensions",  # pydantic 2.14 needs a newer one than some images hold
+    "sniffio",
     "py-spy",
 )
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")

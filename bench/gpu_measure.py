@@ -119,6 +119,16 @@ def load_extra(ours: servers.Server, names: list[str]) -> dict[str, Any]:
     return out
 
 
+def _stage(results: dict[str, Any], key: str, stage: Callable[[], Any], save: Callable[[dict[str, Any]], None]) -> None:
+    """One measurement into ``results[key]`` (its error instead, so the stages after it still run), then save."""
+    try:
+        results[key] = stage()
+    except Exception as exc:  # one failed stage must not lose the others on a scarce GPU
+        results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"stage {key} failed: {exc!r}", flush=True)
+    save(results)
+
+
 def run(
     a: argparse.Namespace,
     build: Build,
@@ -142,18 +152,21 @@ def run(
             peer, model, n_ctx=a.ctx, parallel=a.parallel, threads=threads, log=log, gpu_layers=999
         )
         with servers.running(theirs):
-            results["paired"] = workloads.paired(
-                ours, theirs, clients=[1, a.parallel], n=a.tokens // 2, rounds=a.rounds, ctx=a.ctx
-            )
-            save(results)
-            results["ttft"] = ttft_paired(ours, theirs, rounds=a.rounds, ctx=a.ctx)
-            save(results)
-            results["cpu_per_token"] = cpu_per_token(ours, theirs, rounds=5, n=1024, ctx=a.ctx)
-            save(results)
-        results["profile"] = profile(ours, a.work, a.out, seconds=a.profile_s, ctx=a.ctx)
-        save(results)
-        results["loaded"] = load_extra(ours, extra or [])
-        results["ps"] = httpx.get(ours.url + "/api/ps", timeout=30).json()
+            stages: list[tuple[str, Callable[[], Any]]] = [
+                (
+                    "paired",
+                    lambda: workloads.paired(
+                        ours, theirs, clients=[1, a.parallel], n=a.tokens // 2, rounds=a.rounds, ctx=a.ctx
+                    ),
+                ),
+                ("ttft", lambda: ttft_paired(ours, theirs, rounds=a.rounds, ctx=a.ctx)),
+                ("loaded", lambda: load_extra(ours, extra or [])),
+                ("ps", lambda: httpx.get(ours.url + "/api/ps", timeout=30).json()),
+                ("cpu_per_token", lambda: cpu_per_token(ours, theirs, rounds=5, n=1024, ctx=a.ctx)),
+            ]
+            for key, stage in stages:
+                _stage(results, key, stage, save)
+        _stage(results, "profile", lambda: profile(ours, a.work, a.out, seconds=a.profile_s, ctx=a.ctx), save)
     return results
 
 
@@ -194,14 +207,14 @@ def report_lines(results: dict[str, Any], stamp: str) -> list[str]:
         "| clients | nbllm | llama-server | ratio (95% CI) | serving CPU µs/token |",
     ]
     lines.append("|---|---|---|---|---|")
-    for k, d in sorted(paired.items(), key=lambda kv: int(kv[0])):
+    for k, d in sorted(((k, d) for k, d in paired.items() if k.isdigit()), key=lambda kv: int(kv[0])):
         ci = median_ci(d["ratios"])
         cpu = d.get("serving_us_per_token", {})
         cells = [k, f"{median(d['ours']):.1f}", f"{median(d['theirs']):.1f}", f"{median(d['ratios']):.3f}"]
         cells[-1] += f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
         cells.append(f"{cpu.get('ours', 0):.0f} / {cpu.get('theirs', 0):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
-    if ttft:
+    if ttft.get("ours"):
         lines += ["", "## Time to first token, fresh ~2k-token prompt (ms, medians)", ""]
         lines += ["| server | TTFT | its own prefill | overhead |", "|---|---|---|---|"]
         for side, label in (("ours", "nbllm"), ("theirs", "llama-server")):
@@ -222,6 +235,7 @@ def report_lines(results: dict[str, Any], stamp: str) -> list[str]:
             lines += ["", "innermost Python lines:", ""]
             lines += [f"- {n}: {c} ({100 * c / t['samples']:.0f}%)" for n, c in list(t["lines"].items())[:8]]
             lines.append("")
-    elif prof:
-        lines += ["", f"Profile: {json.dumps(prof)[:500]}"]
+    failed = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
+    if failed:
+        lines += ["", "## Stages that failed", ""] + [f"- {k}: {e[:500]}" for k, e in failed.items()]
     return lines
