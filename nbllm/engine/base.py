@@ -56,7 +56,7 @@ class StateFiles(Protocol):
         """The snapshots made under ``layout`` (model digest and context settings)."""
         ...
 
-    def save(self, layout: Mapping[str, object], tokens: Sequence[int], state: bytes) -> StateFile:
+    def save(self, layout: Mapping[str, object], tokens: Sequence[int], state: bytes | memoryview) -> StateFile:
         """Persist the state of ``tokens`` atomically."""
         ...
 

@@ -51,7 +51,7 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_atomic(target: Path, parts: Iterable[bytes], what: str) -> None:
+def write_atomic(target: Path, parts: Iterable[bytes | memoryview], what: str) -> None:
     """Replace ``target`` with ``parts`` in one step: a temporary file beside it (``.tmp-…``, ``0600``),
     fsync, rename, fsync of the directory. A failure leaves the previous file and no temporary one, and
     an OSError comes as :func:`write_error` naming ``what``. The directory must exist."""

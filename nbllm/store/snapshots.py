@@ -75,7 +75,7 @@ class SnapshotStore:
         return self.root / layout_key(layout)
 
     # ── writing ──────────────────────────────────────────────────────────────────────────────
-    def save(self, layout: Mapping[str, Any], tokens: Sequence[int], state: bytes) -> Snapshot:
+    def save(self, layout: Mapping[str, Any], tokens: Sequence[int], state: bytes | memoryview) -> Snapshot:
         """Write the state of ``tokens`` atomically (replacing one of the same tokens), then keep to the budget."""
         ids = _tokens_bytes(tokens)
         header = json.dumps(

@@ -183,3 +183,34 @@ def test_the_ram_cache_gives_a_conversation_its_prefix_back(model_path: Path, re
     assert tokens == kept
     assert final.cached_tokens >= n_prompt - 24
     assert stats["hits"] == 1 and stats["entries"] >= 1 and stats["bytes"] > 0
+
+
+def test_a_new_prompt_takes_an_empty_slot_and_keeping_a_slot_s_state_is_not_prompt_evaluation(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from nbllm.engine.llama import resume
+
+    saved = resume.save_seq
+
+    def slow_save(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.4)
+        return saved(*args, **kwargs)
+
+    monkeypatch.setattr(resume, "save_seq", slow_save)
+    engine = load(model_path, ram=64 << 20, parallel=2)
+    other = "<|im_start|>user\nSay hello in French, please, and nothing else.<|im_end|>\n<|im_start|>assistant\n"
+    third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"
+    try:
+        chat(engine, TURN1 + "<|im_start|>assistant\n")
+        chat(engine, other)  # the second slot is empty: nothing of the first answer is stashed
+        entries = engine.info.cache_stats()["entries"] if engine.info.cache_stats else None
+        started = time.perf_counter()
+        _, final = chat(engine, third)  # both slots hold something: one is stashed (0.4 s here)
+        took = time.perf_counter() - started
+        after = engine.info.cache_stats()["entries"] if engine.info.cache_stats else None
+    finally:
+        engine.close()
+    assert entries == 0 and after == 1
+    assert took >= 0.4 and final.prompt_eval_duration < 0.3e9  # the stash is not counted as evaluating the prompt

@@ -125,3 +125,69 @@ def test_ram_cache_keeps_the_longest_match_within_its_budget() -> None:
     cache.put([6], b"x" * 11)  # larger than the budget: not kept
     assert cache.best([6]) == (0, None)
     assert common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_a_state_is_saved_into_a_recycled_buffer_and_restored_from_it_in_place(model: NativeModel, ctx: Any) -> None:
+    prompt = model.tokenize(PROMPT, add_special=True, parse_special=True)
+    first = decode(ctx, prompt, 0, 0)
+    fresh = save_seq(ctx, 0)
+    assert isinstance(fresh, memoryview) and not fresh.readonly  # a view of its buffer: no second copy
+    spare = bytearray(b"\xff" * (len(fresh) + 100))
+    asked: list[int] = []
+
+    def offer(size: int) -> bytearray:
+        asked.append(size)
+        return spare
+
+    data = save_seq(ctx, 0, offer)
+    assert asked == [len(fresh)] and isinstance(data, memoryview) and data.obj is spare
+    assert bytes(data) == bytes(fresh)  # the recycled buffer's old contents are gone
+    expected = continue_greedy(ctx, first, 0, len(prompt))
+    assert restore_seq(ctx, 1, data)
+    assert continue_greedy(ctx, first, 1, len(prompt)) == expected
+    small = bytearray(len(data) - 1)
+    again = save_seq(ctx, 1, lambda size: small)  # too small an offer: a new buffer
+    assert isinstance(again, memoryview) and again.obj is not small and len(again) > len(data)
+
+
+def test_ram_cache_hands_dropped_buffers_to_the_next_save() -> None:
+    def state(n: int) -> memoryview:
+        return memoryview(bytearray(n))[: n - 1]  # a view of a buffer, as save_seq returns
+
+    cache = RamCache(budget=100, ahead=False)
+    a, b = state(40), state(40)
+    cache.put([1], a)
+    cache.put([2], b)
+    assert cache.stats().bytes == 80  # an entry counts its whole buffer
+    assert cache.spare(30) is None  # nothing dropped yet
+    cache.put([3], state(40))  # over budget: [1] goes and its buffer is kept for reuse
+    assert cache.best([1]) == (0, None) and cache.stats().bytes == 80
+    assert cache.spare(50) is None  # too small
+    assert cache.spare(15) is None  # would waste more than the state itself
+    assert cache.spare(30) is a.obj
+    assert cache.spare(30) is None  # handed out once
+    cache.put([2, 5], state(40))  # extends [2]: [2]'s buffer is recycled
+    assert cache.spare(40) is b.obj
+    for n in range(6):  # the pool keeps a few buffers only
+        cache.put([10 + n], state(60))
+    assert len(cache._pool) <= RamCache.POOL
+
+
+def test_ram_cache_makes_the_next_buffer_ready_in_the_background() -> None:
+    import time
+
+    cache = RamCache(budget=1000)
+    try:
+        assert cache.spare(100) is None  # nothing ready: this save allocates
+        cache.put([1], memoryview(bytearray(100)))  # once kept, a buffer for the next save is made ready
+        deadline = time.monotonic() + 5
+        while not cache._pool and time.monotonic() < deadline:
+            time.sleep(0.01)
+        buf = cache.spare(120)
+        assert buf is not None and len(buf) == 150  # half as large again as the save before
+        cache.put([2], memoryview(buf)[:120])
+        cache.put([3], b"x" * 2000)  # beyond the budget: not kept, nothing made ready for it
+    finally:
+        cache.close()
+    assert cache._filler is not None and not cache._filler.is_alive()
+    assert [len(b) for b in cache._pool] == [180]  # the one made ready after the 120-byte save

@@ -161,6 +161,17 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+_WORTH_REUSING = 32
+"""A shared prefix shorter than this (a chat template's first tokens) does not decide which slot a request takes."""
+
+
+def _slot_rank(cache: list[int], prompt: list[int]) -> tuple[int, int]:
+    """How well a free slot suits a prompt: the longest prefix worth reusing, then the least to lose (an empty
+    slot first: nothing of another conversation is overwritten, or kept in RAM at the cost of a copy)."""
+    shared = _common_prefix(cache, prompt)
+    return (shared if shared >= _WORTH_REUSING else 0), -len(cache)
+
+
 class DecodeLoop:
     """Owns a context's sequences and the thread that decodes them."""
 
@@ -278,11 +289,12 @@ class DecodeLoop:
                 return
             req = self._queue.popleft()
             t_start = time.perf_counter()  # (a restore below counts in the prompt's evaluation time)
-            slot = max(free, key=lambda s: _common_prefix(s.cache, req.prompt))
+            slot = max(free, key=lambda s: _slot_rank(s.cache, req.prompt))
             reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
             if self._states is not None:  # a longer prefix kept in RAM or on disk, restored into a slot
                 slot = self._states.admit(free, slot, req.prompt, reuse)
                 reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
+                t_start += self._states.stash_s  # keeping the old state is overhead, not the prompt's evaluation
             if reuse < len(slot.cache) and not L.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
                 L.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)  # partial removal unsupported
                 reuse = 0

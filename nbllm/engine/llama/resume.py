@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -24,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 import llama_cpp as L
 
 from nbllm.engine.base import LoadSpec, StateFile, StateFiles
-from nbllm.engine.llama.kvstate import RamCache, common_prefix, restore_seq, save_seq
+from nbllm.engine.llama.kvstate import RamCache, State, common_prefix, restore_seq, save_seq
 
 __all__ = ["MIN_TOKENS", "SlotStates", "layout_of"]
 
@@ -74,7 +75,9 @@ class SlotStates:
         self._lock = threading.Lock()
         self._disk: list[StateFile] = []
         self._counts = {"snapshot_hits": 0, "snapshot_refused": 0, "snapshot_writes": 0}
-        self._writes: queue.SimpleQueue[tuple[list[int], bytes] | None] = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue[tuple[list[int], State] | None] = queue.SimpleQueue()
+        self.stash_s = 0.0
+        """Seconds the last :meth:`admit` spent keeping a slot's state in RAM (not the new prompt's evaluation)."""
         self._writer: threading.Thread | None = None
         if self._files is not None:
             self._disk = list(self._files.index(self._layout))
@@ -89,6 +92,7 @@ class SlotStates:
     # ── admission (decode thread) ─────────────────────────────────────────────────────────────
     def admit(self, free: Sequence[S], slot: S, prompt: Sequence[int], reuse: int) -> S:
         """The slot to give a request whose best free slot is ``slot`` sharing ``reuse`` tokens; its cache set."""
+        self.stash_s = 0.0
         limit = len(prompt) - 1
         n_ram, key = self.ram.best(prompt) if self.ram is not None else (0, None)
         n_disk, snap = self._best_file(prompt)
@@ -144,7 +148,9 @@ class SlotStates:
     def _stash(self, slot: SlotLike, keep: int) -> None:
         """Keep a slot's state in RAM before it loses all but ``keep`` of its tokens."""
         if self.ram is not None and not slot.shifted and len(slot.cache) - keep >= MIN_TOKENS:
-            self.ram.put(slot.cache, save_seq(self._ctx, slot.seq_id))
+            started = time.perf_counter()
+            self.ram.put(slot.cache, save_seq(self._ctx, slot.seq_id, self.ram.spare))
+            self.stash_s += time.perf_counter() - started
 
     # ── persistence ──────────────────────────────────────────────────────────────────────────
     def finished(self, slot: SlotLike) -> None:
@@ -183,6 +189,8 @@ class SlotStates:
 
     def close(self) -> None:
         """Finish the pending writes."""
+        if self.ram is not None:
+            self.ram.close()
         if self._writer is not None:
             self._writes.put(None)
             self._writer.join(timeout=60)
