@@ -191,3 +191,15 @@ def test_ram_cache_makes_the_next_buffer_ready_in_the_background() -> None:
         cache.close()
     assert cache._filler is not None and not cache._filler.is_alive()
     assert [len(b) for b in cache._pool] == [180]  # the one made ready after the 120-byte save
+
+
+def test_a_slot_is_chosen_by_a_prefix_worth_reusing_then_by_what_it_would_lose() -> None:
+    from nbllm.engine.llama.batching import _slot_rank
+
+    template = [1, 2, 3]  # a chat template's first tokens, shared by every conversation
+    long_chat, prompt = template + [9] * 100, template + [7] * 50
+    assert _slot_rank(long_chat, prompt) < _slot_rank([], prompt)  # the empty slot: nothing to overwrite
+    assert _slot_rank(template + [8] * 5, prompt) > _slot_rank(long_chat, prompt)  # of two, the one holding less
+    short = list(range(13))
+    assert _slot_rank([*short, 5, 6], short) > _slot_rank([], short)  # a short prompt's whole prefix still counts
+    assert _slot_rank(prompt[:40] + [0] * 9, prompt) > _slot_rank([], prompt)  # 40 shared tokens win

@@ -162,14 +162,15 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 _WORTH_REUSING = 32
-"""A shared prefix shorter than this (a chat template's first tokens) does not decide which slot a request takes."""
+"""A shared prefix shorter than this and than half the prompt (a chat template's first tokens) does not decide
+which slot a request takes."""
 
 
 def _slot_rank(cache: list[int], prompt: list[int]) -> tuple[int, int]:
     """How well a free slot suits a prompt: the longest prefix worth reusing, then the least to lose (an empty
     slot first: nothing of another conversation is overwritten, or kept in RAM at the cost of a copy)."""
     shared = _common_prefix(cache, prompt)
-    return (shared if shared >= _WORTH_REUSING else 0), -len(cache)
+    return (shared if shared >= min(_WORTH_REUSING, len(prompt) // 2) else 0), -len(cache)
 
 
 class DecodeLoop:
