@@ -95,7 +95,13 @@ def plan(a: argparse.Namespace) -> dict[str, Any]:
             "PYTHONPATH": os.pathsep.join([str(a.work / "site"), str(REPO), str(a.work / "python")]),
             "LLAMA_CPP_LIB_PATH": str(build_dir / "bin"),
         },
-        "model": {"header": str(a.carry / "model-header.gguf"), "file": str(a.work / "model.gguf")},
+        # speculation off: the made-up weights repeat one token, which prompt lookup drafts perfectly
+        # (2026-12-04: 1.74x llama-server at one client, all of it speculation); both servers decode plainly
+        "model": {
+            "header": str(a.carry / "model-header.gguf"),
+            "file": str(a.work / "model.gguf"),
+            "params": {"draft_num_predict": 0},
+        },
         "extra_models": _extra_models(a),
         "profile": {"tool": "py-spy", "seconds": a.profile_s},
         "servers": {"nbllm": {"OLLAMA_NUM_PARALLEL": a.parallel}, "llama-server": {"-np": a.parallel, "-ngl": 999}},
@@ -117,14 +123,15 @@ def _install(p: dict[str, Any]) -> bool:
 def _store(p: dict[str, Any], store: Path) -> Path:
     """Make the models from their headers and put them into an nbllm store (the made-up weights' path)."""
     code = (
-        "import sys; from pathlib import Path; from nbllm.store import ModelStore; "
+        "import json, sys; from pathlib import Path; from nbllm.store import ModelStore; "
         "from tests.support.models import install_model; "
-        "install_model(ModelStore(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3]))"
+        "install_model(ModelStore(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3]), params=json.loads(sys.argv[4]))"
     )
     env = {**os.environ, **p["env"]}
     for name, m in {MODEL: p["model"], **p["extra_models"]}.items():
         size = gpu_model.materialize(Path(m["header"]), Path(m["file"]))
-        subprocess.run([sys.executable, "-c", code, str(store), name, m["file"]], check=True, env=env, cwd=REPO)
+        params = json.dumps(m.get("params") or {})
+        subprocess.run([sys.executable, "-c", code, str(store), name, m["file"], params], check=True, env=env, cwd=REPO)
         print(f"model {name}: {size / 2**20:.1f} MiB at {m['file']}", flush=True)
     return Path(p["model"]["file"])
 

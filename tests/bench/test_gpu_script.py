@@ -58,6 +58,7 @@ def test_dry_run_prints_the_plan_and_builds_nothing(tmp_path: Path) -> None:
     assert plan["env"]["PYTHONPATH"].split(":") == [str(work / "site"), str(REPO), str(work / "python")]
     assert plan["install"][-1].endswith(".whl") and "--no-index" in plan["install"]
     assert plan["servers"]["llama-server"] == {"-np": 8, "-ngl": 999}
+    assert plan["model"]["params"] == {"draft_num_predict": 0}  # made-up weights repeat: no speculation
     assert not work.exists()  # nothing unpacked, built or served
 
 
