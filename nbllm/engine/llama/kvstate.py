@@ -155,6 +155,8 @@ class RamCache:
             self._keep(data.obj)
 
     def _keep(self, buf: Buffer) -> None:
+        if len(buf) > self.budget:  # it could never hold an entry: not kept outside the budget either
+            return
         with self._pool_lock:
             self._pool = [buf, *self._pool][: self.POOL]
 

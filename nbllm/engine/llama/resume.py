@@ -148,6 +148,8 @@ class SlotStates:
     def _stash(self, slot: SlotLike, keep: int) -> None:
         """Keep a slot's state in RAM before it loses all but ``keep`` of its tokens."""
         if self.ram is not None and not slot.shifted and len(slot.cache) - keep >= MIN_TOKENS:
+            if int(L.llama_state_seq_get_size(self._ctx, slot.seq_id)) > self.ram.budget:
+                return  # it would not be kept: no copy made
             started = time.perf_counter()
             self.ram.put(slot.cache, save_seq(self._ctx, slot.seq_id, self.ram.spare))
             self.stash_s += time.perf_counter() - started
