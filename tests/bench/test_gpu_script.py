@@ -172,9 +172,9 @@ def test_gemma_s_block_types_are_made_up_with_small_finite_scales(kind: str) -> 
 def test_the_profile_summary_counts_samples_per_thread_and_frame() -> None:
     raw = "\n".join(
         [
-            'thread (0x1);run (nbllm/engine/llama/batching.py:10);decode (llama_cpp/llama_cpp.py:99) 30',
-            'thread (0x1);run (nbllm/engine/llama/batching.py:12);sample (nbllm/engine/llama/batching.py:40) 10',
-            'thread (0x2);run_forever (asyncio/base_events.py:600);_run_once (asyncio/base_events.py:1900) 5',
+            "thread (0x1);run (nbllm/engine/llama/batching.py:10);decode (llama_cpp/llama_cpp.py:99) 30",
+            "thread (0x1);run (nbllm/engine/llama/batching.py:12);sample (nbllm/engine/llama/batching.py:40) 10",
+            "thread (0x2);run_forever (asyncio/base_events.py:600);_run_once (asyncio/base_events.py:1900) 5",
             "garbage",
         ]
     )

@@ -199,6 +199,7 @@ def test_a_new_prompt_takes_an_empty_slot_and_keeping_a_slot_s_state_is_not_prom
         return saved(*args, **kwargs)
 
     monkeypatch.setattr(resume, "save_seq", slow_save)
+    monkeypatch.setattr(resume.SlotStates, "ahead", False)  # nothing kept while idle: the copy comes at admission
     engine = load(model_path, ram=64 << 20, parallel=2)
     other = "<|im_start|>user\nSay hello in French, please, and nothing else.<|im_end|>\n<|im_start|>assistant\n"
     third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"
@@ -214,3 +215,59 @@ def test_a_new_prompt_takes_an_empty_slot_and_keeping_a_slot_s_state_is_not_prom
         engine.close()
     assert entries == 0 and after == 1
     assert took >= 0.4 and final.prompt_eval_duration < 0.3e9  # the stash is not counted as evaluating the prompt
+
+
+def test_an_idle_loop_keeps_the_slot_a_new_prompt_takes_so_that_prompt_waits_for_no_copy(
+    model_path: Path,
+    reference: tuple,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from nbllm.engine.llama import resume
+
+    first, kept, _ = reference
+    saved = resume.save_seq
+    saves: list[tuple[float, float]] = []
+
+    def slow_save(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        time.sleep(0.3)
+        out = saved(*args, **kwargs)
+        saves.append((started, time.perf_counter()))
+        return out
+
+    def stats() -> dict[str, int]:
+        return engine.info.cache_stats() if engine.info.cache_stats else {}
+
+    monkeypatch.setattr(resume, "save_seq", slow_save)
+    engine = load(model_path, ram=64 << 20, parallel=2)
+    # more tokens than TURN1's conversation, and no prefix worth reusing in common with it
+    terse = "You are a terse assistant. " * 45
+    longer = f"<|im_start|>system\n{terse}<|im_end|>\n<|im_start|>user\nName a hill.<|im_end|>\n"
+    third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"
+    try:
+        assert chat(engine, TURN1 + "<|im_start|>assistant\n")[0] == first  # one slot
+        chat(engine, longer + "<|im_start|>assistant\n")  # the other slot: TURN1's holds less, a new prompt takes it
+        deadline = time.monotonic() + 30
+        while stats()["entries"] < 1:  # kept by the idle loop, in the background of this thread
+            assert time.monotonic() < deadline, "the idle loop kept nothing in RAM"
+            time.sleep(0.01)
+        kept_while_idle = len(saves)
+        sent = time.perf_counter()
+        got_first = 0.0
+        for event in engine.generate(engine.tokenize(third), GREEDY):  # takes TURN1's slot
+            if isinstance(event, TokenChunk) and not got_first:
+                got_first = time.perf_counter()
+        prompt = turn2(engine, first)
+        n_prompt = len(engine.tokenize(prompt))
+        tokens, final = chat(engine, prompt)  # TURN1's conversation again: its prefix back from RAM
+        after = stats()
+    finally:
+        engine.close()
+    assert kept_while_idle == 1
+    assert got_first > sent
+    assert [s for s in saves if s[1] > sent and s[0] < got_first] == []  # no copy while `third` waited
+    assert tokens == kept  # the state kept while idle continues as the slot itself would have
+    assert final.cached_tokens >= n_prompt - 24
+    assert after["hits"] == 1

@@ -249,6 +249,8 @@ class DecodeLoop:
             # While sequences are generating and nothing waits, the lock is skipped: a request submitted
             # meanwhile is seen at the next step (the deque's length is read atomically).
             if self._queue or self._closed or not self._active:
+                if not self._active and not self._queue and not self._closed and self._states is not None:
+                    self._idle_stash()
                 with self._cv:
                     while not self._closed and not self._queue and not self._active:
                         self._cv.wait()
@@ -268,6 +270,15 @@ class DecodeLoop:
                 for slot in self._slots:
                     slot.cache.clear()
                     slot.shifted = False
+
+    def _idle_stash(self) -> None:
+        """Going idle: copy to RAM now what the next new prompt would otherwise copy while it waits
+        (``SlotStates.stash_ahead``). A request submitted meanwhile waits for the copy to end."""
+        assert self._states is not None
+        try:
+            self._states.stash_ahead(self._slots)
+        except Exception:  # a copy that fails costs the cache an entry, never the loop
+            log.exception("keeping an idle slot's state in RAM failed")
 
     def _fail_all(self, exc: BaseException) -> None:
         for slot in self._active:

@@ -202,6 +202,12 @@ class RamCache:
                     best_n, best_key = n, key
         return best_n, best_key
 
+    def holds(self, tokens: Sequence[int]) -> bool:
+        """Whether an entry is the state of exactly ``tokens`` (a slot holding them needs no copy)."""
+        key = tuple(tokens)
+        with self._lock:
+            return key in self._entries
+
     def take(self, key: tuple[int, ...]) -> State | None:
         """An entry's state, counted as a hit (it stays, as most recently used)."""
         with self._lock:

@@ -1,0 +1,220 @@
+"""Where nbllm's TTFT overhead goes: each step of a first token's path, from the client's send to its first line.
+
+python -m bench.ttft_path --store bench/.peers/store --model smollm2-nospec --rounds 12 --out bench/results/X.json
+
+bench.pertoken measures the overhead (time to first token less the server's own prefill) against llama-server;
+this says what it is made of. It serves the store with ``python -m bench.ttft_probe serve`` (timestamps at
+each step, see there), and each round streams a short story (so the slots fill as in bench.pertoken) and then
+sends a ~500-token prompt nobody sent before, noting when it sent it and when the first line came back, on
+the same clock as the server's probes. Each step is a median over the rounds with its 95% confidence interval.
+
+The steps, in order (``SPANS``), end to end from the client's send to its first line; those nbllm counts
+in ``prompt_eval_duration`` are marked ``prefill``, the others are the overhead:
+
+- ``request in``: the client writes, uvicorn reads and parses the request;
+- ``FastAPI``: middleware, routing, the body's validation, the route;
+- ``to the stream thread``: the response's ``Feed`` starts the use case on a worker thread;
+- ``prepare``: the model, its options, its load spec (``service.inference._prepare``);
+- ``tokenize``: the prompt rendered and tokenized (llama.cpp's tokenizer);
+- ``submit``: the request queued for the decode thread, the stream handed to the event loop;
+- ``decode thread wakes``: until the decode loop admits it;
+- ``RAM-cache copy``: the state of the slot it takes copied to the RAM prompt cache (0 when it takes an empty slot);
+- ``admission``, ``batch fill``, ``prefill``: the rest of the admission, the prompt's first batch filled,
+  ``llama_decode`` over the prompt (every batch of it, and the Python between them) -- all three in
+  ``prompt_eval_duration``;
+- ``sample and post``: logits read, the token picked, detokenized and posted;
+- ``event loop wakes``: until the loop runs the stream's wake-up;
+- ``first line out``: the stream's layers, the response start, the first line written to the socket;
+- ``to the client``: the kernel and the client until it has the line.
+
+One llama.cpp process at a time: run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import prompts, servers
+from bench.workloads import median_ci
+
+SPANS: list[tuple[str, str, str, bool]] = [
+    # (name, from mark, to mark, counted in prompt_eval_duration)
+    ("request in", "client.send", "asgi", False),
+    ("FastAPI", "asgi", "route>", False),
+    ("to the stream thread", "route>", "produce>", False),
+    ("prepare", "produce>", "prepare<", False),
+    ("tokenize", "prepare<", "tokenize<", False),
+    ("submit", "tokenize<", "submit<", False),
+    ("decode thread wakes", "submit<", "admit>", False),
+    ("RAM-cache copy", "stash>", "stash<", False),
+    ("admission", "admit>", "admit<", True),
+    ("batch fill", "admit<", "decode>", True),
+    ("prefill", "decode>", "decode<", True),
+    ("sample and post", "decode<", "post>", False),
+    ("event loop wakes", "post>", "wake>", False),
+    ("first line out", "wake>", "sent", False),
+    ("to the client", "sent", "client.first", False),
+]
+_ORDER = [
+    "client.send",
+    "asgi",
+    "route>",
+    "produce>",
+    "prepare<",
+    "tokenize<",
+    "submit<",
+    "admit>",
+    "admit<",
+    "decode>",
+    "decode<",
+    "post>",
+    "wake>",
+    "sent",
+    "client.first",
+]
+"""The marks of one request in the order they happen: each is the first of its label after the one before."""
+
+
+def marks_of(events: list[tuple[int, str, str]], sent: int, first: int) -> dict[str, int]:
+    """One request's marks (ns) from the server's events between the client's send and its first line."""
+    window = sorted(e for e in events if sent <= e[0] <= first)
+    found = {"client.send": sent}
+    at = sent
+    for label in _ORDER[1:-1]:
+        hit = next((t for t, name, _ in window if name == label and t >= at), None)
+        if hit is None:
+            raise ValueError(f"no {label!r} after {at - sent} ns: was the request served by the probed path?")
+        found[label] = at = hit
+    found["client.first"] = first
+    # a prompt longer than the batch takes several llama_decode calls: the prefill ends at the last one's exit
+    found["decode<"] = max(t for t, name, _ in window if name == "decode<" and t <= found["post>"])
+    stash = [t for t, name, _ in window if found["admit>"] <= t <= found["admit<"] and name.startswith("stash")]
+    if len(stash) == 2:
+        found["stash>"], found["stash<"] = stash
+    return found
+
+
+def spans_of(marks: dict[str, int]) -> dict[str, float]:
+    """Milliseconds of each step; the admission's own part leaves out the RAM-cache copy inside it."""
+    out: dict[str, float] = {}
+    for name, start, end, _ in SPANS:
+        if start in marks and end in marks:
+            out[name] = (marks[end] - marks[start]) / 1e6
+        else:
+            out[name] = 0.0  # (no copy: the request took an empty slot)
+    out["admission"] -= out["RAM-cache copy"]
+    return out
+
+
+def _stream(http: httpx.Client, url: str, model: str, prompt: str, n: int) -> tuple[int, int, dict[str, Any]]:
+    """(send ns, first line ns, the final line) of one streamed greedy completion."""
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "raw": True,
+        "stream": True,
+        "options": {"temperature": 0, "num_predict": n, "num_ctx": 2048, "seed": 0},
+    }
+    sent = time.perf_counter_ns()
+    first = 0
+    final: dict[str, Any] = {}
+    with http.stream("POST", url + "/api/generate", json=body) as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            if data.get("done"):
+                final = data
+            elif not first:
+                first = time.perf_counter_ns()
+    return sent, first, final
+
+
+def run(url: str, model: str, rounds: int) -> list[tuple[int, int, dict[str, Any]]]:
+    """The rounds' TTFT requests: (send ns, first ns, final line) each."""
+    out = []
+    with httpx.Client(timeout=600) as http:
+        http.get(url + "/")
+        _stream(http, url, model, prompts.STORY, 8)  # the load and the warm-up
+        for i in range(rounds):
+            http.get(url + "/")
+            _stream(http, url, model, prompts.story(i), 64)
+            http.get(url + "/")  # (as bench.pertoken: the prompt goes over a connection that just served)
+            out.append(_stream(http, url, model, f"[ttft path {i} {time.time_ns()}] " + prompts.long_prompt(), 4))
+    return out
+
+
+def summarize(requests: list[tuple[int, int, dict[str, Any]]], events: list[tuple[int, str, str]]) -> dict[str, Any]:
+    """Per-round spans, and each span's median with its 95% CI; with the TTFT and the overhead as the bench
+    counts it (TTFT less ``prompt_eval_duration``)."""
+    rows = []
+    for sent, first, final in requests:
+        row = spans_of(marks_of(events, sent, first))
+        row["TTFT"] = (first - sent) / 1e6
+        row["overhead"] = row["TTFT"] - final.get("prompt_eval_duration", 0) / 1e6
+        row["prompt_eval_count"] = final.get("prompt_eval_count", 0)
+        rows.append(row)
+    medians = {}
+    for key in [*(s[0] for s in SPANS), "TTFT", "overhead"]:
+        values = [r[key] for r in rows]
+        ci = median_ci(values)
+        medians[key] = {"median": statistics.median(values), "ci95": list(ci) if ci is not None else None}
+    return {"rounds": rows, "medians": medians}
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The medians as a markdown table."""
+    lines = ["| step | ms (median) | 95% CI | in prefill |", "|---|---|---|---|"]
+    prefill = {name: counted for name, _, _, counted in SPANS}
+    for key, row in summary["medians"].items():
+        ci = f"{row['ci95'][0]:.3f}–{row['ci95'][1]:.3f}" if row["ci95"] else "(too few rounds)"
+        lines.append(f"| {key} | {row['median']:.3f} | {ci} | {'yes' if prefill.get(key) else ''} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the store with the probes, run the rounds, write the JSON and print the table."""
+    p = argparse.ArgumentParser(prog="python -m bench.ttft_path", description=__doc__)
+    p.add_argument("--store", type=Path, default=Path(__file__).parent / ".peers" / "store")
+    p.add_argument("--model", default="smollm2:135m")
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--label", default="")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    events_file = a.out.with_suffix(".events.json")
+    os.environ["BENCH_TTFT_EVENTS"] = str(events_file.resolve())
+    try:
+        server = servers.nbllm(
+            a.store.resolve(), parallel=4, threads=2, log=a.out.with_suffix(".log").resolve(), module="bench.ttft_probe"
+        )
+    finally:
+        os.environ.pop("BENCH_TTFT_EVENTS", None)
+    try:
+        requests = run(server.url, a.model, a.rounds)
+    finally:
+        server.stop()
+    events = [tuple(e) for e in json.loads(events_file.read_text())]
+    events_file.unlink()
+    summary = summarize(requests, events)
+    result = {
+        "label": a.label,
+        "command": "python -m bench.ttft_path " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": a.model,
+        **summary,
+    }
+    a.out.write_text(json.dumps(result, indent=1))
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""bench.ttft_path: a request's marks and steps from probe events; the probes wrap what exists and unwrap."""
+
+from __future__ import annotations
+
+import starlette.applications
+
+from bench import ttft_path, ttft_probe
+from nbllm.engine.llama import batching
+from nbllm.service import inference
+
+MS = 1_000_000
+
+
+def _events(*, stash: bool, batches: int) -> list[tuple[int, str, str]]:
+    """One request's server events (ms), with noise before it and a wake-up that is not the first token's."""
+    t = [
+        (1, "wake>", "MainThread"),  # the story's stream, before the request
+        (12, "asgi", "MainThread"),
+        (13, "route>", "MainThread"),
+        (14, "produce>", "s"),
+        (15, "prepare>", "s"),
+        (16, "prepare<", "s"),
+        (17, "tokenize>", "s"),
+        (19, "tokenize<", "s"),
+        (20, "submit>", "s"),
+        (21, "submit<", "s"),
+        (22, "wake>", "MainThread"),  # the hand-off to the loop, not the token's wake-up
+        (23, "admit>", "d"),
+        (27, "admit<", "d"),
+    ]
+    if stash:
+        t += [(24, "stash>", "d"), (26, "stash<", "d")]
+    at = 28
+    for _ in range(batches):
+        t += [(at, "decode>", "d"), (at + 100, "decode<", "d")]
+        at += 101
+    t += [(at + 1, "post>", "d"), (at + 2, "decode>", "d"), (at + 3, "wake>", "MainThread")]
+    t += [(at + 4, "send", "MainThread"), (at + 5, "sent", "MainThread"), (at + 50, "decode<", "d")]
+    return [(ms * MS, name, thread) for ms, name, thread in t]
+
+
+def test_the_steps_of_one_request_follow_its_marks() -> None:
+    events = _events(stash=True, batches=1)
+    spans = ttft_path.spans_of(ttft_path.marks_of(events, 10 * MS, 136 * MS))
+    assert spans["request in"] == 2.0
+    assert spans["FastAPI"] == 1.0
+    assert spans["tokenize"] == 3.0  # from prepare's end: rendering is in it
+    assert spans["decode thread wakes"] == 2.0
+    assert spans["RAM-cache copy"] == 2.0
+    assert spans["admission"] == 2.0  # 4 ms in _admit, less the copy
+    assert spans["prefill"] == 100.0
+    assert spans["sample and post"] == 2.0
+    assert spans["event loop wakes"] == 2.0  # the wake-up after the post, not the hand-off's before it
+    assert spans["first line out"] == 2.0
+    assert spans["to the client"] == 2.0
+
+
+def test_a_prompt_of_two_batches_is_one_prefill_and_an_empty_slot_copies_nothing() -> None:
+    events = _events(stash=False, batches=2)
+    spans = ttft_path.spans_of(ttft_path.marks_of(events, 10 * MS, 237 * MS))
+    assert spans["prefill"] == 201.0  # both llama_decode calls and the Python between them
+    assert spans["RAM-cache copy"] == 0.0
+    assert spans["admission"] == 4.0
+
+
+def test_a_request_that_missed_the_probed_path_is_an_error_not_zeros() -> None:
+    events = [e for e in _events(stash=False, batches=1) if e[1] != "tokenize<"]
+    try:
+        ttft_path.marks_of(events, 10 * MS, 136 * MS)
+    except ValueError as exc:
+        assert "tokenize<" in str(exc)
+    else:
+        raise AssertionError("a missing mark went unnoticed")
+
+
+def test_the_summary_has_every_step_with_its_interval() -> None:
+    rounds = [(10 * MS, 136 * MS, {"prompt_eval_duration": 104 * MS})] * 6
+    summary = ttft_path.summarize(rounds, _events(stash=True, batches=1))
+    assert summary["medians"]["TTFT"]["median"] == 126.0
+    assert summary["medians"]["overhead"]["median"] == 22.0
+    assert summary["medians"]["prefill"]["ci95"] == [100.0, 100.0]
+    assert "| RAM-cache copy | 2.000 |" in ttft_path.table(summary)
+
+
+def test_the_probes_wrap_the_functions_they_name_and_put_them_back() -> None:
+    before = (starlette.applications.Starlette.__call__, inference._prepare, batching.DecodeLoop._admit)
+    uninstall = ttft_probe.install()
+    try:
+        assert inference._prepare is not before[1]
+        assert batching.DecodeLoop._admit.__wrapped__ is before[2]  # type: ignore[attr-defined]
+        ttft_probe.EVENTS.clear()
+        ttft_probe._mark("x")
+        assert [e[1] for e in ttft_probe.EVENTS] == ["x"]
+    finally:
+        uninstall()
+        ttft_probe.EVENTS.clear()
+    assert (starlette.applications.Starlette.__call__, inference._prepare, batching.DecodeLoop._admit) == before
