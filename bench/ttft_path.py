@@ -27,6 +27,10 @@ in ``prompt_eval_duration`` are marked ``prefill``, the others are the overhead:
 - ``first line out``: the stream's layers, the response start, the first line written to the socket;
 - ``to the client``: the kernel and the client until it has the line.
 
+``--pause S`` waits S seconds between the story and the prompt, as a person reading the answer would: the
+decode loop is then idle long enough to keep in RAM, beforehand, the slot the prompt will take
+(``SlotStates.IDLE_AFTER``). Back to back (0, the default), it copies that slot at admission.
+
 One llama.cpp process at a time: run it on an idle machine.
 """
 
@@ -77,7 +81,6 @@ _ORDER = [
     "decode>",
     "decode<",
     "post>",
-    "wake>",
     "sent",
     "client.first",
 ]
@@ -95,6 +98,10 @@ def marks_of(events: list[tuple[int, str, str]], sent: int, first: int) -> dict[
             raise ValueError(f"no {label!r} after {at - sent} ns: was the request served by the probed path?")
         found[label] = at = hit
     found["client.first"] = first
+    # the loop's wake-up for this token; none when the loop was awake already (a late hand-off wake-up took it)
+    found["wake>"] = next(
+        (t for t, name, _ in window if name == "wake>" and found["post>"] <= t <= found["sent"]), found["post>"]
+    )
     # a prompt longer than the batch takes several llama_decode calls: the prefill ends at the last one's exit
     found["decode<"] = max(t for t, name, _ in window if name == "decode<" and t <= found["post>"])
     stash = [t for t, name, _ in window if found["admit>"] <= t <= found["admit<"] and name.startswith("stash")]
@@ -140,8 +147,9 @@ def _stream(http: httpx.Client, url: str, model: str, prompt: str, n: int) -> tu
     return sent, first, final
 
 
-def run(url: str, model: str, rounds: int) -> list[tuple[int, int, dict[str, Any]]]:
-    """The rounds' TTFT requests: (send ns, first ns, final line) each."""
+def run(url: str, model: str, rounds: int, *, pause: float = 0.0) -> list[tuple[int, int, dict[str, Any]]]:
+    """The rounds' TTFT requests: (send ns, first ns, final line) each; ``pause`` seconds before each (a
+    person reading the answer before the next prompt; 0: back to back, as a script or an agent)."""
     out = []
     with httpx.Client(timeout=600) as http:
         http.get(url + "/")
@@ -149,6 +157,7 @@ def run(url: str, model: str, rounds: int) -> list[tuple[int, int, dict[str, Any
         for i in range(rounds):
             http.get(url + "/")
             _stream(http, url, model, prompts.story(i), 64)
+            time.sleep(pause)
             http.get(url + "/")  # (as bench.pertoken: the prompt goes over a connection that just served)
             out.append(_stream(http, url, model, f"[ttft path {i} {time.time_ns()}] " + prompts.long_prompt(), 4))
     return out
@@ -188,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--store", type=Path, default=Path(__file__).parent / ".peers" / "store")
     p.add_argument("--model", default="smollm2:135m")
     p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--pause", type=float, default=0.0, help="seconds between the story and the prompt")
     p.add_argument("--label", default="")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         os.environ.pop("BENCH_TTFT_EVENTS", None)
     try:
-        requests = run(server.url, a.model, a.rounds)
+        requests = run(server.url, a.model, a.rounds, pause=a.pause)
     finally:
         server.stop()
     events = [tuple(e) for e in json.loads(events_file.read_text())]
@@ -210,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "label": a.label,
         "command": "python -m bench.ttft_path " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": a.model,
+        "pause": a.pause,
         **summary,
     }
     a.out.write_text(json.dumps(result, indent=1))

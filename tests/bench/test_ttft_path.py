@@ -95,3 +95,12 @@ def test_the_probes_wrap_the_functions_they_name_and_put_them_back() -> None:
         uninstall()
         ttft_probe.EVENTS.clear()
     assert (starlette.applications.Starlette.__call__, inference._prepare, batching.DecodeLoop._admit) == before
+
+
+def test_a_token_the_loop_took_without_a_wake_up_of_its_own_counts_no_wake_up() -> None:
+    # the loop was still busy with the hand-off's wake-up when the token came: it took the token with it
+    events = [e for e in _events(stash=False, batches=1) if not (e[1] == "wake>" and e[0] == 132 * MS)]
+    events.append((135 * MS, "wake>", "MainThread"))  # the next token's, after the first line went out
+    spans = ttft_path.spans_of(ttft_path.marks_of(events, 10 * MS, 136 * MS))
+    assert spans["event loop wakes"] == 0.0
+    assert spans["first line out"] == 4.0  # from the post to the line's write

@@ -24,6 +24,10 @@ pytestmark = pytest.mark.model
 GREEDY = SamplingParams(temperature=0, num_predict=24, draft=0)
 SYSTEM = "You are a careful assistant. " * 20
 TURN1 = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nName three rivers in Europe.<|im_end|>\n"
+LONGER = (  # more tokens than TURN1's conversation, and no prefix worth reusing in common with it
+    f"<|im_start|>system\n{'You are a terse assistant. ' * 45}<|im_end|>\n"
+    "<|im_start|>user\nName a hill.<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
 def chat(engine: LlamaEngine, text: str) -> tuple[list[int], FinalStats]:
@@ -242,13 +246,10 @@ def test_an_idle_loop_keeps_the_slot_a_new_prompt_takes_so_that_prompt_waits_for
 
     monkeypatch.setattr(resume, "save_seq", slow_save)
     engine = load(model_path, ram=64 << 20, parallel=2)
-    # more tokens than TURN1's conversation, and no prefix worth reusing in common with it
-    terse = "You are a terse assistant. " * 45
-    longer = f"<|im_start|>system\n{terse}<|im_end|>\n<|im_start|>user\nName a hill.<|im_end|>\n"
     third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"
     try:
         assert chat(engine, TURN1 + "<|im_start|>assistant\n")[0] == first  # one slot
-        chat(engine, longer + "<|im_start|>assistant\n")  # the other slot: TURN1's holds less, a new prompt takes it
+        chat(engine, LONGER)  # the other slot: TURN1's holds less, a new prompt takes it
         deadline = time.monotonic() + 30
         while stats()["entries"] < 1:  # kept by the idle loop, in the background of this thread
             assert time.monotonic() < deadline, "the idle loop kept nothing in RAM"
@@ -271,3 +272,39 @@ def test_an_idle_loop_keeps_the_slot_a_new_prompt_takes_so_that_prompt_waits_for
     assert tokens == kept  # the state kept while idle continues as the slot itself would have
     assert final.cached_tokens >= n_prompt - 24
     assert after["hits"] == 1
+
+
+def test_a_request_that_follows_another_closely_meets_no_idle_copy(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from nbllm.engine.llama import resume
+
+    saved, ahead = resume.save_seq, resume.SlotStates.stash_ahead
+    idle = threading.local()
+    copies: list[str] = []
+
+    def idle_ahead(self, slots):  # type: ignore[no-untyped-def]
+        idle.on = True
+        try:
+            return ahead(self, slots)
+        finally:
+            idle.on = False
+
+    def counted_save(*args, **kwargs):  # type: ignore[no-untyped-def]
+        copies.append("idle" if getattr(idle, "on", False) else "admission")
+        return saved(*args, **kwargs)
+
+    monkeypatch.setattr(resume, "save_seq", counted_save)
+    monkeypatch.setattr(resume.SlotStates, "stash_ahead", idle_ahead)
+    monkeypatch.setattr(resume.SlotStates, "IDLE_AFTER", 1.0)
+    engine = load(model_path, ram=64 << 20, parallel=2)
+    third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"
+    try:
+        chat(engine, TURN1 + "<|im_start|>assistant\n")
+        chat(engine, LONGER)  # both slots hold something; TURN1's, holding less, is the one a new prompt takes
+        chat(engine, third)  # at once, as a script or an agent would: the loop was idle for far less than 1 s
+    finally:
+        engine.close()
+    assert copies == ["admission"]  # TURN1's state, copied when `third` took its slot; none while idle

@@ -250,7 +250,7 @@ class DecodeLoop:
             # meanwhile is seen at the next step (the deque's length is read atomically).
             if self._queue or self._closed or not self._active:
                 if not self._active and not self._queue and not self._closed and self._states is not None:
-                    self._idle_stash()
+                    self._idle_stash(self._states)
                 with self._cv:
                     while not self._closed and not self._queue and not self._active:
                         self._cv.wait()
@@ -271,12 +271,19 @@ class DecodeLoop:
                     slot.cache.clear()
                     slot.shifted = False
 
-    def _idle_stash(self) -> None:
-        """Going idle: copy to RAM now what the next new prompt would otherwise copy while it waits
-        (``SlotStates.stash_ahead``). A request submitted meanwhile waits for the copy to end."""
-        assert self._states is not None
+    def _has_work(self) -> bool:
+        return self._closed or bool(self._queue) or bool(self._active)
+
+    def _idle_stash(self, states: SlotStates) -> None:
+        """Idle: once nothing has come for ``SlotStates.IDLE_AFTER`` seconds, copy to RAM what the next new
+        prompt would otherwise copy while it waits (``SlotStates.stash_ahead``). A request that comes sooner
+        (a client's next turn, an agent back from a tool) waits for no copy, and finds its own slot as it left
+        it; one that comes during the copy waits for the copy to end."""
+        with self._cv:
+            if self._cv.wait_for(self._has_work, timeout=states.IDLE_AFTER):
+                return
         try:
-            self._states.stash_ahead(self._slots)
+            states.stash_ahead(self._slots)
         except Exception:  # a copy that fails costs the cache an entry, never the loop
             log.exception("keeping an idle slot's state in RAM failed")
 

@@ -3,8 +3,9 @@
 The decode loop calls :meth:`SlotStates.admit` when it gives a request a slot. A slot whose tokens the
 request would cut by :data:`MIN_TOKENS` or more first has its state put in the RAM cache, unless the cache
 already holds exactly those tokens: when the loop goes idle with every slot taken, :meth:`SlotStates.stash_ahead`
-copies the slot a new prompt would take, so that the copy is made while nobody waits, not while the next
-request waits for its first token (the first copy also pays for fresh memory: 50-220 ms for 42 MiB here). When the RAM
+(after :attr:`SlotStates.IDLE_AFTER` with nothing to do) copies the slot a new prompt would take, so that the
+copy is made while nobody waits, not while the next request waits for its first token (the first copy also
+pays for fresh memory: 50-220 ms for 42 MiB here). When the RAM
 cache or a snapshot shares a longer prefix with the prompt than any free slot, that state is restored into
 the free slot with the least to lose and trimmed to the shared prefix; the rest of the prompt is evaluated
 as usual. A snapshot that cannot be used (damaged, truncated, another model or settings, refused by
@@ -72,6 +73,10 @@ class SlotStates:
 
     ahead = True
     """Whether :meth:`stash_ahead` copies anything (tests switch it off to see a copy made at admission)."""
+    IDLE_AFTER = 0.2
+    """Seconds the decode loop waits with nothing to do before it calls :meth:`stash_ahead`: requests that
+    follow each other closer than that (a script, an agent's tool loop, a benchmark) never wait for an idle
+    copy, and the copy is not wasted on a conversation about to go on in its own slot."""
 
     def __init__(self, ctx: Any, spec: LoadSpec, layout: Mapping[str, object]) -> None:
         self._ctx = ctx
