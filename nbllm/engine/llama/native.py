@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import llama_cpp as L
 
 from nbllm.engine.base import LoadSpec
+from nbllm.engine.llama.history import HistoryTokens, boundaries, special_tokens
 from nbllm.engine.offload import attention_settings
 from nbllm.errors import ModelLoadError
 
@@ -119,6 +121,10 @@ class NativeModel:
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
         self._text: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
+        self._history: HistoryTokens | None = None
+        """A conversation's history tokenized once (engine.llama.history); None until ready, or if unsafe."""
+        self._history_thread = threading.Thread(target=self._prepare_history, name="nbllm-vocab", daemon=True)
+        self._history_thread.start()
         self.adapters: list[Any] = []
         for path in spec.adapters:
             adapter = L.llama_adapter_lora_init(self.ptr, str(path).encode())
@@ -136,8 +142,21 @@ class NativeModel:
         if L.llama_set_adapters_lora(ctx, array, len(self.adapters), scales) != 0:
             raise ModelLoadError("llama.cpp refused the LoRA adapters")
 
+    def _prepare_history(self) -> None:
+        """Find the special tokens a prompt may be cut after (a pass over the vocabulary, off the load's path)."""
+        vocab = self.vocab
+        if int(L.llama_vocab_type(vocab)) not in (L.LLAMA_VOCAB_TYPE_SPM, L.LLAMA_VOCAB_TYPE_BPE):
+            return
+        if L.llama_vocab_get_add_eos(vocab) or L.llama_vocab_get_add_sep(vocab):
+            return
+        specials, ends = special_tokens(vocab, self.n_vocab)
+        cut_after = boundaries(specials, ends)
+        if cut_after:
+            self._history = HistoryTokens(self._tokenize_bytes, cut_after)
+
     def free(self) -> None:
         """Release the adapters and the weights."""
+        self._history_thread.join()  # (it reads the vocabulary)
         for adapter in self.adapters:
             L.llama_adapter_lora_free(adapter)
         self.adapters = []
@@ -177,8 +196,15 @@ class NativeModel:
 
     # ── tokens ──────────────────────────────────────────────────────────────────────────────
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        """Text to token ids."""
+        """Text to token ids (with special tokens parsed, a conversation's history is reused from its last turn)."""
         data = text.encode("utf-8")
+        history = self._history
+        if parse_special and history is not None:
+            return history.tokenize(data, add_special)
+        return self._tokenize_bytes(data, add_special, parse_special=parse_special)
+
+    def _tokenize_bytes(self, data: bytes, add_special: bool, *, parse_special: bool = True) -> list[int]:  # noqa: FBT001
+        """llama.cpp's tokenization of UTF-8 bytes."""
         size = len(data) + 8
         buf = (L.llama_token * size)()
         n = L.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, parse_special)
