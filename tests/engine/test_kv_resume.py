@@ -203,7 +203,7 @@ def test_a_new_prompt_takes_an_empty_slot_and_keeping_a_slot_s_state_is_not_prom
         return saved(*args, **kwargs)
 
     monkeypatch.setattr(resume, "save_seq", slow_save)
-    monkeypatch.setattr(resume.SlotStates, "ahead", False)  # nothing kept while idle: the copy comes at admission
+    monkeypatch.setattr(resume.SlotStates, "IDLE_AFTER", 600.0)  # never idle long enough: the copy comes at admission
     engine = load(model_path, ram=64 << 20, parallel=2)
     other = "<|im_start|>user\nSay hello in French, please, and nothing else.<|im_end|>\n<|im_start|>assistant\n"
     third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"

@@ -71,8 +71,6 @@ def layout_of(spec: LoadSpec, ctx: Any, n_ctx: int, type_k: int, flash: int) -> 
 class SlotStates:
     """The RAM cache and the snapshot files of one decode loop."""
 
-    ahead = True
-    """Whether :meth:`stash_ahead` copies anything (tests switch it off to see a copy made at admission)."""
     IDLE_AFTER = 0.2
     """Seconds the decode loop waits with nothing to do before it calls :meth:`stash_ahead`: requests that
     follow each other closer than that (a script, an agent's tool loop, a benchmark) never wait for an idle
@@ -162,7 +160,7 @@ class SlotStates:
         picks), so that its admission finds it kept. A slot taken by a prompt that shares its prefix keeps its
         tokens in the slot; its RAM entry is then one more copy of a prefix, dropped when a longer one of it
         is kept, or by age."""
-        if self.ram is None or not self.ahead or not slots or any(not slot.cache for slot in slots):
+        if self.ram is None or not slots or any(not slot.cache for slot in slots):
             return
         self._stash(min(slots, key=lambda slot: len(slot.cache)), 0)
 
