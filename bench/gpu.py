@@ -50,6 +50,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu", action="store_true", help="build without CUDA (rehearsal)")
     p.add_argument("--dry-run", action="store_true", help="check the carry and print the plan only")
     p.add_argument("--profile-s", type=float, default=8.0, help="seconds py-spy samples nbllm's threads (0: none)")
+    p.add_argument("--name", default="", help="the report's file name without suffix (default: <date>-gpu)")
     return p.parse_args(argv)
 
 
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from bench import gpu_measure  # httpx: after the wheels are in place
 
     model = _store(p, a.work / "store")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d") + ("-gpu" if build.cuda else "-gpu-rehearsal-cpu")
+    stamp = a.name or datetime.now(timezone.utc).strftime("%Y-%m-%d") + ("-gpu" if build.cuda else "-gpu-rehearsal-cpu")
     setup = {"build_s": build.seconds, "cuda": build.cuda}
 
     def save(results: dict[str, Any]) -> None:  # after each stage: a run cut short still leaves a report

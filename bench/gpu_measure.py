@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench import prompts, servers, workloads
+from bench import prompts, servers, ttft_path, workloads
 from bench.clients import stream
 from bench.env import Peer
 from bench.gpu_build import Build
@@ -60,22 +61,30 @@ def _pyspy(work: Path) -> str | None:
     return found or (str(local) if local.is_file() else None)
 
 
-def profile(ours: servers.Server, work: Path, out: Path, *, seconds: float, ctx: int) -> dict[str, Any]:
-    """Sample nbllm's Python threads with py-spy while one client streams: where a token's CPU goes."""
+def profile(
+    ours: servers.Server, work: Path, out: Path, *, seconds: float, ctx: int, clients: int = 1
+) -> dict[str, Any]:
+    """Sample nbllm's Python threads with py-spy while ``clients`` clients stream: where a token's CPU goes."""
     tool = _pyspy(work)
     if tool is None or seconds <= 0:
         return {"skipped": "py-spy not found" if tool is None else "--profile-s 0"}
-    raw = out / "pyspy-raw.txt"
+    raw = out / ("pyspy-raw.txt" if clients == 1 else f"pyspy-raw-{clients}.txt")
     raw.unlink(missing_ok=True)
     # --native: the C frames under a ctypes call (llama_decode, the CUDA runtime) are where a GPU's time hides;
     # it pauses the process for each sample, so 100 samples a second
     cmd = [tool, "record", "-p", str(ours.proc.pid), "-d", str(max(1, round(seconds))), "-r", "100", "-f", "raw"]
     cmd += ["-o", str(raw), "--threads", "--native"]
     spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    tokens = 0
     started = time.monotonic()
-    while spy.poll() is None and time.monotonic() - started < seconds + 30:
-        tokens += stream(ours, prompts.STORY, 1500, ctx=ctx).tokens
+
+    def client(_: int) -> int:
+        done = 0
+        while spy.poll() is None and time.monotonic() - started < seconds + 30:
+            done += stream(ours, prompts.STORY, 1500, ctx=ctx).tokens
+        return done
+
+    with ThreadPoolExecutor(clients) as pool:
+        tokens = sum(pool.map(client, range(clients)))
     try:
         said = spy.communicate(timeout=30)[0].decode(errors="replace")[-2000:]
     except subprocess.TimeoutExpired:
@@ -83,7 +92,7 @@ def profile(ours: servers.Server, work: Path, out: Path, *, seconds: float, ctx:
         said = "py-spy did not finish" + spy.communicate()[0].decode(errors="replace")[-2000:]
     if not raw.is_file():
         return {"error": said}
-    return {"tokens": tokens, "py_spy": said, **summarize(raw.read_text())}
+    return {"tokens": tokens, "clients": clients, "py_spy": said, **summarize(raw.read_text())}
 
 
 def summarize(raw: str, top: int = 15) -> dict[str, Any]:
@@ -108,6 +117,16 @@ def summarize(raw: str, top: int = 15) -> dict[str, Any]:
         for key in ("self", "lines", "inclusive"):
             t[key] = dict(sorted(t[key].items(), key=lambda kv: -kv[1])[:top])
     return {"threads": dict(sorted(threads.items(), key=lambda kv: -kv[1]["samples"]))}
+
+
+def ttft_steps(store: Path, name: str, work: Path, *, rounds: int, pause: float) -> dict[str, Any]:
+    """``bench.ttft_path`` on this build: each step of a first token's path, medians with their 95% CI."""
+    out = work / f"ttft-path-{pause:g}.json"
+    ttft_path.main(
+        ["--store", str(store), "--model", name, "--rounds", str(rounds), "--pause", str(pause), "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    return {"command": result["command"], "pause": pause, "medians": result["medians"]}
 
 
 def load_extra(ours: servers.Server, names: list[str]) -> dict[str, Any]:
@@ -167,6 +186,20 @@ def run(
             for key, stage in stages:
                 _stage(results, key, stage, save)
         _stage(results, "profile", lambda: profile(ours, a.work, a.out, seconds=a.profile_s, ctx=a.ctx), save)
+        _stage(
+            results,
+            f"profile_{a.parallel}",
+            lambda: profile(ours, a.work, a.out, seconds=a.profile_s, ctx=a.ctx, clients=a.parallel),
+            save,
+        )
+    # the TTFT's steps, back to back and after a reader's pause (the idle loop keeps the slot's state beforehand)
+    for pause in (0.0, 0.5):
+        _stage(
+            results,
+            f"ttft_steps_{pause:g}",
+            lambda pause=pause: ttft_steps(store, name, a.work, rounds=a.rounds, pause=pause),
+            save,
+        )
     return results
 
 
@@ -226,9 +259,24 @@ def report_lines(results: dict[str, Any], stamp: str) -> list[str]:
         lines += ["| server | CPU µs/token | decode tokens/s |", "|---|---|---|"]
         for side, label in (("ours", "nbllm"), ("theirs", "llama-server")):
             lines.append(f"| {label} | {median(cpu[side]):.0f} | {median(cpu[side + '_rate']):.1f} |")
-    prof = results.get("profile", {})
-    if prof.get("threads"):
-        lines += ["", f"## Where nbllm's Python threads spend their time (py-spy, {prof.get('tokens')} tokens)", ""]
+    for key in ("ttft_steps_0", "ttft_steps_0.5"):
+        steps = results.get(key, {})
+        if steps.get("medians"):
+            pause = steps.get("pause", 0)
+            lines += [
+                "",
+                f"## A first token's path, step by step ({'back to back' if not pause else f'{pause:g} s pause'})",
+                "",
+            ]
+            lines += [f"`{steps['command']}` (~500-token prompt; ms)", ""]
+            lines.append(ttft_path.table({"medians": steps["medians"]}))
+    for key in sorted(k for k in results if k == "profile" or k.startswith("profile_")):
+        prof = results[key]
+        if not prof.get("threads"):
+            continue
+        who = f"{prof.get('clients', 1)} client{'s' if prof.get('clients', 1) != 1 else ''}"
+        title = f"Where nbllm's Python threads spend their time (py-spy, {who}, {prof.get('tokens')} tokens)"
+        lines += ["", f"## {title}", ""]
         for thread, t in list(prof["threads"].items())[:4]:
             lines += [f"{thread}: {t['samples']} samples; busiest frames (self):", ""]
             lines += [f"- {n}: {c} ({100 * c / t['samples']:.0f}%)" for n, c in list(t["self"].items())[:8]]

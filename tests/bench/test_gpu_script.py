@@ -193,3 +193,24 @@ def test_the_report_shows_cpu_per_token_and_the_profile() -> None:
     text = "\n".join(gpu_measure.report_lines(results, "test"))
     assert "| nbllm | 300 | 900.0 |" in text and "| llama-server | 200 | 1000.0 |" in text
     assert "thread (0x1): 10 samples" in text and "- b (y.py): 8 (80%)" in text
+
+
+def test_the_report_shows_the_ttft_steps_and_a_profile_per_client_count() -> None:
+    stacks = "thread (0x1);a (x.py:1);b (y.py:2) 8\nthread (0x1);a (x.py:1) 2"
+    medians = {"tokenize": {"median": 2.4, "ci95": [1.9, 2.9]}, "overhead": {"median": 6.2, "ci95": None}}
+    results = {
+        "profile": {"tokens": 4500, "clients": 1, **gpu_measure.summarize(stacks)},
+        "profile_8": {"tokens": 24000, "clients": 8, **gpu_measure.summarize(stacks)},
+        "ttft_steps_0": {"command": "python -m bench.ttft_path --pause 0.0", "pause": 0.0, "medians": medians},
+        "ttft_steps_0.5": {"command": "python -m bench.ttft_path --pause 0.5", "pause": 0.5, "medians": medians},
+    }
+    text = "\n".join(gpu_measure.report_lines(results, "test"))
+    assert "step by step (back to back)" in text and "step by step (0.5 s pause)" in text
+    assert "| tokenize | 2.400 | 1.900–2.900 |  |" in text and "| overhead | 6.200 | (too few rounds) |  |" in text
+    assert "(py-spy, 1 client, 4500 tokens)" in text and "(py-spy, 8 clients, 24000 tokens)" in text
+
+
+def test_the_report_can_be_named(tmp_path: Path) -> None:
+    assert gpu._args(["--name", "gpu-run2"]).name == "gpu-run2"
+    path = gpu_measure.write({"config": {"parallel": 8}}, tmp_path, "gpu-run2")
+    assert path == tmp_path / "gpu-run2.md" and (tmp_path / "gpu-run2.json").is_file()
