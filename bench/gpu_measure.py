@@ -25,15 +25,20 @@ from bench.workloads import median, median_ci
 
 TTFT_SENTENCES = 112
 """About 2,000 tokens of prose (28 sentences are about 500)."""
+TTFT_LONG_SENTENCES = 200
+"""About 3,400 tokens: within the bench's 4,096-token context."""
 
 
-def ttft_paired(ours: servers.Server, peer: servers.Server, *, rounds: int, ctx: int) -> dict[str, Any]:
-    """Time to first token of a fresh ~2k-token prompt, alternating; each server's TTFT less its own prefill."""
-    out: dict[str, Any] = {"ours": [], "theirs": [], "ours_prefill": [], "theirs_prefill": []}
+def ttft_paired(
+    ours: servers.Server, peer: servers.Server, *, rounds: int, ctx: int, sentences: int = TTFT_SENTENCES
+) -> dict[str, Any]:
+    """Time to first token of a fresh ~2k-token prompt (``sentences`` of prose), alternating; each server's TTFT
+    less its own prefill."""
+    out: dict[str, Any] = {"ours": [], "theirs": [], "ours_prefill": [], "theirs_prefill": [], "sentences": sentences}
     for r in range(rounds):
         for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
             server = ours if side == "ours" else peer
-            text = f"[{side} {r} {time.time_ns()}] " + prompts.long_prompt(TTFT_SENTENCES)
+            text = f"[{side} {r} {time.time_ns()}] " + prompts.long_prompt(sentences)
             timing = stream(server, text, 4, ctx=ctx)
             out[side].append(timing.ttft)
             out[f"{side}_prefill"].append(timing.server.get("prompt_eval_duration", 0.0) / 1e9)
@@ -179,6 +184,10 @@ def run(
                     ),
                 ),
                 ("ttft", lambda: ttft_paired(ours, theirs, rounds=a.rounds, ctx=a.ctx)),
+                (  # ~3,400 tokens, ~18 KB: long enough to be tokenized in pieces (engine/llama/split.py)
+                    "ttft_long",
+                    lambda: ttft_paired(ours, theirs, rounds=a.rounds, ctx=a.ctx, sentences=TTFT_LONG_SENTENCES),
+                ),
                 ("loaded", lambda: load_extra(ours, extra or [])),
                 ("ps", lambda: httpx.get(ours.url + "/api/ps", timeout=30).json()),
                 ("cpu_per_token", lambda: cpu_per_token(ours, theirs, rounds=5, n=1024, ctx=a.ctx)),
@@ -247,11 +256,14 @@ def report_lines(results: dict[str, Any], stamp: str) -> list[str]:
         cells[-1] += f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
         cells.append(f"{cpu.get('ours', 0):.0f} / {cpu.get('theirs', 0):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
-    if ttft.get("ours"):
-        lines += ["", "## Time to first token, fresh ~2k-token prompt (ms, medians)", ""]
+    for key, size in (("ttft", "~2k-token"), ("ttft_long", "~3.4k-token")):
+        t_ = results.get(key, {})
+        if not t_.get("ours"):
+            continue
+        lines += ["", f"## Time to first token, fresh {size} prompt (ms, medians)", ""]
         lines += ["| server | TTFT | its own prefill | overhead |", "|---|---|---|---|"]
         for side, label in (("ours", "nbllm"), ("theirs", "llama-server")):
-            t, p, o = (median(ttft[k]) for k in (side, f"{side}_prefill", f"{side}_overhead_ms"))
+            t, p, o = (median(t_[k]) for k in (side, f"{side}_prefill", f"{side}_overhead_ms"))
             lines.append(f"| {label} | {1000 * t:.1f} | {1000 * p:.1f} | {o:+.1f} |")
     cpu = results.get("cpu_per_token", {})
     if cpu.get("ours") and cpu.get("theirs"):

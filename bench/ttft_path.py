@@ -94,8 +94,13 @@ def marks_of(events: list[tuple[int, str, str]], sent: int, first: int) -> dict[
     at = sent
     for label in _ORDER[1:-1]:
         hit = next((t for t, name, _ in window if name == label and t >= at), None)
+        if hit is None and label == "sent":  # the write returned only after the client had read the line
+            hit = next((t for t, name, _ in window if name == "send" and t >= at), None)
         if hit is None:
-            raise ValueError(f"no {label!r} after {at - sent} ns: was the request served by the probed path?")
+            seen = [(name, (t - sent) // 1000) for t, name, _ in window if t >= at][:12]
+            raise ValueError(
+                f"no {label!r} after {at - sent} ns: was the request served by the probed path? (then, in µs: {seen})"
+            )
         found[label] = at = hit
     found["client.first"] = first
     # the loop's wake-up for this token; none when the loop was awake already (a late hand-off wake-up took it)

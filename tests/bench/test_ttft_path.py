@@ -104,3 +104,11 @@ def test_a_token_the_loop_took_without_a_wake_up_of_its_own_counts_no_wake_up() 
     spans = ttft_path.spans_of(ttft_path.marks_of(events, 10 * MS, 136 * MS))
     assert spans["event loop wakes"] == 0.0
     assert spans["first line out"] == 4.0  # from the post to the line's write
+
+
+def test_a_write_that_returned_after_the_client_read_the_line_ends_at_its_start() -> None:
+    # the client had the line at 134 ms, before the server's write call returned (135 ms: outside the window)
+    events = [(t + (1 * MS if name == "sent" else 0), name, th) for t, name, th in _events(stash=False, batches=1)]
+    spans = ttft_path.spans_of(ttft_path.marks_of(events, 10 * MS, 134 * MS))
+    assert spans["first line out"] == 1.0  # the wake-up at 132, the write's start at 133
+    assert spans["to the client"] == 1.0

