@@ -123,13 +123,13 @@ class NativeModel:
         self._text: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._history: HistoryTokens | None = None
+        """A conversation's history tokenized once (engine.llama.history); None until ready, or if unsafe."""
         self._split: SplitTokens | None = None
         """Long prompts tokenized on several threads (engine.llama.split); None until ready, or if inexact."""
         self.compute_threads = 0
         """The CPU threads llama.cpp computes with while it decodes (the engine sets it: 1 when a GPU computes)."""
         self.computing: Callable[[], bool] = lambda: False
         """Whether llama.cpp may be computing now, or its threads still spinning after a step (the engine's loop)."""
-        """A conversation's history tokenized once (engine.llama.history); None until ready, or if unsafe."""
         self._history_thread = threading.Thread(target=self._prepare_history, name="nbllm-vocab", daemon=True)
         self._history_thread.start()
         self.adapters: list[Any] = []
