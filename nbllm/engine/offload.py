@@ -161,10 +161,15 @@ class OffloadPlan:
                 shares[self.ordinals[index]] = float(n)
         return shares
 
+    @property
+    def all_on_gpu(self) -> bool:
+        """Whether every layer is offloaded: then llama.cpp computes on the GPUs, not on the host's CPUs."""
+        return self.gpu_layers >= self.total_layers > 0
+
     def device_names(self) -> tuple[str, ...]:
         """The devices the model runs on: the GPUs used, then ``CPU`` if any layer stays in host memory."""
         gpus = tuple(self.names.get(i, f"GPU{i}") for i, n in sorted(self.layers.items()) if n > 0)
-        return gpus + (("CPU",) if self.gpu_layers < self.total_layers else ())
+        return gpus + (("CPU",) if not self.all_on_gpu else ())
 
     @property
     def main_device(self) -> int | None:

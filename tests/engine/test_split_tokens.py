@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 
+import httpx
 import llama_cpp as L
 import pytest
 from hypothesis import given, settings
@@ -22,6 +23,8 @@ from nbllm.engine.llama import LlamaEngine, split
 from nbllm.engine.llama.batching import DecodeLoop
 from nbllm.engine.llama.native import NativeModel, default_threads
 from nbllm.engine.llama.split import SplitTokens, cut_points, special_clash
+from nbllm.runtime import Runtime
+from nbllm.server import BackgroundServer
 
 C = L.LLAMA_TOKEN_ATTR_CONTROL
 LONG = SamplingParams(temperature=0, num_predict=48)
@@ -248,3 +251,27 @@ def test_a_prompt_is_split_only_while_llama_cpp_leaves_the_cpus_free(smollm2_ggu
             pass
     finally:
         engine.close()
+
+
+@pytest.mark.model
+def test_through_the_server_a_long_prompt_is_split_counted_exactly_and_the_server_serves_on(
+    live_server: BackgroundServer, real_runtime: Runtime
+) -> None:
+    opts = {"num_ctx": 512, "num_predict": 2, "temperature": 0}
+    hi = {"model": "smollm2:135m", "prompt": "Hi", "options": opts}
+    with httpx.Client(base_url=live_server.url, timeout=180) as http:
+        assert http.post("/api/generate", json=hi).status_code == 200
+        engine = next(r.engine for r in real_runtime.scheduler._runners.values() if r.engine is not None)
+        model = engine._model
+        model._history_thread.join()
+        assert model._split is not None
+        text = "The keeper wrote in his log that the sea was calm tonight. " * 350  # ~21 KB, ~4,200 tokens
+        time.sleep(2 * DecodeLoop.SPIN_S)  # the loop idle: llama.cpp leaves the CPUs free
+        before = model._split.split
+        body = {**hi, "prompt": text, "raw": True, "stream": False, "truncate": False}
+        r = http.post("/api/generate", json=body)
+        assert r.status_code == 400  # longer than the context, and truncation refused: tokenized, then refused
+        n = len(model._tokenize_whole(text.encode(), True))  # noqa: FBT003 - llama.cpp on the whole prompt
+        assert f"the input length ({n} tokens)" in r.json()["error"]
+        assert model._split.split == before + (1 if default_threads() > 1 else 0)
+        assert http.post("/api/generate", json=hi).status_code == 200

@@ -63,8 +63,7 @@ class LlamaEngine:
                     states=self._states,
                     **limit,
                 )
-                plan = spec.offload  # a prompt is tokenized on the CPUs llama.cpp leaves free
-                on_gpu = plan is not None and plan.gpu_layers >= plan.total_layers > 0
+                on_gpu = spec.offload is not None and spec.offload.all_on_gpu  # (tokenizing uses the CPUs left free)
                 self._model.compute_threads = 1 if on_gpu else threads
                 self._model.computing = self._loop.computing
         except BaseException:
