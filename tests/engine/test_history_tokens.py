@@ -75,6 +75,37 @@ def test_a_prompt_kept_from_a_reused_one_gives_the_right_tokens_for_its_earlier_
     assert history.reused == 2
 
 
+def test_only_a_prompt_that_goes_on_from_no_kept_one_is_announced_before_it_is_tokenized() -> None:
+    events: list[str] = []
+
+    def raw(data: bytes, add_special: bool) -> list[int]:  # noqa: FBT001
+        events.append("tokenize")
+        return ([-1] if add_special else []) + list(data)
+
+    def new() -> None:
+        events.append("new")
+
+    history = HistoryTokens(raw, [b"<E>"])
+    turn1 = b"system<E>user: hi<E>bot:"
+    turn2 = b"system<E>user: hi<E>bot: hello<E>user: more<E>bot:"
+    cases = [
+        (turn1, True, True),  # nothing kept yet
+        (turn1, True, False),  # the same prompt again
+        (turn2, True, False),  # its next turn
+        (b"system<E>user: hi<E>bot: hello<E>user: other<E>bot:", True, False),  # the last turn edited
+        (b"system<E>user: bye<E>bot:", True, True),  # a new conversation with the same system prompt
+        (b"no cut point at all", True, True),
+        (turn2, False, True),  # without BOS nothing is kept yet
+        (b"system<E>user: hi<E>bot: hello<E>user: more<E>bot: ok<E>user: go<E>bot:", False, False),
+    ]
+    for data, add_special, announced in cases:
+        events.clear()
+        assert history.tokenize(data, add_special, new) == ([-1] if add_special else []) + list(data)
+        assert events[0] == ("new" if announced else "tokenize"), data
+        assert events.count("new") == announced, data
+    assert history.tokenize(turn1, True) == [-1, *turn1]  # noqa: FBT003 - without a hook, as before
+
+
 SMOL_TURNS = [
     "<|im_start|>system\nYou are terse.<|im_end|>\n",
     "<|im_start|>user\nName three rivers.<|im_end|>\n",

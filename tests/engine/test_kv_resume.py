@@ -56,9 +56,12 @@ def model_path(smollm2_gguf: Path) -> Path:
     return smollm2_gguf
 
 
-def load(path: Path, tmp: Path | None = None, *, ram: int = 0, parallel: int = 1, num_ctx: int = 1024) -> LlamaEngine:
+def load(
+    path: Path, tmp: Path | None = None, *, ram: int = 0, parallel: int = 1, num_ctx: int = 1024, threads: int = 0
+) -> LlamaEngine:
     store = SnapshotStore(tmp, 1 << 30) if tmp is not None else None
-    return LlamaEngine(LoadSpec(path=path, num_ctx=num_ctx, parallel=parallel, ram_cache=ram, snapshots=store))
+    spec = LoadSpec(path=path, num_ctx=num_ctx, parallel=parallel, ram_cache=ram, snapshots=store, num_thread=threads)
+    return LlamaEngine(spec)
 
 
 @pytest.fixture(scope="module")
@@ -274,16 +277,16 @@ def test_an_idle_loop_keeps_the_slot_a_new_prompt_takes_so_that_prompt_waits_for
     assert after["hits"] == 1
 
 
-def test_a_request_that_follows_another_closely_meets_no_idle_copy(
-    model_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _counted_copies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, float]]:
+    """Every copy of a slot's state to RAM from now on: ("idle" or "admission", start, end)."""
     import threading
+    import time
 
     from nbllm.engine.llama import resume
 
     saved, ahead = resume.save_seq, resume.SlotStates.stash_ahead
     idle = threading.local()
-    copies: list[str] = []
+    copies: list[tuple[str, float, float]] = []
 
     def idle_ahead(self, slots):  # type: ignore[no-untyped-def]
         idle.on = True
@@ -293,18 +296,118 @@ def test_a_request_that_follows_another_closely_meets_no_idle_copy(
             idle.on = False
 
     def counted_save(*args, **kwargs):  # type: ignore[no-untyped-def]
-        copies.append("idle" if getattr(idle, "on", False) else "admission")
-        return saved(*args, **kwargs)
+        started = time.perf_counter()
+        out = saved(*args, **kwargs)
+        copies.append(("idle" if getattr(idle, "on", False) else "admission", started, time.perf_counter()))
+        return out
 
     monkeypatch.setattr(resume, "save_seq", counted_save)
     monkeypatch.setattr(resume.SlotStates, "stash_ahead", idle_ahead)
+    return copies
+
+
+def _ready(engine: LlamaEngine) -> LlamaEngine:
+    engine._model._history_thread.join()  # the history's tokens are kept from here on
+    return engine
+
+
+def _spare_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a GPU host: CPUs free beside llama.cpp's threads, so a new prompt's copy is made as it is tokenized."""
+    from nbllm.engine.llama import engine as module
+
+    monkeypatch.setattr(module, "default_threads", lambda: 16)
+
+
+def test_the_copy_is_made_beside_the_tokenizer_only_where_cpus_are_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbllm.engine.llama import engine as module
+
+    monkeypatch.setattr(module, "default_threads", lambda: 2)
+    assert not module.copies_while_tokenizing(2)  # this project's machine: llama.cpp on both cores
+    assert not module.copies_while_tokenizing(1)  # one core left: the copy would take the tokenizer's
+    monkeypatch.setattr(module, "default_threads", lambda: 16)
+    assert module.copies_while_tokenizing(1)  # a GPU host: llama.cpp computes on one CPU
+    assert not module.copies_while_tokenizing(15)
+
+
+def test_a_request_that_follows_another_closely_meets_no_idle_copy(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbllm.engine.llama import batching, resume
+
+    copies = _counted_copies(monkeypatch)
+    expected = batching.DecodeLoop.expect
+    announced: list[int] = []
+
+    def counted_expect(self):  # type: ignore[no-untyped-def]
+        announced.append(len(copies))
+        return expected(self)
+
+    monkeypatch.setattr(batching.DecodeLoop, "expect", counted_expect)
     monkeypatch.setattr(resume.SlotStates, "IDLE_AFTER", 1.0)
-    engine = load(model_path, ram=64 << 20, parallel=2)
+    _spare_cpus(monkeypatch)
+    engine = _ready(load(model_path, ram=64 << 20, parallel=2, threads=2))
+    third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"
+    try:
+        first, _ = chat(engine, TURN1 + "<|im_start|>assistant\n")
+        chat(engine, LONGER)  # both slots hold something; TURN1's, holding less, is the one a new prompt takes
+        announced.clear()
+        chat(engine, turn2(engine, first))  # at once, as a script or an agent would: TURN1's next turn
+        next_turn = list(copies)
+        chat(engine, third)  # at once again, but a new conversation: it takes a slot, whose state is kept
+    finally:
+        engine.close()
+    assert announced == [0]  # TURN1's next turn was not announced (it keeps its slot); `third` was
+    assert next_turn == []  # no copy for the next turn: the loop was idle for far less than 1 s
+    assert [kind for kind, _, _ in copies] in (["idle"], ["admission"])  # one, made as `third` was tokenized or
+    # admitted, whichever came first
+
+
+@pytest.mark.parametrize("cpus", [16, 2])
+def test_a_new_prompt_s_slot_is_copied_while_the_prompt_is_tokenized_where_cpus_are_free(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int
+) -> None:
+    import time
+
+    import llama_cpp
+
+    from nbllm.engine.llama import resume
+
+    copies = _counted_copies(monkeypatch)
+    monkeypatch.setattr(resume.SlotStates, "IDLE_AFTER", 600.0)  # never by idleness alone
+    tokenizer = llama_cpp.llama_tokenize
+    slow: list[float] = []
+
+    def slow_tokenize(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if slow and len(slow) == 1:  # a long prompt's tokenization, once
+            time.sleep(0.5)
+            slow.append(time.perf_counter())
+        return tokenizer(*args, **kwargs)
+
+    from nbllm.engine.llama import engine as module
+
+    monkeypatch.setattr(module, "default_threads", lambda: cpus)  # a GPU host's, or this machine's
+    engine = _ready(load(model_path, ram=64 << 20, parallel=2, threads=2))
     third = "<|im_start|>user\nCount from one to five.<|im_end|>\n<|im_start|>assistant\n"
     try:
         chat(engine, TURN1 + "<|im_start|>assistant\n")
-        chat(engine, LONGER)  # both slots hold something; TURN1's, holding less, is the one a new prompt takes
-        chat(engine, third)  # at once, as a script or an agent would: the loop was idle for far less than 1 s
+        chat(engine, LONGER)  # both slots hold something
+        assert copies == []
+        monkeypatch.setattr(llama_cpp, "llama_tokenize", slow_tokenize)
+        slow.append(time.perf_counter())
+        tokens = engine.tokenize(third)
+        tokenized = time.perf_counter()
+        monkeypatch.setattr(llama_cpp, "llama_tokenize", tokenizer)
+        for _ in engine.generate(tokens, GREEDY):
+            pass
+        entries = engine.info.cache_stats()["entries"] if engine.info.cache_stats else None
     finally:
         engine.close()
-    assert copies == ["admission"]  # TURN1's state, copied when `third` took its slot; none while idle
+    assert len(slow) == 2  # the slow tokenization happened
+    assert entries == 1
+    (_, begun, ended) = copies[0]
+    if cpus == 2:  # llama.cpp holds every CPU: the copy waits for the admission
+        assert [kind for kind, _, _ in copies] == ["admission"]
+        assert begun > tokenized
+        return
+    assert [kind for kind, _, _ in copies] == ["idle"]  # one copy, by the idle loop; none at admission
+    assert slow[0] < begun and ended < tokenized  # made while the prompt was being tokenized

@@ -26,6 +26,15 @@ def load_llama(spec: LoadSpec) -> LlamaEngine:
     return LlamaEngine(spec)
 
 
+def copies_while_tokenizing(compute_threads: int) -> bool:
+    """Whether the decode loop copies the slot a new prompt takes to the RAM cache while that prompt is tokenized
+    (``DecodeLoop.expect``) rather than at its admission: only where llama.cpp's compute threads leave two CPUs
+    free, one for the tokenizer and one for the copy. On this project's 2-core machine, with llama.cpp on both,
+    a copy beside the tokenizer slowed it by more than the copy took (500 tokens: 1.5 ms whole, 2.7-4.4 ms
+    beside a 0.5 ms copy; ``docs/kv-snapshots.md``)."""
+    return default_threads() - compute_threads >= 2
+
+
 class LlamaEngine:
     """Generation through a continuous-batching decode loop; embeddings through a pooled context."""
 
@@ -66,6 +75,8 @@ class LlamaEngine:
                 on_gpu = spec.offload is not None and spec.offload.all_on_gpu  # (tokenizing uses the CPUs left free)
                 self._model.compute_threads = 1 if on_gpu else threads
                 self._model.computing = self._loop.computing
+                if copies_while_tokenizing(self._model.compute_threads):
+                    self._model.new_prompt = self._loop.expect
         except BaseException:
             if self._drafter is not None:
                 self._drafter.close()

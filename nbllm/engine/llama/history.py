@@ -125,12 +125,24 @@ class HistoryTokens:
         self.reused = 0
         """Prompts that reused a kept prompt's tokens."""
 
-    def tokenize(self, data: bytes, add_special: bool) -> list[int]:  # noqa: FBT001 - llama.cpp's own flag
-        """The prompt's tokens."""
+    def tokenize(
+        self,
+        data: bytes,
+        add_special: bool,  # noqa: FBT001 - llama.cpp's own flag
+        new: Callable[[], None] | None = None,
+    ) -> list[int]:
+        """The prompt's tokens. ``new`` is called, before anything is tokenized, when the prompt goes on from no
+        kept prompt as a whole: a new conversation (perhaps one that shares the system prompt of others), or a
+        prompt with no cut point in it. A conversation's next turn, the same prompt again, or a user's edit of
+        the last turn (it goes on from the turn before) does not call it."""
         cuts = [m.end() for m in self._pattern.finditer(data)] if self._pattern is not None else []
         if not cuts:
+            if new is not None:
+                new()
             return self._raw(data, add_special)
-        found = self._reuse(data, add_special, cuts)
+        found, whole = self._reuse(data, add_special, cuts)
+        if new is not None and not whole:
+            new()
         tokens: list[int] = []
         counts: list[int] = []
         if found is not None:  # its tokens up to cut i, and how many each of its cuts up to there ends
@@ -145,23 +157,27 @@ class HistoryTokens:
         tail = self._raw(data[last:], False) if last < len(data) else []  # noqa: FBT003
         return [*tokens, *tail]
 
-    def _reuse(self, data: bytes, add_special: bool, cuts: list[int]) -> tuple[int, _Kept] | None:  # noqa: FBT001
+    def _reuse(self, data: bytes, add_special: bool, cuts: list[int]) -> tuple[tuple[int, _Kept] | None, bool]:  # noqa: FBT001
         """The kept prompt sharing the most of ``data`` up to a cut point, and that cut's index: a prompt whose
-        cut points up to there are ``data``'s own (the same bytes give the same matches; checked all the same)."""
+        cut points up to there are ``data``'s own (the same bytes give the same matches; checked all the same).
+        And whether ``data`` goes on from a kept prompt as a whole (a conversation's next turn, or the same
+        prompt again: its sequence is in a slot, or kept)."""
         best: tuple[int, _Kept] | None = None
+        whole = False
         with self._lock:
             entries = [k for k in self._kept.values() if k.add_special == add_special]
         for kept in entries:
             shared = _shared(kept.data, data)
             i = bisect.bisect_right(kept.cuts, shared) - 1  # its last cut within what both share
-            if i < 0 or (best is not None and kept.cuts[i] <= best[1].cuts[best[0]]):
+            if i < 0 or tuple(cuts[: i + 1]) != kept.cuts[: i + 1]:
                 continue
-            if tuple(cuts[: i + 1]) == kept.cuts[: i + 1]:
+            whole = whole or i == len(kept.cuts) - 1
+            if best is None or kept.cuts[i] > best[1].cuts[best[0]]:
                 best = (i, kept)
         if best is not None:
             with self._lock:
                 self.reused += 1
-        return best
+        return best, whole
 
     def _keep(self, kept: _Kept) -> None:
         key = (kept.add_special, kept.data)

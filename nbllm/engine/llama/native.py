@@ -130,6 +130,9 @@ class NativeModel:
         """The CPU threads llama.cpp computes with while it decodes (the engine sets it: 1 when a GPU computes)."""
         self.computing: Callable[[], bool] = lambda: False
         """Whether llama.cpp may be computing now, or its threads still spinning after a step (the engine's loop)."""
+        self.new_prompt: Callable[[], None] = lambda: None
+        """Called as a prompt that goes on from no recent one starts to be tokenized (the engine's loop: a copy
+        to the RAM cache that the prompt's admission would make, made now, while it is tokenized)."""
         self._history_thread = threading.Thread(target=self._prepare_history, name="nbllm-vocab", daemon=True)
         self._history_thread.start()
         self.adapters: list[Any] = []
@@ -225,7 +228,8 @@ class NativeModel:
         data = text.encode("utf-8")
         history = self._history
         if parse_special and history is not None:
-            return history.tokenize(data, add_special)
+            return history.tokenize(data, add_special, self.new_prompt)
+        self.new_prompt()
         return self._tokenize_bytes(data, add_special, parse_special=parse_special)
 
     def _tokenize_threads(self) -> int:
