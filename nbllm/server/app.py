@@ -28,6 +28,7 @@ from nbllm.server import (
 from nbllm.server.errors import handle_nbllm_error, render_error
 from nbllm.server.openapi import install_openapi
 from nbllm.server.security import SecurityMiddleware
+from nbllm.server.streaming import RAW_SEND
 
 __all__ = ["create_app", "describe_validation_error"]
 
@@ -144,6 +145,17 @@ def _size_worker_pool(max_connections: int) -> None:
     limiter.total_tokens = max(limiter.total_tokens, max_connections)
 
 
+class _App(FastAPI):
+    """FastAPI, with the server's own ``send`` kept in the scope (``streaming.RAW_SEND``): a stream's body
+    chunks go straight to it. The middlewares' wrappers of ``send`` (errors, metrics, CORS headers, the
+    route's exception handling) look only at a response's start, which still goes through them; one
+    token's line then skips three coroutine calls (``docs/streaming.md``)."""
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(runtime: Runtime, *, close_runtime: bool = False, listen_host: str | None = None) -> FastAPI:
     """The API server over ``runtime``. With ``close_runtime`` its shutdown unloads every model.
 
@@ -167,7 +179,7 @@ def create_app(runtime: Runtime, *, close_runtime: bool = False, listen_host: st
             if close_runtime:
                 runtime.close()
 
-    app = FastAPI(
+    app = _App(
         title="nbllm",
         version=runtime.version,
         description="Ollama's REST API, served by nbllm.",

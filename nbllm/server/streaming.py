@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _DONE = object()
+RAW_SEND = "nbllm.send"
+"""The scope's key for the server's own ``send`` (``app._App``): a streamed body's chunks skip the middlewares."""
 _BACKLOG = 256
 """Chunks a stream's thread may run ahead of a slow client before it waits (and the decode of that
 request with it): the client's back-pressure reaches the engine, the memory a stream holds is bounded."""
@@ -287,11 +289,14 @@ class FeedResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Stream the body in this task until done or until the client leaves (Starlette's own ``__call__``
         would run it in a task group, a task of its own beside the disconnect listener)."""
-        await unless_gone(receive, self.stream_response(send))
+        await unless_gone(receive, self.stream_response(send, scope.get(RAW_SEND, send)))
 
-    async def stream_response(self, send: Send) -> None:
-        """Send the items as they come; the feed is closed however this ends (the client left, or done)."""
+    async def stream_response(self, send: Send, body_send: Send | None = None) -> None:
+        """Send the items as they come; the feed is closed however this ends (the client left, or done).
+        The chunks in between go to ``body_send`` (the server's own ``send``, past the middlewares' wrappers,
+        which look only at the start and the end)."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        chunk = body_send or send
         feed, render, items = self._feed, self._render, self._items
         done = False
         try:
@@ -305,7 +310,7 @@ class FeedResponse(StreamingResponse):
                     out.append(render(item))
                 body = "".join(out).encode()
                 if body:
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    await chunk({"type": "http.response.body", "body": body, "more_body": True})
                 if not done:
                     items = await feed.take()
         finally:

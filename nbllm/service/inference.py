@@ -62,7 +62,7 @@ class _Prepared:
     started: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Step:
     """One chunk to send: a piece of output, its token (for logprobs), or the final stats."""
 
@@ -103,8 +103,12 @@ def _stream(
     render: Callable[[Engine], tuple[str, list[int]]],
     constraints: Constraints,
     cancel: threading.Event | None,
-) -> Iterator[_Step | Pending]:
-    """Generate and split: thinking is sent as chunks of its own, before the content it ends with."""
+    fast: LineWriter | None = None,
+) -> Iterator[_Step | str | Pending]:
+    """Generate and split: thinking is sent as chunks of its own, before the content it ends with.
+
+    With ``fast`` (the route's line writer) and nothing to split (no thinking, no tool calls), a token's
+    chunk comes as its line, with no piece or step made for it: the per-token path's shortest way."""
     with rt.scheduler.acquire(p.model.name.display, p.model, p.spec, p.keep_alive, cancel=cancel) as runner:
         load_ns = time.perf_counter_ns() - p.started
         engine = runner.engine
@@ -118,7 +122,11 @@ def _stream(
             constraints=constraints,
         )
         splitter = OutputSplitter(thinking_parser(p.think, p.tags, prompt), constraints.parser())
+        line = fast.line if fast is not None and splitter.thinking is None and splitter.tools is None else None
         for event in engine.generate(tokens, params, cancel=cancel):
+            if line is not None and event.__class__ is TokenChunk:
+                yield line(event.text)  # (what the splitter would pass on whole, as the line the route sends)
+                continue
             if isinstance(event, Pending):
                 yield event
                 continue
@@ -177,8 +185,8 @@ def generate(
         return text, fit(prompt_tokens(engine, text), engine, truncate=req.truncate)
 
     fast = lines if not req.logprobs else None
-    for step in _stream(rt, p, req, render, constraints, cancel):
-        if isinstance(step, Pending):
+    for step in _stream(rt, p, req, render, constraints, cancel, fast):
+        if not isinstance(step, _Step):  # PENDING, or a token's line
             yield step
             continue
         if fast is not None and step.final is None:
@@ -234,8 +242,8 @@ def chat(
         return chat_tokens(engine, template, messages, shown_tools, think=p.think, truncate=req.truncate)
 
     fast = lines if not req.logprobs else None
-    for step in _stream(rt, p, req, render, constraints, cancel):
-        if isinstance(step, Pending):
+    for step in _stream(rt, p, req, render, constraints, cancel, fast):
+        if not isinstance(step, _Step):  # PENDING, or a token's line
             yield step
             continue
         piece = step.piece

@@ -16,7 +16,7 @@ from nbllm.service.constraints import to_tool_calls
 __all__ = ["OutputSplitter", "Piece", "thinking_parser"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Piece:
     """One stretch of output: thinking, content and the tool calls it completed."""
 

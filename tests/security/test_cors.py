@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -145,3 +146,16 @@ def test_origin_policy_matching() -> None:
     assert policy.allows("https://x.example.com") and policy.allows("http://exact.test")
     assert not policy.allows("http://exact.test.evil") and not policy.allows("https://.example.com.evil")
     assert not OriginPolicy().allow_all and OriginPolicy(["*"]).allow_all
+
+
+def test_a_streamed_answer_has_its_cors_headers_and_every_line(app_client: TestClient) -> None:
+    # (a stream's chunks skip the middlewares' send wrappers: the start, with the CORS headers, does not)
+    origin = "http://localhost:3000"
+    body = {"model": "tiny", "prompt": "hi", "options": {"num_predict": 8, "temperature": 0}}
+    with app_client.stream("POST", "/api/generate", headers={"Origin": origin}, json=body) as resp:
+        lines = [json.loads(line) for line in resp.iter_lines() if line]
+    whole = app_client.post("/api/generate", json={**body, "stream": False}).json()
+    assert resp.status_code == 200
+    assert resp.headers["access-control-allow-origin"] == origin
+    assert len(lines) >= 3 and lines[-1]["done"] and not any(line["done"] for line in lines[:-1])
+    assert "".join(line["response"] for line in lines) == whole["response"] != ""
