@@ -94,7 +94,11 @@ def test_only_a_prompt_that_goes_on_from_no_kept_one_is_announced_before_it_is_t
         (turn2, True, False),  # its next turn
         (b"system<E>user: hi<E>bot: hello<E>user: other<E>bot:", True, False),  # the last turn edited
         (b"system<E>user: bye<E>bot:", True, True),  # a new conversation with the same system prompt
-        (b"no cut point at all", True, True),
+        (b"no cut point at all", True, True),  # a raw prompt nobody sent before
+        (b"no cut point at all", True, False),  # the same again
+        (b"no cut point at all, and then more", True, False),  # a raw completion that goes on
+        (b"no cut point at", True, True),  # a prompt a kept one starts with is not their continuation
+        (b"another raw prompt", True, True),
         (turn2, False, True),  # without BOS nothing is kept yet
         (b"system<E>user: hi<E>bot: hello<E>user: more<E>bot: ok<E>user: go<E>bot:", False, False),
     ]
@@ -104,6 +108,11 @@ def test_only_a_prompt_that_goes_on_from_no_kept_one_is_announced_before_it_is_t
         assert events[0] == ("new" if announced else "tokenize"), data
         assert events.count("new") == announced, data
     assert history.tokenize(turn1, True) == [-1, *turn1]  # noqa: FBT003 - without a hook, as before
+    for k in range(16):  # sixteen raw prompts more: the oldest ones are forgotten
+        history.tokenize(b"raw %d" % k, True, new)  # noqa: FBT003
+    events.clear()
+    history.tokenize(b"no cut point at all", True, new)  # noqa: FBT003
+    assert events[0] == "new"
 
 
 SMOL_TURNS = [

@@ -124,6 +124,9 @@ class HistoryTokens:
         self._lock = threading.Lock()
         self.reused = 0
         """Prompts that reused a kept prompt's tokens."""
+        self._plain: OrderedDict[bytes, None] = OrderedDict()
+        """Recent prompts with no cut point in them (raw completions), only to tell which go on from another."""
+        self._plain_bytes = 0
 
     def tokenize(
         self,
@@ -132,12 +135,13 @@ class HistoryTokens:
         new: Callable[[], None] | None = None,
     ) -> list[int]:
         """The prompt's tokens. ``new`` is called, before anything is tokenized, when the prompt goes on from no
-        kept prompt as a whole: a new conversation (perhaps one that shares the system prompt of others), or a
-        prompt with no cut point in it. A conversation's next turn, the same prompt again, or a user's edit of
-        the last turn (it goes on from the turn before) does not call it."""
+        recent prompt as a whole: a new conversation (perhaps one that shares the system prompt of others), or a
+        prompt with no cut point in it that starts with none of the recent such prompts. A conversation's next
+        turn, the same prompt again, a user's edit of the last turn (it goes on from the turn before) or a raw
+        prompt that extends the one before does not call it."""
         cuts = [m.end() for m in self._pattern.finditer(data)] if self._pattern is not None else []
         if not cuts:
-            if new is not None:
+            if new is not None and not self._plain_goes_on(data):
                 new()
             return self._raw(data, add_special)
         found, whole = self._reuse(data, add_special, cuts)
@@ -178,6 +182,20 @@ class HistoryTokens:
             with self._lock:
                 self.reused += 1
         return best, whole
+
+    def _plain_goes_on(self, data: bytes) -> bool:
+        """Whether a prompt with no cut point starts with a recent one (kept from now on, as the most recent)."""
+        with self._lock:
+            goes_on = any(data.startswith(old) for old in self._plain)
+            if data in self._plain:
+                self._plain.move_to_end(data)
+                return goes_on
+            self._plain[data] = None
+            self._plain_bytes += len(data)
+            while len(self._plain) > _KEEP or self._plain_bytes > _KEEP_BYTES:
+                old, _ = self._plain.popitem(last=False)
+                self._plain_bytes -= len(old)
+        return goes_on
 
     def _keep(self, kept: _Kept) -> None:
         key = (kept.add_special, kept.data)

@@ -132,7 +132,8 @@ class NativeModel:
         """Whether llama.cpp may be computing now, or its threads still spinning after a step (the engine's loop)."""
         self.new_prompt: Callable[[], None] = lambda: None
         """Called as a prompt that goes on from no recent one starts to be tokenized (the engine's loop: a copy
-        to the RAM cache that the prompt's admission would make, made now, while it is tokenized)."""
+        to the RAM cache that the prompt's admission would make, made now, while it is tokenized). Only the
+        history (``HistoryTokens``) tells which do: without it, no prompt is announced."""
         self._history_thread = threading.Thread(target=self._prepare_history, name="nbllm-vocab", daemon=True)
         self._history_thread.start()
         self.adapters: list[Any] = []
@@ -229,8 +230,7 @@ class NativeModel:
         history = self._history
         if parse_special and history is not None:
             return history.tokenize(data, add_special, self.new_prompt)
-        self.new_prompt()
-        return self._tokenize_bytes(data, add_special, parse_special=parse_special)
+        return self._tokenize_bytes(data, add_special, parse_special=parse_special)  # (not announced: unknown)
 
     def _tokenize_threads(self) -> int:
         """Threads a prompt may be tokenized on now: the CPUs llama.cpp leaves free. On a CPU that is every one
