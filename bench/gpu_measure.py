@@ -281,6 +281,12 @@ def report_lines(results: dict[str, Any], stamp: str) -> list[str]:
                 "",
             ]
             lines += [f"`{steps['command']}` (~500-token prompt; ms)", ""]
+            if not pause:  # (engine.copies_while_tokenizing: on where llama.cpp leaves two CPUs free)
+                lines += [
+                    "With CPUs free, a fresh prompt's RAM-cache copy is made while it is tokenized: back to back,"
+                    " the copy step is then ~0, and `tokenize` shows what the copy beside it cost the tokenizer.",
+                    "",
+                ]
             lines.append(ttft_path.table({"medians": steps["medians"]}))
     for key in sorted(k for k in results if k == "profile" or k.startswith("profile_")):
         prof = results[key]
