@@ -108,6 +108,10 @@ def test_only_a_prompt_that_goes_on_from_no_kept_one_is_announced_before_it_is_t
         assert events[0] == ("new" if announced else "tokenize"), data
         assert events.count("new") == announced, data
     assert history.tokenize(turn1, True) == [-1, *turn1]  # noqa: FBT003 - without a hook, as before
+    history.tokenize(b"unheard of", True)  # noqa: FBT003 - without a hook no raw prompt is kept: it is new after
+    events.clear()
+    history.tokenize(b"unheard of", True, new)  # noqa: FBT003
+    assert events[0] == "new"
     for k in range(16):  # sixteen raw prompts more: the oldest ones are forgotten
         history.tokenize(b"raw %d" % k, True, new)  # noqa: FBT003
     events.clear()

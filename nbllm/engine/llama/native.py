@@ -130,10 +130,11 @@ class NativeModel:
         """The CPU threads llama.cpp computes with while it decodes (the engine sets it: 1 when a GPU computes)."""
         self.computing: Callable[[], bool] = lambda: False
         """Whether llama.cpp may be computing now, or its threads still spinning after a step (the engine's loop)."""
-        self.new_prompt: Callable[[], None] = lambda: None
+        self.new_prompt: Callable[[], None] | None = None
         """Called as a prompt that goes on from no recent one starts to be tokenized (the engine's loop: a copy
         to the RAM cache that the prompt's admission would make, made now, while it is tokenized). Only the
-        history (``HistoryTokens``) tells which do: without it, no prompt is announced."""
+        history (``HistoryTokens``) tells which do: without it, no prompt is announced. None (no CPU to spare
+        for the copy): the history does not even look."""
         self._history_thread = threading.Thread(target=self._prepare_history, name="nbllm-vocab", daemon=True)
         self._history_thread.start()
         self.adapters: list[Any] = []
