@@ -9,16 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nbllm.server import streaming
+from nbllm.server import feed
 
 
-def _blocking_step(self: streaming.Feed, it: Iterator[Any]) -> Any:
+def _blocking_step(self: feed.Feed, it: Iterator[Any]) -> Any:
     return next(it)
 
 
 def main() -> None:
     """Patch the feed, then run nbllm's CLI."""
-    streaming.Feed._step = _blocking_step  # type: ignore[method-assign]
+    feed.Feed._step = _blocking_step  # type: ignore[method-assign]
     from nbllm.cli import main as cli_main
 
     cli_main()

@@ -30,7 +30,7 @@ EVENTS: list[tuple[int, str, str]] = []
 PROBES: list[tuple[str, str, str, bool]] = [
     # (module, attribute path, label, mark the exit too)
     ("nbllm.server.routes_generate", "ndjson_response", "route", False),
-    ("nbllm.server.streaming", "Feed._produce", "produce", False),
+    ("nbllm.server.feed", "Feed._produce", "produce", False),
     ("nbllm.service.inference", "_prepare", "prepare", True),
     ("nbllm.engine.llama.engine", "LlamaEngine.tokenize", "tokenize", True),
     ("nbllm.engine.llama.batching", "DecodeLoop.submit", "submit", True),
@@ -38,7 +38,7 @@ PROBES: list[tuple[str, str, str, bool]] = [
     ("nbllm.engine.llama.resume", "SlotStates._stash", "stash", True),
     ("llama_cpp", "llama_decode", "decode", True),
     ("nbllm.engine.llama.batching", "Request.post", "post", False),
-    ("nbllm.server.streaming", "Feed._on_wake", "wake", False),
+    ("nbllm.server.feed", "Feed._on_wake", "wake", False),
 ]
 
 
@@ -73,7 +73,9 @@ def _wrapped(f: Callable[..., Any], label: str, *, exit_too: bool) -> Callable[.
 
 
 def _asgi_probe(call: Callable[..., Any]) -> Callable[..., Any]:
-    """Starlette's app entry (``asgi``) and the response's first body message (``send``, then ``sent``)."""
+    """Starlette's app entry (``asgi``) and the response's first body message (``send``, then ``sent``), whichever
+    ``send`` it goes to (``streaming.RAW_SEND``)."""
+    from nbllm.server.streaming import RAW_SEND
 
     @functools.wraps(call)
     async def probe(self: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -83,16 +85,21 @@ def _asgi_probe(call: Callable[..., Any]) -> Callable[..., Any]:
         _mark("asgi")
         first = [True]
 
-        async def sending(message: Any) -> None:
-            body = first[0] and message["type"] == "http.response.body"
-            if body:
-                first[0] = False
-                _mark("send")
-            await send(message)
-            if body:
-                _mark("sent")
+        def probed(send: Any) -> Callable[[Any], Any]:
+            async def sending(message: Any) -> None:
+                body = first[0] and message["type"] == "http.response.body"
+                if body:
+                    first[0] = False
+                    _mark("send")
+                await send(message)
+                if body:
+                    _mark("sent")
 
-        await call(self, scope, receive, sending)
+            return sending
+
+        if RAW_SEND in scope:  # a stream's body chunks go to the server's own send, past the middlewares
+            scope[RAW_SEND] = probed(scope[RAW_SEND])
+        await call(self, scope, receive, probed(send))
 
     return probe
 

@@ -25,8 +25,9 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -36,10 +37,13 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["ConnectionLimits", "guarded_protocol", "raise_open_file_limit", "uvicorn_config"]
+__all__ = ["SYNC_WRITE", "ConnectionLimits", "guarded_protocol", "raise_open_file_limit", "uvicorn_config"]
 
 log = logging.getLogger(__name__)
 
+SYNC_WRITE = "nbllm.write"
+"""The scope's key for a plain function that writes a chunk of the response body now (``_chunk_writer``):
+a token's line written from the event loop's wake-up for it, no coroutine (``server.feed.Feed.attach``)."""
 MAX_HEAD_BYTES = 1 << 20
 """Largest request head (request line and headers) in bytes, as Go's net/http allows."""
 KEEP_ALIVE_TIMEOUT = 5
@@ -145,9 +149,11 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._arm_head()
 
     def on_headers_complete(self) -> None:
-        """The head is in: the deadline no longer applies (bodies and responses take what they take)."""
+        """The head is in: the deadline no longer applies (bodies and responses take what they take). The
+        request's scope gets its ``SYNC_WRITE``."""
         self._disarm_head()
         super().on_headers_complete()
+        cast("dict[str, Any]", self.scope)[SYNC_WRITE] = _chunk_writer(self.cycle)  # (an extension key)
 
     def _arm_head(self) -> None:
         if self._head_timer is None and math.isfinite(self.limits.head_timeout):
@@ -172,6 +178,28 @@ class _GuardedProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_raw_response(status, reason, message))
         self.transport.close()
+
+
+def _chunk_writer(cycle: Any) -> Callable[[bytes], bool]:
+    """``SYNC_WRITE`` for a request's ``RequestResponseCycle``: its ``send`` of one body chunk, less the
+    ``await``. It writes only when that ``send`` would write at once -- the response started with chunked
+    encoding and not ended, the client connected and reading (uvicorn's flow control not paused) -- and
+    says False otherwise, for the caller to ``await send`` instead (which waits for the client, or drops
+    the chunk of a client that left). The framing is HTTP/1.1's chunk, as uvicorn writes it."""
+
+    def write(body: bytes) -> bool:
+        if (
+            cycle.flow.write_paused
+            or cycle.disconnected
+            or not cycle.response_started
+            or cycle.response_complete
+            or not cycle.chunked_encoding
+        ):
+            return False
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return True
+
+    return write
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+import nbllm.server.feed as feeds
 from nbllm.engine import FinalStats, Pending, SamplingParams, TokenChunk
 from nbllm.engine.llama.batching import Request
 from nbllm.errors import Cancelled, EngineError, InvalidRequest
 from nbllm.runtime import Runtime
-from nbllm.server import BackgroundServer, streaming, watch
+from nbllm.server import BackgroundServer, watch
+from nbllm.server.feed import DONE
 from nbllm.server.streaming import Feed, FeedResponse
 
 
@@ -89,7 +91,7 @@ def test_what_piles_up_while_the_loop_is_busy_comes_in_one_take() -> None:
 def test_a_slow_client_holds_the_producer_back_and_leaving_cancels_and_closes_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(streaming, "_BACKLOG", 8)
+    monkeypatch.setattr(feeds, "BACKLOG", 8)
     made: list[int] = []
     closed = threading.Event()
     cancels: list[threading.Event] = []
@@ -234,7 +236,7 @@ def test_leaving_a_generation_cancels_it_and_closes_it_in_a_thread() -> None:
 
 
 def test_a_slow_client_leaves_a_generation_s_events_with_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streaming, "_BACKLOG", 4)
+    monkeypatch.setattr(feeds, "BACKLOG", 4)
     req, where = _request(), []
     decode = _decode(req, [TokenChunk(text=f"t{i}", token=i) for i in range(40)] + [_stats()], delay=0.0)
 
@@ -244,9 +246,9 @@ def test_a_slow_client_leaves_a_generation_s_events_with_the_engine(monkeypatch:
         await asyncio.sleep(0.5)  # the client reads nothing; the loop is free and the decode is done
         waiting = req.out.qsize()
         rest = [first]
-        while not rest[-1] or rest[-1][-1] is not streaming._DONE:
+        while not rest[-1] or rest[-1][-1] is not DONE:
             rest.append(await feed.take())
-        text = "".join(str(i) for part in rest for i in part if i is not streaming._DONE)
+        text = "".join(str(i) for part in rest for i in part if i is not DONE)
         return waiting, text
 
     waiting, text = asyncio.run(main())
