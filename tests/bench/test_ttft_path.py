@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import starlette.applications
+import starlette.routing
 
 from bench import ttft_path, ttft_probe
 from nbllm.engine.llama import batching
+from nbllm.runtime import Runtime
+from nbllm.server.app import create_app
+from nbllm.server.streaming import RAW_SEND
 from nbllm.service import inference
 
 MS = 1_000_000
@@ -112,3 +118,45 @@ def test_a_write_that_returned_after_the_client_read_the_line_ends_at_its_start(
     spans = ttft_path.spans_of(ttft_path.marks_of(events, 10 * MS, 134 * MS))
     assert spans["first line out"] == 1.0  # the wake-up at 132, the write's start at 133
     assert spans["to the client"] == 1.0
+
+
+def test_the_first_line_is_marked_when_it_goes_to_the_servers_own_send(fake_runtime: Runtime) -> None:
+    """A stream's body chunks go to ``streaming.RAW_SEND``, past the middlewares: the probe follows them there
+    (before it did, every request of a real run failed with "no 'sent'")."""
+    sent: list[dict[str, object]] = []
+    marks: list[str] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def endpoint(scope: dict[str, object], receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await scope[RAW_SEND]({"type": "http.response.body", "body": b"line\n", "more_body": True})  # type: ignore[operator]
+        marks.extend(e[1] for e in ttft_probe.EVENTS)  # (what the probe saw of the line, before the end)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})  # type: ignore[operator]
+
+    app = create_app(fake_runtime)  # (the app's class and middlewares, with a route of this test's)
+    app.router.routes.clear()
+    app.router.routes.append(starlette.routing.Mount("/", app=endpoint))
+    uninstall = ttft_probe.install()
+    try:
+        ttft_probe.EVENTS.clear()
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/x",
+            "raw_path": b"/x",
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 11434),
+        }
+        asyncio.run(app(scope, receive, send))
+    finally:
+        uninstall()
+        ttft_probe.EVENTS.clear()
+    assert sent[1]["body"] == b"line\n"
+    assert marks == ["asgi", "send", "sent"]
