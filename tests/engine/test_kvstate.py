@@ -3,6 +3,8 @@ sequence continues exactly as if it had never left; bytes from another layout ar
 
 from __future__ import annotations
 
+import ctypes
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from nbllm.engine import LoadSpec
+from nbllm.engine.llama import held
 from nbllm.engine.llama.kvstate import RamCache, common_prefix, restore_seq, save_seq
 from nbllm.engine.llama.native import NativeModel, create_context, free_context
 
@@ -127,6 +130,18 @@ def test_ram_cache_keeps_the_longest_match_within_its_budget() -> None:
     assert common_prefix([1, 2], [1, 2, 3]) == 2
 
 
+@pytest.mark.parametrize("shared", [0, 1, 63, 64, 65, 127, 128, 129, 500, 1000])
+@pytest.mark.parametrize("kinds", [(list, list), (tuple, list), (list, tuple), (tuple, tuple)])
+def test_the_shared_prefix_is_the_one_a_token_by_token_walk_finds(shared: int, kinds: tuple[type, type]) -> None:
+    rng = random.Random(shared)
+    base = [rng.randrange(50_000) for _ in range(shared)]
+    for tail_a, tail_b in (([1, 2], [3]), ([], [4]), ([5], []), ([], [])):
+        a, b = kinds[0](base + tail_a), kinds[1](base + tail_b)
+        walk = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        assert common_prefix(a, b) == walk
+        assert common_prefix(b, a) == walk
+
+
 def test_a_state_is_saved_into_a_recycled_buffer_and_restored_from_it_in_place(model: NativeModel, ctx: Any) -> None:
     prompt = model.tokenize(PROMPT, add_special=True, parse_special=True)
     first = decode(ctx, prompt, 0, 0)
@@ -206,3 +221,21 @@ def test_a_slot_is_chosen_by_a_prefix_worth_reusing_then_by_what_it_would_lose()
     short = list(range(13))
     assert _slot_rank([*short, 5, 6], short) > _slot_rank([], short)  # a short prompt's whole prefix still counts
     assert _slot_rank(prompt[:40] + [0] * 9, prompt) > _slot_rank([], prompt)  # 40 shared tokens win
+
+
+def test_the_cache_bookkeeping_keeps_the_gil_and_does_what_llama_cpps_own_binding_does(
+    model: NativeModel, ctx: Any
+) -> None:
+    """``held``: ``llama_memory_seq_rm``/``_add`` bound through ``ctypes.PyDLL`` (CPython keeps the GIL through
+    such a call: no other thread takes it in between, so the decode thread never waits to get it back)."""
+    for func in (held.memory_seq_rm, held.memory_seq_add):
+        assert func._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+        assert not L.llama_memory_seq_rm._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # (llama-cpp-python's own lets go)
+    prompt = model.tokenize(PROMPT, add_special=True, parse_special=True)
+    first = decode(ctx, prompt, 0, 0)
+    mem = L.llama_get_memory(ctx)
+    assert held.memory_seq_rm(mem, 0, 5, -1) is True
+    assert L.llama_memory_seq_pos_max(mem, 0) == 4
+    assert decode(ctx, prompt[5:], 0, 5) == first  # the rest evaluated again: the same next token
+    held.memory_seq_add(mem, 0, 0, -1, 3)
+    assert L.llama_memory_seq_pos_max(mem, 0) == len(prompt) - 1 + 3

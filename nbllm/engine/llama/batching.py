@@ -31,6 +31,8 @@ from nbllm.engine.base import (
     no_wait_handle,
 )
 from nbllm.engine.llama.draft_model import DraftModel, Proposer
+from nbllm.engine.llama.held import memory_seq_add, memory_seq_rm
+from nbllm.engine.llama.kvstate import common_prefix
 from nbllm.engine.llama.lookup import DraftPolicy, PromptLookup
 from nbllm.engine.llama.native import NativeModel
 from nbllm.engine.llama.resume import SlotStates
@@ -153,14 +155,6 @@ class _Slot:
     t_first: float = 0.0
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 _WORTH_REUSING = 32
 """A shared prefix shorter than this and than half the prompt (a chat template's first tokens) does not decide
 which slot a request takes."""
@@ -169,7 +163,7 @@ which slot a request takes."""
 def _slot_rank(cache: list[int], prompt: list[int]) -> tuple[int, int]:
     """How well a free slot suits a prompt: the longest prefix worth reusing, then the least to lose (an empty
     slot first: nothing of another conversation is overwritten, or kept in RAM at the cost of a copy)."""
-    shared = _common_prefix(cache, prompt)
+    shared = common_prefix(cache, prompt)
     return (shared if shared >= min(_WORTH_REUSING, len(prompt) // 2) else 0), -len(cache)
 
 
@@ -342,13 +336,13 @@ class DecodeLoop:
             self._expected = False  # (the heads-up was this prompt's, or one's that comes after: it copies itself)
             t_start = time.perf_counter()  # (a restore below counts in the prompt's evaluation time)
             slot = max(free, key=lambda s: _slot_rank(s.cache, req.prompt))
-            reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
+            reuse = min(common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
             if self._states is not None:  # a longer prefix kept in RAM or on disk, restored into a slot
                 slot = self._states.admit(free, slot, req.prompt, reuse)
-                reuse = min(_common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
+                reuse = min(common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
                 t_start += self._states.stash_s  # keeping the old state is overhead, not the prompt's evaluation
-            if reuse < len(slot.cache) and not L.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
-                L.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)  # partial removal unsupported
+            if reuse < len(slot.cache) and not memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
+                memory_seq_rm(self._mem, slot.seq_id, -1, -1)  # partial removal unsupported
                 reuse = 0
             del slot.cache[reuse:]
             slot.shifted = slot.shifted and reuse > 0
@@ -529,7 +523,7 @@ class DecodeLoop:
                 break
             slot.cache.append(chosen[j])  # it is the draft token already decoded at this position
             slot.last_token = None
-        if len(slot.cache) < end and not L.llama_memory_seq_rm(self._mem, slot.seq_id, len(slot.cache), -1):
+        if len(slot.cache) < end and not memory_seq_rm(self._mem, slot.seq_id, len(slot.cache), -1):
             raise EngineError("llama.cpp could not remove rejected draft tokens from the cache")
 
     def _make_room(self, slot: _Slot) -> bool:
@@ -540,8 +534,8 @@ class DecodeLoop:
             return False
         keep = max(0, min(params.num_keep, len(slot.cache) - 2))
         discard = (len(slot.cache) - keep) // 2
-        L.llama_memory_seq_rm(self._mem, slot.seq_id, keep, keep + discard)
-        L.llama_memory_seq_add(self._mem, slot.seq_id, keep + discard, len(slot.cache), -discard)
+        memory_seq_rm(self._mem, slot.seq_id, keep, keep + discard)
+        memory_seq_add(self._mem, slot.seq_id, keep + discard, len(slot.cache), -discard)
         del slot.cache[keep : keep + discard]
         slot.shifted = True
         return True

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import llama_cpp as L
 
 from nbllm.engine.base import LoadSpec
+from nbllm.engine.llama.held import memory_seq_rm
 from nbllm.engine.llama.native import NativeModel, create_context, free_context
 from nbllm.engine.llama.sampling import Logits
 from nbllm.errors import ModelLoadError
@@ -151,7 +152,7 @@ class DraftModel:
                 self._decode(seq_id, cache, [token])
         except Exception:  # a draft is only a guess: drop it, never the request
             log.exception("the draft model failed; dropping its cache for sequence %d", seq_id)
-            L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+            memory_seq_rm(self._mem, seq_id, -1, -1)
             cache.clear()
             return []
 
@@ -161,8 +162,8 @@ class DraftModel:
         n = min(len(cache), len(tokens) - 1)  # the last token is always decoded again (its logits are needed)
         while keep < n and cache[keep] == tokens[keep]:
             keep += 1
-        if keep < len(cache) and not L.llama_memory_seq_rm(self._mem, seq_id, keep, -1):
-            L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        if keep < len(cache) and not memory_seq_rm(self._mem, seq_id, keep, -1):
+            memory_seq_rm(self._mem, seq_id, -1, -1)
             keep = 0
         del cache[keep:]
         self._decode(seq_id, cache, tokens[keep:])

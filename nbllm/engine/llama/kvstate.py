@@ -21,6 +21,8 @@ from typing import Any
 
 import llama_cpp as L
 
+from nbllm.engine.llama.held import memory_seq_rm
+
 __all__ = ["Buffer", "RamCache", "RamCacheStats", "State", "common_prefix", "fresh_buffer", "restore_seq", "save_seq"]
 
 State = bytes | memoryview
@@ -29,10 +31,23 @@ State = bytes | memoryview
 log = logging.getLogger("nbllm.engine.llama")
 
 
+_BLOCK = 64
+"""Tokens :func:`common_prefix` compares at a time."""
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share."""
+    """How many leading tokens two sequences share (a list's or a tuple's).
+
+    It runs on the decode thread at every admission, against every slot and every RAM-cache entry, and a
+    shared system prompt makes every one of them a long walk: so a block of tokens at a time (one comparison
+    in C), then token by token within the first block that differs. 500 shared tokens took 6-7 µs against
+    14.4 for a loop over them (warm)."""
     n = min(len(a), len(b))
+    if n == 0 or a[0] != b[0]:
+        return 0
     i = 0
+    while i + _BLOCK <= n and tuple(a[i : i + _BLOCK]) == tuple(b[i : i + _BLOCK]):
+        i += _BLOCK
     while i < n and a[i] == b[i]:
         i += 1
     return i
@@ -75,7 +90,7 @@ def restore_seq(ctx: Any, seq_id: int, data: State) -> bool:
     and clears what it had begun to restore.
     """
     mem = L.llama_get_memory(ctx)
-    L.llama_memory_seq_rm(mem, seq_id, -1, -1)
+    memory_seq_rm(mem, seq_id, -1, -1)
     if not data:
         return False
     if isinstance(data, memoryview) and not data.readonly:  # a buffer of ours: read in place
@@ -83,7 +98,7 @@ def restore_seq(ctx: Any, seq_id: int, data: State) -> bool:
     else:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
     if int(L.llama_state_seq_set_data(ctx, buf, len(data), seq_id)) == 0:
-        L.llama_memory_seq_rm(mem, seq_id, -1, -1)
+        memory_seq_rm(mem, seq_id, -1, -1)
         return False
     return True
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import llama_cpp as L
 
 from nbllm.engine.base import LoadSpec, StateFile, StateFiles
+from nbllm.engine.llama.held import memory_seq_rm
 from nbllm.engine.llama.kvstate import RamCache, State, common_prefix, restore_seq, save_seq
 
 __all__ = ["MIN_TOKENS", "SlotStates", "layout_of"]
@@ -119,7 +120,7 @@ class SlotStates:
         elif snap is not None:
             tokens = self._restore_file(snap, target.seq_id)
         if tokens is None:  # nothing restored: the sequence is empty now
-            L.llama_memory_seq_rm(L.llama_get_memory(self._ctx), target.seq_id, -1, -1)
+            memory_seq_rm(L.llama_get_memory(self._ctx), target.seq_id, -1, -1)
             tokens = []
         target.cache[:] = tokens
         target.shifted = False
