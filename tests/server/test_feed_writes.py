@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -173,3 +177,72 @@ def test_on_a_real_server_the_tokens_lines_are_written_in_passing(
     assert len(writes) >= 40  # the first token goes with the start, the last line with the end
     assert b"".join(writes).decode().splitlines() == lines[len(lines) - 1 - len(writes) : -1]
     assert "".join(httpx.Response(200, content=line).json()["response"] for line in lines) == whole["response"]
+
+
+def test_on_a_real_server_a_client_that_stops_reading_gets_every_line_when_it_reads_again(
+    real_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading mid-answer (small socket buffers, ~3 KB lines): the socket fills, uvicorn
+    pauses writing, the writer refuses and the response's task sends and waits instead. Meanwhile the server
+    answers others; when the client reads again, it gets the whole answer, in order, as if it had never
+    stalled."""
+    refused: list[bool] = []
+    made = connections._chunk_writer
+
+    def watched(cycle: Any) -> Callable[[bytes], bool]:
+        write = made(cycle)
+        sock = cycle.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # (a slow link: the kernel holds little)
+
+        def watching(body: bytes) -> bool:
+            if cycle.flow.write_paused:
+                refused.append(True)
+            return write(body)
+
+        return watching
+
+    monkeypatch.setattr(connections, "_chunk_writer", watched)
+    body = {
+        "model": "smollm2:135m",
+        "prompt": "Write a long story about a lighthouse keeper.",
+        "options": {"temperature": 0, "num_predict": 200, "num_ctx": 1024},
+        "logprobs": True,
+        "top_logprobs": 20,  # (~3 KB a line: the socket's buffers fill within the answer)
+    }
+    with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        whole = http.post("/api/generate", json={**body, "stream": False}).json()
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting: the window stays small)
+            sock.connect((host, int(port)))
+            payload = json.dumps(body).encode()
+            head = f"POST /api/generate HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+            sock.sendall(head.encode() + f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
+            deadline = time.monotonic() + 60
+            while not refused and time.monotonic() < deadline:  # the client reads nothing meanwhile
+                time.sleep(0.05)
+            assert refused, "the socket never filled: the test did not stall the client"
+            assert http.get("/api/version").status_code == 200  # the server serves others meanwhile
+            raw = b""
+            while not raw.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(1 << 16)
+                assert chunk, "the server closed the connection"
+                raw += chunk
+    response = httpx.Response(200, headers={"transfer-encoding": "chunked"}, content=_dechunk(raw))
+    lines = response.text.splitlines()
+    chunks = [json.loads(line) for line in lines]
+    assert chunks[-1]["done"] and chunks[-1]["eval_count"] == whole["eval_count"]
+    assert "".join(c["response"] for c in chunks) == whole["response"]
+    assert [c["logprobs"][0]["token"] for c in chunks[:-1]] == [p["token"] for p in whole["logprobs"]]
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The body of a chunked HTTP/1.1 response (its head skipped)."""
+    rest = raw.split(b"\r\n\r\n", 1)[1]
+    out = b""
+    while True:
+        size_line, rest = rest.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if size == 0:
+            return out
+        out, rest = out + rest[:size], rest[size + 2 :]
