@@ -248,7 +248,7 @@ LONG_MODULES: dict[str, str] = {
     "config.py": "one frozen Settings object with a field per environment variable, and its validators",
     "engine/llama/batching.py": (
         "the decode loop's one state machine (admission, batching, speculative verification, emission share "
-        "the slots' state); issue 19 item 3 decides its hand-off design, then the drafting methods move out"
+        "the slots' state); a request's hand-off to its consumer is engine/llama/request.py"
     ),
 }
 

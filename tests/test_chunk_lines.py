@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from nbllm.schema import ChatResponse, GenerateResponse, Message, ToolCall, ToolCallFunction
+from nbllm.schema import lines as chunk_lines
+from nbllm.schema.common import now_timestamp
 from nbllm.schema.lines import ChatCompletionLines, ChunkLines, CompletionLines, ResponseDeltaLines, openai_id
 from nbllm.schema.responses import ResponsesRequest
 from nbllm.service import openai, response_output
@@ -81,6 +83,22 @@ def test_a_line_is_stamped_now_and_parses_back() -> None:
     chunk = ChatResponse.model_validate_json(line)
     assert chunk.message.content == "hi" and chunk.message.thinking == "hmm" and chunk.done is False
     assert chunk.created_at.endswith("Z") and chunk.created_at[:4].isdigit()
+
+
+@pytest.mark.parametrize("kind", ["generate", "chat"])
+def test_a_line_s_stamp_is_now_timestamp_s_across_seconds(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stamp a line makes inline (its whole second kept once a second) is ``now_timestamp``'s for the same
+    instant: fractions with trailing zeros, none at all, the turn of a second, a clock set back."""
+    base = 1_796_000_000 * 10**9
+    instants = [base + 999_999_999, base + 10**9, base + 10**9 + 120_000, base + 10**9 + 1_000, base + 2 * 10**9 + 7]
+    instants += [base + 5, base + 3 * 10**9 + 999_000, base + 3 * 10**9 + 100_000_000]
+    lines = ChunkLines("m", chat=kind == "chat")
+    for now in instants:
+        monkeypatch.setattr(time, "time_ns", lambda now=now: now)
+        monkeypatch.setattr(chunk_lines, "_time_ns", lambda now=now: now)
+        stamp = json.loads(lines.line("x"))["created_at"]
+        assert stamp == now_timestamp()
+    assert [json.loads(lines.line("x", created_at=_STAMP))["created_at"]] == [_STAMP]
 
 
 def _event(item: object) -> str:

@@ -15,6 +15,7 @@ from nbllm.engine.base import (
     SamplingParams,
     TokenChunk,
     TokenLogprob,
+    TokenSource,
     no_wait_handle,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "SamplingParams",
     "TokenChunk",
     "TokenLogprob",
+    "TokenSource",
     "no_wait_handle",
 ]

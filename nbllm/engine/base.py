@@ -31,6 +31,7 @@ __all__ = [
     "StateFiles",
     "TokenChunk",
     "TokenLogprob",
+    "TokenSource",
     "no_wait_handle",
 ]
 
@@ -216,6 +217,17 @@ PENDING = Pending()
 _NO_WAIT: ContextVar[NoWait | None] = ContextVar("nbllm_no_wait", default=None)
 
 
+class TokenSource(Protocol):
+    """A generation's plain tokens, taken by a ``NoWait`` consumer past the layers above (``NoWait.line``)."""
+
+    def ready(self, handle: NoWait, limit: int) -> tuple[list[str], bool]:
+        """The texts of the plain tokens ready now, in order, at most ``limit``: what the iterator's next
+        steps would give one by one. True with them when the next event is something else (the final stats,
+        an error): the iterator's next step gives it. Arms ``handle.wake`` when nothing more is ready. Only
+        between two steps of the iterator, by its consumer, and never once ``handle.ending`` is set."""
+        ...
+
+
 @dataclass(eq=False)
 class NoWait:
     """A consumer that must not block (an event loop) iterating a generation.
@@ -238,6 +250,14 @@ class NoWait:
     """Set when the generation handed over an event, found nothing else ready and armed ``wake``: its next
     step would only say PENDING, so the consumer may stop here and wait for the wake-up (one trip through
     the layers per token instead of two). Cleared on entering the block."""
+    source: TokenSource | None = None
+    """Set by an engine whose iterator is one request's own events (llama's ``Request``), when the
+    generation starts: its plain tokens can be taken without stepping the layers above (``line``)."""
+    line: Callable[[str], str] | None = None
+    """Set by the use case when it turns each plain token (a ``TokenChunk``) of ``source`` into ``line(text)``
+    and every layer above passes that item on unchanged. With both set, the consumer may take a token's
+    item as ``line(text)`` from ``source.ready`` in place of a step through the layers: the same item, in the
+    same order, without resuming a generator a layer (``server/feed.py``, ``docs/streaming.md``)."""
     _token: Token[NoWait | None] | None = None
 
     def __enter__(self) -> NoWait:

@@ -105,7 +105,8 @@ def format_timestamp(moment: datetime) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _whole_second(seconds: int) -> str:
+def whole_second(seconds: int) -> str:
+    """``created_at`` up to its whole second (UTC, no fraction, no zone) for a time in seconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
@@ -116,7 +117,7 @@ def now_timestamp() -> str:
     """
     seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
     frac = f"{nanos // 1000:06d}".rstrip("0")
-    return f"{_whole_second(seconds)}.{frac}Z" if frac else f"{_whole_second(seconds)}Z"
+    return f"{whole_second(seconds)}.{frac}Z" if frac else f"{whole_second(seconds)}Z"
 
 
 class ToolCallFunction(BaseModel):

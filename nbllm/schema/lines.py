@@ -14,18 +14,21 @@ else (tool calls, logprobs, the final chunk with its stats) is built and dumped 
 
 from __future__ import annotations
 
-import json
 import secrets
+import time
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Protocol
 
-from nbllm.schema.common import now_timestamp
+from nbllm.schema.common import whole_second
 
 __all__ = ["ChatCompletionLines", "ChunkLines", "CompletionLines", "LineWriter", "ResponseDeltaLines", "openai_id"]
 
-_string = json.JSONEncoder(ensure_ascii=False).encode
-"""A JSON string as pydantic writes it: UTF-8 left as is, ``"``, ``\\`` and control characters escaped."""
-_ascii = json.JSONEncoder().encode
+_string = encode_basestring
+"""A JSON string as pydantic writes it: UTF-8 left as is, ``"``, ``\\`` and control characters escaped (what
+``json.JSONEncoder(ensure_ascii=False).encode`` gives for a string, without its Python frame)."""
+_ascii = encode_basestring_ascii
 """A JSON string as ``json.dumps`` writes it (non-ASCII escaped)."""
+_time_ns = time.time_ns
 
 
 class LineWriter(Protocol):
@@ -39,20 +42,32 @@ class LineWriter(Protocol):
 class ChunkLines:
     """Per-token NDJSON lines of one ``/api/generate`` or ``/api/chat`` stream (``chat``: a message delta)."""
 
-    __slots__ = ("_chat", "_head")
+    __slots__ = ("_chat", "_dated", "_head", "_second")
 
     def __init__(self, model: str, *, chat: bool) -> None:
         self._head = '{"model":' + _string(model) + ',"created_at":"'
         self._chat = chat
+        self._second = -1
+        self._dated = ""
+        """``_head`` and the stamp's whole second (``_second``), made once a second."""
 
     def line(self, text: str, thinking: str | None = None, *, created_at: str | None = None) -> str:
-        """The line (newline included) of a chunk with ``text`` (and ``thinking``), stamped now."""
-        stamp = now_timestamp() if created_at is None else created_at
+        """The line (newline included) of a chunk with ``text`` (and ``thinking``), stamped now (the stamp
+        ``schema.common.now_timestamp`` writes; inline, as this runs for every token on the event loop)."""
+        if created_at is None:
+            now = _time_ns()
+            second = now // 1_000_000_000
+            if second != self._second:
+                self._second, self._dated = second, self._head + whole_second(second)
+            micros = now // 1000 % 1_000_000
+            head = (f"{self._dated}.{micros:06d}".rstrip("0") if micros else self._dated) + "Z"
+        else:
+            head = self._head + created_at
         more = ',"thinking":' + _string(thinking) if thinking else ""
         if self._chat:
             content = _string(text)
-            return f'{self._head}{stamp}","message":{{"role":"assistant","content":{content}{more}}},"done":false}}\n'
-        return f'{self._head}{stamp}","response":{_string(text)}{more},"done":false}}\n'
+            return f'{head}","message":{{"role":"assistant","content":{content}{more}}},"done":false}}\n'
+        return f'{head}","response":{_string(text)}{more},"done":false}}\n'
 
 
 def openai_id(prefix: str) -> str:

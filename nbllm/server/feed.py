@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nbllm.engine import NoWait, Pending
+from nbllm.engine import NoWait, Pending, TokenSource
 from nbllm.server.workers import spawn
 
 __all__ = ["DONE", "Failed", "Feed"]
@@ -173,11 +173,29 @@ class Feed:
             _wake(waiter)
 
     def _pull(self) -> list[object]:
-        """``_advance`` in the stream's context; a last step due goes to a thread."""
-        items = self._context.run(self._advance)
+        """What is ready: the plain tokens' lines straight from the engine's request where the use case allows
+        (``_lane``), else (and from where they stop) ``_advance`` in the stream's context; a last step due goes to
+        a thread."""
+        handle = self._handle
+        if handle.line is not None and handle.source is not None and not handle.ending:
+            items, more = self._lane(handle.source, handle.line)
+            if not more:
+                return items
+            items += self._context.run(self._advance)
+        else:
+            items = self._context.run(self._advance)
         if self._handle.ending and not self._owned:
             spawn("nbllm-stream", self._produce)
         return items
+
+    def _lane(self, source: TokenSource, line: Callable[[str], str]) -> tuple[list[object], bool]:
+        """The lines of the plain tokens ready, as the iterator's steps would give them, without its steps
+        (``NoWait.line``): per token no generator resumed in each layer, no ``NoWait`` block, no context switch
+        of ``contextvars``. True with them when the next event is the iterator's own to take (the last)."""
+        texts, more = source.ready(self._handle, BACKLOG)
+        if len(texts) >= BACKLOG:
+            self._woken = True  # the backlog's worth: more may be ready
+        return list(map(line, texts)), more
 
     def _advance(self) -> list[object]:
         """What the iterator has ready, up to the backlog (it never blocks here: it says PENDING instead).

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, overload
 
-from nbllm.engine import Engine, FinalStats, LoadSpec, Pending, SamplingParams, TokenChunk
+from nbllm.engine import Engine, FinalStats, LoadSpec, Pending, SamplingParams, TokenChunk, no_wait_handle
 from nbllm.errors import InvalidRequest, TemplateError, UnsupportedCapability
 from nbllm.options import Options
 from nbllm.prompt.thinking import ThinkValue, check_think, split_thinking, think_on
@@ -123,7 +123,11 @@ def _stream(
         )
         splitter = OutputSplitter(thinking_parser(p.think, p.tags, prompt), constraints.parser())
         line = fast.line if fast is not None and splitter.thinking is None and splitter.tools is None else None
-        for event in engine.generate(tokens, params, cancel=cancel):
+        events = engine.generate(tokens, params, cancel=cancel)
+        handle = no_wait_handle()
+        if line is not None and handle is not None:  # (a plain token is ``line(event.text)`` below, passed on as is)
+            handle.line = line
+        for event in events:
             if line is not None and event.__class__ is TokenChunk:
                 yield line(event.text)  # (what the splitter would pass on whole, as the line the route sends)
                 continue

@@ -13,7 +13,7 @@ import pytest
 
 import nbllm.server.feed as feeds
 from nbllm.engine import FinalStats, Pending, SamplingParams, TokenChunk
-from nbllm.engine.llama.batching import Request
+from nbllm.engine.llama.request import Request
 from nbllm.errors import Cancelled, EngineError, InvalidRequest
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer, watch

@@ -3,6 +3,7 @@
 - ``native``: backend start-up, llama.cpp's log into ``logging``, models, contexts, tokens;
 - ``sampling``: native sampler chains (grammars included);
 - ``batching``: the continuous-batching decode loop with per-slot prefix caches;
+- ``request``: a request's events, handed from the decode thread to its consumer (blocking or ``NoWait``);
 - ``embedding``: pooled embeddings;
 - ``engine``: ``LlamaEngine``, the Engine protocol over all of it.
 """

@@ -10,11 +10,9 @@ is new.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,19 +20,16 @@ import llama_cpp as L
 import numpy as np
 
 from nbllm.engine.base import (
-    PENDING,
     FinalStats,
-    GenerationEvent,
-    Pending,
     SamplingParams,
     TokenChunk,
-    no_wait_handle,
 )
 from nbllm.engine.llama.draft_model import DraftModel, Proposer
 from nbllm.engine.llama.held import memory_seq_add, memory_seq_rm
 from nbllm.engine.llama.kvstate import common_prefix
 from nbllm.engine.llama.lookup import DraftPolicy, PromptLookup
 from nbllm.engine.llama.native import NativeModel
+from nbllm.engine.llama.request import Request
 from nbllm.engine.llama.resume import SlotStates
 from nbllm.engine.llama.sampling import (
     Logits,
@@ -49,77 +44,9 @@ from nbllm.engine.logprobs import token_logprob
 from nbllm.engine.text import StreamText
 from nbllm.errors import Cancelled, EngineError
 
-__all__ = ["DecodeLoop", "Request"]
+__all__ = ["DecodeLoop"]
 
 log = logging.getLogger("nbllm.engine.llama")
-
-
-@dataclass(eq=False)
-class Request:
-    """A generation request travelling to the decode thread and its events travelling back."""
-
-    prompt: list[int]
-    params: SamplingParams
-    cancel: threading.Event
-    out: queue.SimpleQueue[GenerationEvent | BaseException] = field(default_factory=queue.SimpleQueue)
-    wake: Callable[[], None] | None = None
-    """A ``NoWait`` consumer's wake-up, called by the decode thread with the next event (then cleared)."""
-    _held: GenerationEvent | BaseException | None = None
-    """The last event, held back while a ``NoWait`` consumer moves to where it may block."""
-
-    def post(self, event: GenerationEvent | BaseException) -> None:
-        """Hand the consumer an event (decode thread)."""
-        self.out.put(event)
-        wake = self.wake
-        if wake is not None:
-            self.wake = None
-            try:
-                wake()
-            except Exception:  # a consumer's wake-up never fails the decode loop
-                log.exception("waking a stream failed")
-
-    def events(self) -> Iterator[GenerationEvent | Pending]:
-        """The request's events until its FinalStats; leaving early cancels it."""
-        try:
-            while True:
-                event = self._next()
-                if event is PENDING:
-                    yield PENDING
-                    continue
-                if isinstance(event, BaseException):
-                    raise event
-                assert not isinstance(event, Pending)
-                yield event
-                if isinstance(event, FinalStats):
-                    return
-        finally:
-            self.cancel.set()
-
-    def _next(self) -> GenerationEvent | BaseException | Pending:
-        held, self._held = self._held, None
-        if held is not None:
-            return held
-        handle = no_wait_handle()
-        if handle is None:
-            return self.out.get()
-        if self.out.empty():  # (the one consumer: not empty stays so until it takes)
-            self.wake = handle.wake
-            if self.out.empty():  # else an event came in before the decode thread could see the wake-up
-                return PENDING
-            self.wake = None  # (if it saw it anyway, the consumer gets a wake-up it does not need)
-        event = self.out.get_nowait()
-        if isinstance(event, FinalStats | BaseException):
-            if not handle.ending:
-                handle.ending = True  # the last step: the consumer takes it where it may block
-                self._held = event
-                return PENDING
-        elif self.out.empty():  # nothing else yet: arm the wake-up now (the consumer may stop after this)
-            self.wake = handle.wake
-            if self.out.empty():
-                handle.armed = True
-            else:
-                self.wake = None
-        return event
 
 
 @dataclass(eq=False)

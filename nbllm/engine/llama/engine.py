@@ -8,11 +8,12 @@ from collections.abc import Iterator, Sequence
 
 import llama_cpp as L
 
-from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, Pending, SamplingParams
-from nbllm.engine.llama.batching import DecodeLoop, Request
+from nbllm.engine.base import EngineInfo, GenerationEvent, LoadSpec, Pending, SamplingParams, no_wait_handle
+from nbllm.engine.llama.batching import DecodeLoop
 from nbllm.engine.llama.draft_model import DRAFT_MODEL_TOKENS, DraftModel
 from nbllm.engine.llama.embedding import Embedder
 from nbllm.engine.llama.native import NativeModel, attention_types, create_context, default_threads, free_context
+from nbllm.engine.llama.request import Request
 from nbllm.engine.llama.resume import SlotStates, layout_of
 from nbllm.errors import ContextLengthExceeded, EngineError, InvalidRequest
 
@@ -143,6 +144,9 @@ class LlamaEngine:
         if len(tokens) >= self._loop.n_ctx:
             raise ContextLengthExceeded(len(tokens), self._loop.n_ctx)
         req = Request(tokens, params, cancel or threading.Event())
+        handle = no_wait_handle()
+        if handle is not None:  # (the iterator is the request's own events: its tokens may be taken directly)
+            handle.source = req
         self._loop.submit(req)
         return req.events()
 
