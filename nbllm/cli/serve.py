@@ -97,9 +97,9 @@ def _foreground_server(config: Any) -> Any:
     status 130 or by SIGTERM; a stop asked for is a success for systemd and for the user.
     """
 
-    import uvicorn
+    from nbllm.server.connections import QuietServer
 
-    class ForegroundServer(uvicorn.Server):
+    class ForegroundServer(QuietServer):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             handled = (signal.SIGINT, signal.SIGTERM)
