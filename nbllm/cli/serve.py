@@ -97,9 +97,9 @@ def _foreground_server(config: Any) -> Any:
     status 130 or by SIGTERM; a stop asked for is a success for systemd and for the user.
     """
 
-    from nbllm.server.connections import QuietServer
+    import uvicorn
 
-    class ForegroundServer(QuietServer):
+    class ForegroundServer(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             handled = (signal.SIGINT, signal.SIGTERM)

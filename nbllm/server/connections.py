@@ -22,7 +22,6 @@ soft limit is often 1024; the server needs one descriptor per connection).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -38,14 +37,7 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = [
-    "SYNC_WRITE",
-    "ConnectionLimits",
-    "QuietServer",
-    "guarded_protocol",
-    "raise_open_file_limit",
-    "uvicorn_config",
-]
+__all__ = ["SYNC_WRITE", "ConnectionLimits", "guarded_protocol", "raise_open_file_limit", "uvicorn_config"]
 
 log = logging.getLogger(__name__)
 
@@ -238,44 +230,3 @@ def uvicorn_config(app: Any, *, head_timeout: float, max_connections: int, **kwa
         log.warning("NBLLM_MAX_CONNECTIONS=%d lowered to %d: the open-file limit is %d", max_connections, cap, files)
     protocol = guarded_protocol(ConnectionLimits(head_timeout=head_timeout, max_connections=cap))
     return uvicorn.Config(app, http=protocol, timeout_keep_alive=KEEP_ALIVE_TIMEOUT, **kwargs)
-
-
-class QuietServer(uvicorn.Server):
-    """uvicorn's server with its housekeeping tick (the ``Date`` header, the exit flag) once a second instead of
-    ten times, and woken at once when told to exit.
-
-    Each of uvicorn's ticks costs the event loop's thread a wake-up from cold: 180 µs here, so 1.8 ms a
-    second idle and, while a model streams 115 tokens a second, ~16 µs a token, a tenth of the loop's work
-    for it (``docs/streaming.md``). uvicorn looks at ``should_exit`` on each tick, so here setting it wakes the
-    tick at once, from any thread (``BackgroundServer.stop``, a signal handler)."""
-
-    TICK_S = 1.0
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        self._exit = False
-        self._tick_loop: asyncio.AbstractEventLoop | None = None
-        self._tick: asyncio.Event | None = None
-        super().__init__(config)
-
-    @property
-    def should_exit(self) -> bool:
-        return self._exit
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        self._exit = value
-        loop, tick = self._tick_loop, self._tick
-        if value and loop is not None and tick is not None:
-            with contextlib.suppress(RuntimeError):  # (the loop is closed: nothing waits)
-                loop.call_soon_threadsafe(tick.set)
-
-    async def main_loop(self) -> None:
-        self._tick = tick = asyncio.Event()
-        self._tick_loop = asyncio.get_running_loop()
-        counter = 0
-        should_exit = await self.on_tick(counter)
-        while not should_exit:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tick.wait(), self.TICK_S)
-            counter = (counter + 10) % 864000  # (uvicorn's once-a-second work is for ticks that are multiples of 10)
-            should_exit = await self.on_tick(counter)

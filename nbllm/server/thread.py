@@ -9,17 +9,19 @@ import socket
 import threading
 import time
 
+import uvicorn
+
 from nbllm.errors import NbllmError
 from nbllm.runtime import Runtime
 from nbllm.server.app import create_app
-from nbllm.server.connections import QuietServer, uvicorn_config
+from nbllm.server.connections import uvicorn_config
 
 __all__ = ["BackgroundServer"]
 
 log = logging.getLogger(__name__)
 
 
-class _Server(QuietServer):
+class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:
         """Signals belong to the main thread's owner (the kernel), not to us."""
 
