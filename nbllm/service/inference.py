@@ -125,7 +125,7 @@ def _stream(
         line = fast.line if fast is not None and splitter.thinking is None and splitter.tools is None else None
         events = engine.generate(tokens, params, cancel=cancel)
         handle = no_wait_handle()
-        if line is not None and handle is not None:  # (a plain token is ``line(event.text)`` below, passed on as is)
+        if handle is not None:  # (a plain token is ``line(event.text)`` below, passed on as is; None: not so)
             handle.line = line
         for event in events:
             if line is not None and event.__class__ is TokenChunk:
