@@ -193,3 +193,29 @@ def test_on_the_real_engine_the_tokens_are_taken_past_the_use_case(
             by_use_case = [line for line in resp.iter_lines() if line]
         assert taken == []  # a line with logprobs is the use case's to make
     assert streamed(lines) == streamed(by_use_case) == answer(whole) != ""
+
+
+def test_on_the_real_engine_a_responses_stream_s_deltas_are_taken_past_the_use_case(
+    real_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/v1/responses``: its line writer keeps the stream's state (sequence numbers, the open item), so the
+    tokens taken past the use case must still number and close the events as the unstreamed answer says."""
+    taken: list[str] = []
+    ready = Request.ready
+
+    def counted(self: Request, handle: Any, limit: int) -> tuple[list[str], bool]:
+        texts, more = ready(self, handle, limit)
+        taken.extend(texts)
+        return texts, more
+
+    monkeypatch.setattr(Request, "ready", counted)
+    body = {"model": "smollm2:135m", "input": _PROMPT, "max_output_tokens": 32, "temperature": 0}
+    with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        whole = http.post("/v1/responses", json=body).json()
+        with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as resp:
+            events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
+    assert len(taken) >= 28
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    text = whole["output"][-1]["content"][0]["text"]
+    assert deltas == text != "" and events[-1]["response"]["output"][-1]["content"][0]["text"] == text
