@@ -160,6 +160,15 @@ def llama_cpp_server(peer: Peer, model: Path, *, n_ctx: int, threads: int, log: 
     return _start("llama-cpp-python server", "openai", cmd, peer.env(), port, "/v1/models", log)
 
 
+def amx_host() -> bool:
+    """Whether this CPU has AMX: natively built llama.cpp then has ggml's AMX kernels, which crash in the
+    builds here (``nbllm.engine.llama.native.amx_kernels``), so the peers keep weights out of them as nbllm does."""
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def llama_server(
     peer: Peer,
     model: Path,
@@ -193,6 +202,7 @@ def llama_server(
         "-ngl",
         str(gpu_layers),
         "--no-webui",
+        *(["--no-repack"] if amx_host() else []),  # (no extra buffer types: see amx_host)
         *extra,
     ]
     server = _start(

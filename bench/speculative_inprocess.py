@@ -27,13 +27,16 @@ import llama_cpp as L
 from bench.speculative import GROUNDED
 from nbllm.engine.base import FinalStats, LoadSpec, SamplingParams, TokenChunk
 from nbllm.engine.llama.engine import LlamaEngine
+from nbllm.engine.llama.native import amx_kernels
 
 CONTEXT = 400
 
 
 def cost_curve(model_path: Path, threads: int) -> dict[str, float]:
     """Milliseconds of one decode step by ``"{seqs}x{tokens per seq}"``."""
-    model = L.llama_model_load_from_file(str(model_path).encode(), L.llama_model_default_params())
+    mp = L.llama_model_default_params()
+    mp.use_extra_bufts = not amx_kernels()  # (as nbllm loads it)
+    model = L.llama_model_load_from_file(str(model_path).encode(), mp)
     cp = L.llama_context_default_params()
     cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = 4096, 512, 512, 8
     cp.n_threads = cp.n_threads_batch = threads

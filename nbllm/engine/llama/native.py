@@ -21,7 +21,7 @@ from nbllm.engine.llama.split import MAX_PIECES, MIN_PIECE, SplitTokens, why_not
 from nbllm.engine.offload import attention_settings
 from nbllm.errors import ModelLoadError
 
-__all__ = ["NativeModel", "backend", "create_context", "default_threads"]
+__all__ = ["NativeModel", "amx_kernels", "backend", "create_context", "default_threads"]
 
 log = logging.getLogger("nbllm.engine.llama")
 
@@ -44,6 +44,20 @@ def backend() -> Any:
     L.llama_log_set(callback, ctypes.c_void_p(0))
     L.llama_backend_init()
     return callback
+
+
+@functools.cache
+def amx_kernels() -> bool:
+    """Whether this llama.cpp was compiled with ggml's AMX matrix kernels (``AMX_INT8 = 1`` in its system info).
+
+    llama-cpp-python builds llama.cpp with ``-march=native``, so on a CPU with AMX (Xeon Sapphire Rapids and
+    later, common in clouds) the kernels are in. Those of llama-cpp-python 0.3.36 kill the process at the first
+    matrix product: a general protection fault on ``ldtilecfg`` in ``ggml_backend_amx_mul_mat``, whose tile
+    configuration the compiler left half written (seen here on a 2-core Xeon VM; llama.cpp issue 20824, pull
+    request 26954). The kernels run only on weights placed in llama.cpp's extra buffer types, so
+    :class:`NativeModel` keeps weights out of them while this is true."""
+    backend()
+    return b"AMX_INT8 = 1" in L.llama_print_system_info()
 
 
 def default_threads(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -89,6 +103,14 @@ class _LoadWatchdog:
         return True
 
 
+@functools.cache
+def _warn_amx() -> None:
+    log.info(
+        "llama.cpp was built with AMX kernels, which crash in this llama-cpp-python: weights stay in plain CPU "
+        "buffers (no AMX, no repacking)"
+    )
+
+
 class NativeModel:
     """A loaded ``llama_model``: weights, vocabulary, LoRA adapters, token <-> text."""
 
@@ -99,6 +121,9 @@ class NativeModel:
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (-1 if L.llama_supports_gpu_offload() else 0)
         mp.main_gpu = spec.main_gpu
+        if amx_kernels():  # (they crash: see there; this also gives up the CPU repacking of Q4_0/Q4_K weights)
+            mp.use_extra_bufts = False
+            _warn_amx()
         split = apply_plan(mp, spec)  # referenced until the load returns
         if spec.use_mmap is not None:
             mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if spec.use_mmap else L.LLAMA_LOAD_MODE_NONE
