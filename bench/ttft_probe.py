@@ -36,6 +36,8 @@ PROBES: list[tuple[str, str, str, bool]] = [
     ("nbllm.engine.llama.batching", "DecodeLoop.submit", "submit", True),
     ("nbllm.engine.llama.batching", "DecodeLoop._admit", "admit", True),
     ("nbllm.engine.llama.resume", "SlotStates._stash", "stash", True),
+    ("nbllm.engine.llama.resume", "SlotStates.stash_ahead", "ahead", True),
+    ("nbllm.engine.llama.batching", "DecodeLoop.expect", "expect", True),
     ("llama_cpp", "llama_decode", "decode", True),
     ("nbllm.engine.llama.batching", "Request.post", "post", False),
     ("nbllm.server.feed", "Feed._on_wake", "wake", False),

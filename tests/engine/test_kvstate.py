@@ -239,3 +239,42 @@ def test_the_cache_bookkeeping_keeps_the_gil_and_does_what_llama_cpps_own_bindin
     assert decode(ctx, prompt[5:], 0, 5) == first  # the rest evaluated again: the same next token
     held.memory_seq_add(mem, 0, 0, -1, 3)
     assert L.llama_memory_seq_pos_max(mem, 0) == len(prompt) - 1 + 3
+
+
+def test_fresh_memory_is_faulted_in_without_holding_the_gil() -> None:
+    """A RAM-cache buffer's pages are faulted in by the kernel while other threads run Python: the event loop and
+    the decode thread are not stopped for as long as that takes (Python's ``mmap`` with ``MAP_POPULATE``, and a
+    ``bytearray``, hold the GIL throughout). Its memory reads back as zeros and takes writes."""
+    import itertools
+    import mmap
+    import threading
+    import time
+
+    from nbllm.engine.llama.kvstate import fresh_buffer
+
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    try:
+        time.sleep(0.05)
+        started = time.perf_counter()
+        buf = fresh_buffer(512 << 20)
+        took = time.perf_counter() - started
+        time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join()
+    during = [b - a for a, b in itertools.pairwise(ticks) if started <= b and a <= started + took]
+    assert isinstance(buf, mmap.mmap) and len(buf) == 512 << 20
+    assert buf[: 1 << 20] == bytes(1 << 20) and buf[-1] == 0
+    buf[123] = 7
+    assert buf[123] == 7
+    assert len(during) >= 3, f"the other thread ran {len(during)} times in {took * 1e3:.0f} ms"
+    assert max(during) < took / 2, f"the other thread waited {max(during) * 1e3:.0f} ms of {took * 1e3:.0f}"

@@ -57,13 +57,21 @@ Buffer = bytearray | mmap.mmap
 
 
 def fresh_buffer(size: int) -> Buffer:
-    """New writable memory for a state, its pages in place: an anonymous map the kernel fills in one call
-    (``MAP_POPULATE``) without holding the GIL, where there is one; a ``bytearray`` elsewhere. (A
-    ``bytearray``'s zeroing holds the GIL: 44 MiB of it stalled the decode thread for 40-100 ms here.)"""
-    if sys.platform == "win32" or size <= 0:
+    """New writable memory for a state, its pages in place, without holding the GIL while the kernel faults them
+    in: an anonymous map, written through by ``ctypes.memset`` (a C call that lets go of the GIL); a
+    ``bytearray`` where there is no ``mmap.MAP_ANONYMOUS``.
+
+    Every other way holds the GIL for as long as the faults take, and so stops the event loop and the decode
+    thread: a ``bytearray``'s zeroing (44 MiB stalled the decode thread for 40-100 ms here), and Python's own
+    ``mmap`` with ``MAP_POPULATE`` (CPython 3.11 does not let go of the GIL around ``mmap()``: 400 MiB held it
+    460 ms, against 0.7 ms at most with this, which also took 290 ms instead)."""
+    if sys.platform == "win32" or size <= 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
         return bytearray(size)
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(-1, size, flags=flags)
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (lazy: no page is in yet)
+    start = ctypes.c_char.from_buffer(buf)
+    ctypes.memset(ctypes.addressof(start), 0, size)
+    del start  # (the map may be closed once nothing exports it)
+    return buf
 
 
 def save_seq(ctx: Any, seq_id: int, spare: Callable[[int], Buffer | None] | None = None) -> State:
