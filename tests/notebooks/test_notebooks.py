@@ -145,3 +145,24 @@ def test_the_serving_benchmark_walkthrough_bounds_its_load_and_stops_what_it_sta
     assert stops == len(starts), "each peer is stopped once its model is done"
     assert "atexit.register" in "".join(c.source for c in code), "and on a failure, when the kernel exits"
     assert code[-2].source.rstrip().endswith("%serve stop")
+
+
+def test_under_the_harness_a_magic_s_usage_error_fails_its_cell() -> None:
+    """A real kernel in the harness's environment: a magic that fails (here ``%bench`` with its arguments wrong)
+    leaves an error output, which is what nbval fails a cell on; IPython alone prints it to stderr only."""
+    from nbclient import NotebookClient
+
+    from tests.notebooks.harness import notebook_environment
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbllm"),
+        nbformat.v4.new_code_cell("%bench smollm2:135m -n 0"),
+        nbformat.v4.new_code_cell("print('after')"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    with notebook_environment():
+        NotebookClient(nb, timeout=120, allow_errors=True).execute()
+    failed = [o for o in nb.cells[1].outputs if o.output_type == "error"]
+    assert [(o.ename, o.evalue) for o in failed] == [("UsageError", "-n must be at least 1")]
+    assert [o.output_type for o in nb.cells[0].outputs + nb.cells[2].outputs] == ["stream"]
