@@ -104,7 +104,7 @@ class _LoadWatchdog:
 
 
 @functools.cache
-def _warn_amx() -> None:
+def _note_amx() -> None:
     log.info(
         "llama.cpp was built with AMX kernels, which crash in this llama-cpp-python: weights stay in plain CPU "
         "buffers (no AMX, no repacking)"
@@ -123,7 +123,7 @@ class NativeModel:
         mp.main_gpu = spec.main_gpu
         if amx_kernels():  # (they crash: see there; this also gives up the CPU repacking of Q4_0/Q4_K weights)
             mp.use_extra_bufts = False
-            _warn_amx()
+            _note_amx()
         split = apply_plan(mp, spec)  # referenced until the load returns
         if spec.use_mmap is not None:
             mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if spec.use_mmap else L.LLAMA_LOAD_MODE_NONE
