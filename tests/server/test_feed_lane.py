@@ -158,6 +158,20 @@ _ROUTES: list[tuple[str, dict[str, Any], Callable[[list[str]], str], Callable[[d
 ]
 
 
+def _counted_ready(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts ``Request.ready`` hands out from now on: the tokens taken past the use case."""
+    taken: list[str] = []
+    ready = Request.ready
+
+    def counted(self: Request, handle: Any, limit: int) -> tuple[list[str], bool]:
+        texts, more = ready(self, handle, limit)
+        taken.extend(texts)
+        return texts, more
+
+    monkeypatch.setattr(Request, "ready", counted)
+    return taken
+
+
 @pytest.mark.parametrize(
     ("path", "body", "streamed", "answer"), _ROUTES, ids=["generate", "chat", "v1-chat", "v1-completions"]
 )
@@ -172,15 +186,7 @@ def test_on_the_real_engine_the_tokens_are_taken_past_the_use_case(
     """The llama engine's requests are the source and the routes' line writers the lines: almost every token
     is taken past the use case, and the stream says what the unstreamed answer says (and what the same stream
     says with logprobs asked for, each line made by the use case)."""
-    taken: list[str] = []
-    ready = Request.ready
-
-    def counted(self: Request, handle: Any, limit: int) -> tuple[list[str], bool]:
-        texts, more = ready(self, handle, limit)
-        taken.extend(texts)
-        return texts, more
-
-    monkeypatch.setattr(Request, "ready", counted)
+    taken = _counted_ready(monkeypatch)
     body = {"model": "smollm2:135m", **body, "options": {"temperature": 0, "num_predict": 32}, "temperature": 0}
     with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         whole = http.post(path, json={**body, "stream": False}).json()
@@ -200,15 +206,7 @@ def test_on_the_real_engine_a_responses_stream_s_deltas_are_taken_past_the_use_c
 ) -> None:
     """``/v1/responses``: its line writer keeps the stream's state (sequence numbers, the open item), so the
     tokens taken past the use case must still number and close the events as the unstreamed answer says."""
-    taken: list[str] = []
-    ready = Request.ready
-
-    def counted(self: Request, handle: Any, limit: int) -> tuple[list[str], bool]:
-        texts, more = ready(self, handle, limit)
-        taken.extend(texts)
-        return texts, more
-
-    monkeypatch.setattr(Request, "ready", counted)
+    taken = _counted_ready(monkeypatch)
     body = {"model": "smollm2:135m", "input": _PROMPT, "max_output_tokens": 32, "temperature": 0}
     with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         whole = http.post("/v1/responses", json=body).json()
