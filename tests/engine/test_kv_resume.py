@@ -254,8 +254,8 @@ def test_an_idle_loop_keeps_the_slot_a_new_prompt_takes_so_that_prompt_waits_for
         assert chat(engine, TURN1 + "<|im_start|>assistant\n")[0] == first  # one slot
         chat(engine, LONGER)  # the other slot: TURN1's holds less, a new prompt takes it
         deadline = time.monotonic() + 30
-        while stats()["entries"] < 1:  # kept by the idle loop, in the background of this thread
-            assert time.monotonic() < deadline, "the idle loop kept nothing in RAM"
+        while stats()["entries"] < 2:  # both slots kept by the idle loop, in the background of this thread
+            assert time.monotonic() < deadline, f"the idle loop kept {stats()['entries']} slots in RAM"
             time.sleep(0.01)
         kept_while_idle = len(saves)
         sent = time.perf_counter()
@@ -269,7 +269,7 @@ def test_an_idle_loop_keeps_the_slot_a_new_prompt_takes_so_that_prompt_waits_for
         after = stats()
     finally:
         engine.close()
-    assert kept_while_idle == 1
+    assert kept_while_idle == 2
     assert got_first > sent
     assert [s for s in saves if s[1] > sent and s[0] < got_first] == []  # no copy while `third` waited
     assert tokens == kept  # the state kept while idle continues as the slot itself would have
@@ -288,10 +288,10 @@ def _counted_copies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, f
     idle = threading.local()
     copies: list[tuple[str, float, float]] = []
 
-    def idle_ahead(self, slots):  # type: ignore[no-untyped-def]
+    def idle_ahead(self, slots, busy=None):  # type: ignore[no-untyped-def]
         idle.on = True
         try:
-            return ahead(self, slots)
+            return ahead(self, slots, busy)
         finally:
             idle.on = False
 
@@ -411,3 +411,50 @@ def test_a_new_prompt_s_slot_is_copied_while_the_prompt_is_tokenized_where_cpus_
         return
     assert [kind for kind, _, _ in copies] == ["idle"]  # one copy, by the idle loop; none at admission
     assert slow[0] < begun and ended < tokenized  # made while the prompt was being tokenized
+
+
+def test_after_a_pause_every_slot_is_kept_so_new_prompts_back_to_back_wait_for_no_copy(
+    model_path: Path,
+    reference: tuple,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The idle loop keeps every slot, not only the one the next new prompt takes: a second new prompt sent right
+    after the first (a script, an agent, a benchmark's back-to-back rounds) used to copy the slot it took while it
+    waited for its first token. And the states kept ahead are real ones: a conversation whose slot went comes back."""
+    import time
+
+    first, kept, _ = reference
+    copies = _counted_copies(monkeypatch)
+    engine = _ready(load(model_path, ram=64 << 20, parallel=3, threads=2))
+    third = "<|im_start|>user\nCount from one to five, slowly and with care.<|im_end|>\n<|im_start|>assistant\n"
+
+    def fresh(i: int) -> str:  # longer than TURN1's conversation, sharing nothing worth reusing with any slot
+        ask = "Describe the weather of a spring morning in detail. " * 12
+        return f"<|im_start|>user\nRequest {i}: {ask}<|im_end|>\n<|im_start|>assistant\n"
+
+    def entries() -> int:
+        return engine.info.cache_stats()["entries"] if engine.info.cache_stats else 0
+
+    try:
+        assert chat(engine, TURN1 + "<|im_start|>assistant\n")[0] == first
+        chat(engine, LONGER)
+        chat(engine, third)  # every slot holds something
+        deadline = time.monotonic() + 30
+        while entries() < 3:  # the pause: the idle loop keeps all three, in the background of this thread
+            assert time.monotonic() < deadline, f"the idle loop kept {entries()} of 3 slots in RAM"
+            time.sleep(0.01)
+        assert [kind for kind, _, _ in copies] == ["idle"] * 3
+        copies.clear()
+        chat(engine, fresh(1))  # back to back: takes `third`'s slot (holding least), kept already
+        chat(engine, fresh(2))  # takes TURN1's, kept, rather than copy fresh(1)'s, which holds more
+        at_admission = [kind for kind, _, _ in copies if kind == "admission"]
+        prompt = turn2(engine, first)
+        n_prompt = len(engine.tokenize(prompt))
+        tokens, final = chat(engine, prompt)  # TURN1's conversation again: its prefix back from RAM
+        stats = engine.info.cache_stats() if engine.info.cache_stats else {}
+    finally:
+        engine.close()
+    assert at_admission == []
+    assert tokens == kept  # as if its slot had never been given away
+    assert final.cached_tokens >= n_prompt - 24
+    assert stats["hits"] == 1

@@ -130,6 +130,24 @@ def test_ram_cache_keeps_the_longest_match_within_its_budget() -> None:
     assert common_prefix([1, 2], [1, 2, 3]) == 2
 
 
+def test_a_copy_of_a_slot_still_in_use_takes_only_free_room_and_goes_first() -> None:
+    cache = RamCache(budget=10)
+    cache.put([1], b"aaa")  # a slot given away
+    cache.put([2], b"bbb", first_out=True)  # slots still in use, copied in case they are given away
+    cache.put([3], b"ccc", first_out=True)
+    assert cache.room() == 1
+    cache.put([4], b"dd", first_out=True)  # no room: not kept, and nothing else dropped for it
+    assert not cache.holds([4]) and all(cache.holds([k]) for k in (1, 2, 3))
+    assert cache.keep([3]) and not cache.keep([4])  # [3]'s slot is given away: kept as most recently used
+    cache.put([5], b"eeee")  # a slot given away: the copies of slots still in use ([2]) go first
+    assert [k for k in (1, 2, 3, 5) if cache.holds([k])] == [1, 3, 5]
+    cache.put([6], b"ffff")  # then by use: [1], then [3] (given away after [1] was kept)
+    assert [k for k in (1, 3, 5, 6) if cache.holds([k])] == [5, 6]
+    assert not cache.holds([1, 1]) and not cache.holds([])  # a length no entry has: no tuple made, no match
+    cache.put([5, 7], b"g" * 3, first_out=True)  # it would replace [5] (a prefix of it), but does not fit
+    assert cache.holds([5]) and not cache.holds([5, 7])
+
+
 @pytest.mark.parametrize("shared", [0, 1, 63, 64, 65, 127, 128, 129, 500, 1000])
 @pytest.mark.parametrize("kinds", [(list, list), (tuple, list), (list, tuple), (tuple, tuple)])
 def test_the_shared_prefix_is_the_one_a_token_by_token_walk_finds(shared: int, kinds: tuple[type, type]) -> None:
@@ -221,6 +239,13 @@ def test_a_slot_is_chosen_by_a_prefix_worth_reusing_then_by_what_it_would_lose()
     short = list(range(13))
     assert _slot_rank([*short, 5, 6], short) > _slot_rank([], short)  # a short prompt's whole prefix still counts
     assert _slot_rank(prompt[:40] + [0] * 9, prompt) > _slot_rank([], prompt)  # 40 shared tokens win
+    fresh = [5] * 60  # a prompt sharing nothing with any slot
+    a, b = [6] * 500, [7] * 480
+    assert _slot_rank(a, fresh, held=True) > _slot_rank(b, fresh)  # kept in RAM already: giving it away costs no copy
+    assert _slot_rank(b, fresh, held=True) > _slot_rank(a, fresh, held=True)  # of two kept, the one holding less
+    assert _slot_rank([8] * 200, fresh) > _slot_rank(a, fresh, held=True)  # a copy of 200 costs less than 500 back
+    assert _slot_rank([], fresh) > _slot_rank(a, fresh, held=True)  # an empty slot still first
+    assert _slot_rank(prompt[:40] + [0] * 9, prompt) > _slot_rank(a, prompt, held=True)  # a prefix worth reusing first
 
 
 def test_the_cache_bookkeeping_keeps_the_gil_and_does_what_llama_cpps_own_binding_does(

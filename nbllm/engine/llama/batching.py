@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from nbllm.engine.llama.kvstate import common_prefix
 from nbllm.engine.llama.lookup import DraftPolicy, PromptLookup
 from nbllm.engine.llama.native import NativeModel
 from nbllm.engine.llama.request import Request
-from nbllm.engine.llama.resume import SlotStates
+from nbllm.engine.llama.resume import SlotStates, loss
 from nbllm.engine.llama.sampling import (
     Logits,
     free_sampler,
@@ -82,16 +83,21 @@ class _Slot:
     t_first: float = 0.0
 
 
+def _never(tokens: Sequence[int]) -> bool:
+    return False
+
+
 _WORTH_REUSING = 32
 """A shared prefix shorter than this and than half the prompt (a chat template's first tokens) does not decide
 which slot a request takes."""
 
 
-def _slot_rank(cache: list[int], prompt: list[int]) -> tuple[int, int]:
+def _slot_rank(cache: list[int], prompt: list[int], *, held: bool = False) -> tuple[int, int]:
     """How well a free slot suits a prompt: the longest prefix worth reusing, then the least to lose (an empty
-    slot first: nothing of another conversation is overwritten, or kept in RAM at the cost of a copy)."""
+    slot first: nothing of another conversation is overwritten, or kept in RAM at the cost of a copy; then,
+    ``resume.loss``, the one holding least, a slot whose state the RAM cache holds (``held``) counting half)."""
     shared = common_prefix(cache, prompt)
-    return (shared if shared >= min(_WORTH_REUSING, len(prompt) // 2) else 0), -len(cache)
+    return (shared if shared >= min(_WORTH_REUSING, len(prompt) // 2) else 0), -loss(cache, held=held)
 
 
 class DecodeLoop:
@@ -228,15 +234,16 @@ class DecodeLoop:
     def _idle_stash(self, states: SlotStates) -> None:
         """Idle: once nothing has come for ``SlotStates.IDLE_AFTER`` seconds, or at once when a new prompt is
         on its way (:meth:`expect`), copy to RAM what the next new prompt would otherwise copy while it waits
-        (``SlotStates.stash_ahead``). A request that comes sooner and continues its own slot (a client's next
-        turn, an agent back from a tool) waits for no copy, and finds its slot as it left it; one that comes
-        during the copy waits for the copy to end."""
+        (``SlotStates.stash_ahead``: after ``IDLE_AFTER``, every slot, one at a time). A request that comes
+        sooner and continues its own slot (a client's next turn, an agent back from a tool) waits for no copy,
+        and finds its slot as it left it; one that comes during a copy waits for that copy to end."""
         with self._cv:
             self._cv.wait_for(lambda: self._has_work() or self._expected, timeout=states.IDLE_AFTER)
             if self._has_work():
                 return
+            told = self._expected  # (a prompt on its way: only the slot it takes; else every slot, until work comes)
         try:
-            states.stash_ahead(self._slots)
+            states.stash_ahead(self._slots, None if told else self._has_work)
         except Exception:  # a copy that fails costs the cache an entry, never the loop
             log.exception("keeping an idle slot's state in RAM failed")
 
@@ -262,7 +269,8 @@ class DecodeLoop:
             req = self._queue.popleft()
             self._expected = False  # (the heads-up was this prompt's, or one's that comes after: it copies itself)
             t_start = time.perf_counter()  # (a restore below counts in the prompt's evaluation time)
-            slot = max(free, key=lambda s: _slot_rank(s.cache, req.prompt))
+            held = self._states.held if self._states is not None else _never
+            slot = max(free, key=lambda s: _slot_rank(s.cache, req.prompt, held=held(s.cache)))
             reuse = min(common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
             if self._states is not None:  # a longer prefix kept in RAM or on disk, restored into a slot
                 slot = self._states.admit(free, slot, req.prompt, reuse)

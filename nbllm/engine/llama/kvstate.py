@@ -14,7 +14,7 @@ import mmap
 import queue
 import sys
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +145,8 @@ class RamCache:
         self.ahead = ahead
         """Whether buffers are made ready in the background (else only dropped entries' are reused)."""
         self._entries: OrderedDict[tuple[int, ...], State] = OrderedDict()
+        self._lengths: Counter[int] = Counter()
+        """How many entries hold each number of tokens: most slots are told apart from every entry by that alone."""
         self._bytes = 0
         self._hits = self._misses = 0
         self._lock = threading.Lock()
@@ -153,23 +155,36 @@ class RamCache:
         self._wanted: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._filler: threading.Thread | None = None
 
-    def put(self, tokens: Sequence[int], data: State) -> None:
-        """Keep ``data`` (the state of exactly ``tokens``); entries it extends are dropped, old ones evicted."""
+    def put(self, tokens: Sequence[int], data: State, *, first_out: bool = False) -> None:
+        """Keep ``data`` (the state of exactly ``tokens``); entries it extends are dropped, old ones evicted.
+
+        ``first_out``: a copy of a slot still in use, made in case a new prompt takes that slot: it goes in as
+        the first to go, so it takes only room that is free and is dropped before any state of a slot given
+        away (it becomes one of those, most recently used, when its slot is given away: :meth:`keep`)."""
         key = tuple(tokens)
-        if not data or _held(data) > self.budget:
-            self._recycle(data)
+        if not data or _held(data) > (self.room() if first_out else self.budget):
+            self._recycle(data)  # (a copy of a slot in use that does not fit leaves every entry as it was)
             return
         with self._lock:
             for old in [k for k in self._entries if len(k) <= len(key) and key[: len(k)] == k]:
                 self._drop(old)
             self._entries[key] = data
+            self._lengths[len(key)] += 1
             self._bytes += _held(data)
+            if first_out:
+                self._entries.move_to_end(key, last=False)
             while self._bytes > self.budget:
                 self._drop(next(iter(self._entries)))
         self._ahead(len(data))
 
+    def room(self) -> int:
+        """Bytes of the budget no entry takes."""
+        with self._lock:
+            return self.budget - self._bytes
+
     def _drop(self, key: tuple[int, ...]) -> None:
         data = self._entries.pop(key)
+        self._lengths[len(key)] -= 1
         self._bytes -= _held(data)
         self._recycle(data)
 
@@ -227,9 +242,22 @@ class RamCache:
 
     def holds(self, tokens: Sequence[int]) -> bool:
         """Whether an entry is the state of exactly ``tokens`` (a slot holding them needs no copy)."""
+        if not self._lengths[len(tokens)]:  # (no tuple made: the decode loop asks this of every free slot)
+            return False
         key = tuple(tokens)
         with self._lock:
             return key in self._entries
+
+    def keep(self, tokens: Sequence[int]) -> bool:
+        """The slot holding ``tokens`` is given away: whether an entry holds them, now as the most recently used."""
+        if not self._lengths[len(tokens)]:
+            return False
+        key = tuple(tokens)
+        with self._lock:
+            if key not in self._entries:
+                return False
+            self._entries.move_to_end(key)
+            return True
 
     def take(self, key: tuple[int, ...]) -> State | None:
         """An entry's state, counted as a hit (it stays, as most recently used)."""

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -32,7 +32,7 @@ from nbllm.engine.base import LoadSpec, StateFile, StateFiles
 from nbllm.engine.llama.held import memory_seq_rm
 from nbllm.engine.llama.kvstate import RamCache, State, common_prefix, restore_seq, save_seq
 
-__all__ = ["MIN_TOKENS", "SlotStates", "layout_of"]
+__all__ = ["MIN_TOKENS", "SlotStates", "layout_of", "loss"]
 
 log = logging.getLogger("nbllm.engine.llama")
 
@@ -41,6 +41,13 @@ MIN_TOKENS = 32
 _SUPERSEDED = 16
 """A new snapshot replaces an older one that shares all of its tokens but at most this many (the previous
 turn of the same conversation: its last answer tokens may be written back differently)."""
+
+
+def loss(cache: Sequence[int], *, held: bool) -> int:
+    """What giving away a slot holding ``cache`` costs, in tokens, to a prompt that shares nothing with it: a copy
+    to RAM before its first token unless the RAM cache holds that state already, and a copy back if the slot's
+    conversation comes back. The decode loop gives a new prompt the free slot where this is least."""
+    return len(cache) if held else 2 * len(cache)
 
 
 class SlotLike(Protocol):
@@ -155,26 +162,43 @@ class SlotStates:
         with self._lock:
             self._disk = [s for s in self._disk if s.path != path]
 
-    def stash_ahead(self, slots: Sequence[SlotLike]) -> None:
+    def held(self, tokens: Sequence[int]) -> bool:
+        """Whether the RAM cache holds the state of exactly ``tokens``: a slot holding them goes with no copy."""
+        return self.ram is not None and self.ram.holds(tokens)
+
+    def stash_ahead(self, slots: Sequence[SlotLike], busy: Callable[[], bool] | None = None) -> None:
         """The loop is idle and every slot holds something: keep in RAM now the state of the slot that a prompt
-        sharing nothing with any of them would take (the one holding least, as the loop's ``_slot_rank``
-        picks), so that its admission finds it kept. A slot taken by a prompt that shares its prefix keeps its
-        tokens in the slot; its RAM entry is then one more copy of a prefix, dropped when a longer one of it
-        is kept, or by age."""
+        sharing nothing with any of them would take (as the loop's ``_slot_rank`` picks), so that its
+        admission finds it kept. With ``busy`` (idle for ``IDLE_AFTER``, not told of a prompt on its way), then
+        the states of the other slots too, one at a time until ``busy()``, as first to go and only into room
+        that is free (``RamCache.put``): prompts that come back to back after the pause (a script, an agent,
+        a benchmark's rounds) then find each slot they take kept, where the first used to copy none and the
+        next ones one each, as they waited for their first token. A slot taken by a prompt that shares its
+        prefix keeps its tokens in the slot; its RAM entry is then one more copy of a prefix, dropped when a
+        longer one of it is kept, or by age."""
         if self.ram is None or not slots or any(not slot.cache for slot in slots):
             return
-        self._stash(min(slots, key=lambda slot: len(slot.cache)), 0)
+        order = sorted(slots, key=lambda slot: loss(slot.cache, held=self.held(slot.cache)))
+        copied = False
+        for slot in order if busy is not None else order[:1]:
+            if copied and busy is not None and busy():
+                return
+            if not self.held(slot.cache):
+                copied = self._stash(slot, 0, first_out=copied) or copied
 
-    def _stash(self, slot: SlotLike, keep: int) -> None:
-        """Keep a slot's state in RAM before it loses all but ``keep`` of its tokens."""
+    def _stash(self, slot: SlotLike, keep: int, *, first_out: bool = False) -> bool:
+        """Keep a slot's state in RAM before it loses all but ``keep`` of its tokens; whether a copy was made."""
         if self.ram is not None and not slot.shifted and len(slot.cache) - keep >= MIN_TOKENS:
-            if self.ram.holds(slot.cache):
-                return  # kept already (while the loop was idle, or restored and not extended since)
-            if int(L.llama_state_seq_get_size(self._ctx, slot.seq_id)) > self.ram.budget:
-                return  # it would not be kept: no copy made
+            if self.ram.keep(slot.cache):
+                return False  # kept already (while the loop was idle, or restored and not extended since)
+            room = self.ram.room() if first_out else self.ram.budget
+            if int(L.llama_state_seq_get_size(self._ctx, slot.seq_id)) > room:
+                return False  # it would not be kept: no copy made
             started = time.perf_counter()
-            self.ram.put(slot.cache, save_seq(self._ctx, slot.seq_id, self.ram.spare))
+            self.ram.put(slot.cache, save_seq(self._ctx, slot.seq_id, self.ram.spare), first_out=first_out)
             self.stash_s += time.perf_counter() - started
+            return True
+        return False
 
     # ── persistence ──────────────────────────────────────────────────────────────────────────
     def finished(self, slot: SlotLike) -> None:
