@@ -3,7 +3,11 @@
 python -m bench.pertoken --llama-bin DIR --rounds 8 --out bench/results/2026-12-03-per-token.json
 
 Every server is up at once (an idle one takes no CPU) and each round measures them one after the other,
-the order alternating, so this machine's drift mostly cancels:
+the order alternating, so this machine's drift mostly cancels. Reversed every round, the order puts a server at
+either end twice in a row every other round (its story right after its own last prompt, with no pause between),
+and one in the middle never: nbllm keeps in RAM while idle the slots new prompts may take
+(``docs/kv-snapshots.md``), so its TTFT differs between those rounds. To compare two builds of nbllm, give
+``--baseline`` and no ``--llama-bin``: two servers, each at an end. Each round, for each server:
 
 1. One streamed greedy completion of ``--tokens`` tokens; the server's *serving CPU* over it: what its
    process spent outside its two busiest threads (llama.cpp's compute threads, one of them the decode
@@ -245,7 +249,11 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     """Start the servers, measure, write a JSON file."""
     p = argparse.ArgumentParser(prog="python -m bench.pertoken", description=__doc__)
-    p.add_argument("--llama-bin", type=Path, required=True, help="a directory with llama.cpp's llama-server")
+    p.add_argument(
+        "--llama-bin",
+        type=Path,
+        help="a directory with llama.cpp's llama-server (without it: nbllm against --baseline or --thread-handoff)",
+    )
     p.add_argument("--store", type=Path, default=Path(__file__).parent / ".peers" / "store")
     p.add_argument("--model", default="smollm2:135m", help="nbllm model (SmolLM2, perhaps other PARAMETERs)")
     p.add_argument("--rounds", type=int, default=8)
@@ -268,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default="", help="what this run measures (e.g. the commit)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
+    if a.llama_bin is None and a.baseline is None and not a.thread_handoff:
+        p.error("nothing to compare nbllm with: give --llama-bin, --baseline or --thread-handoff")
     log = a.out.with_suffix(".log")
     model = servers_model(a.store)
     started: list[servers.Server] = []
@@ -277,8 +287,9 @@ def main(argv: list[str] | None = None) -> None:
             started.append(_nbllm(a.store, a.model, threads=a.threads, log=log, tree=a.baseline.resolve()))
         if a.thread_handoff:
             started.append(_nbllm(a.store, a.model, threads=a.threads, log=log, module=_THREAD_HANDOFF))
-        peer = Peer("llama.cpp", Path(sys.executable), a.llama_bin)
-        started.append(servers.llama_server(peer, model, n_ctx=2048, parallel=4, threads=a.threads, log=log))
+        if a.llama_bin is not None:
+            peer = Peer("llama.cpp", Path(sys.executable), a.llama_bin)
+            started.append(servers.llama_server(peer, model, n_ctx=2048, parallel=4, threads=a.threads, log=log))
         result: dict[str, Any] = {
             "label": a.label,
             "command": "python -m bench.pertoken " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -288,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
             "load_before": os.getloadavg(),
         }
         if a.openai:
-            for server in started[:-1]:
+            for server in started[:-1] if a.llama_bin is not None else started:
                 server.kind, server.model = "openai", "m"
         result["servers"] = measure(started, rounds=a.rounds, n=a.tokens, ctx=2048, connection=a.connection)
         result["load_after"] = os.getloadavg()

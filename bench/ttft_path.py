@@ -31,6 +31,12 @@ in ``prompt_eval_duration`` are marked ``prefill``, the others are the overhead:
 decode loop is then idle long enough to keep in RAM, beforehand, the slot the prompt will take
 (``SlotStates.IDLE_AFTER``). Back to back (0, the default), it copies that slot at admission.
 
+``--llama-bin DIR`` runs the rounds as ``bench.pertoken`` does instead: llama-server beside nbllm, one round of
+each after the other, the order reversed every round, ``--tokens`` tokens of story (512 there). nbllm then
+runs twice in a row every other round (its story right after its own last prompt) and after a pause (the
+peer's turn) in the others; each round's row says which (``after``), and llama-server's TTFT overhead in
+the same rounds is reported beside (``peer_overhead``).
+
 One llama.cpp process at a time: run it on an idle machine.
 """
 
@@ -152,7 +158,9 @@ def _stream(http: httpx.Client, url: str, model: str, prompt: str, n: int) -> tu
     return sent, first, final
 
 
-def run(url: str, model: str, rounds: int, *, pause: float = 0.0) -> list[tuple[int, int, dict[str, Any]]]:
+def run(
+    url: str, model: str, rounds: int, *, pause: float = 0.0, tokens: int = 64
+) -> list[tuple[int, int, dict[str, Any]]]:
     """The rounds' TTFT requests: (send ns, first ns, final line) each; ``pause`` seconds before each (a
     person reading the answer before the next prompt; 0: back to back, as a script or an agent)."""
     out = []
@@ -161,11 +169,48 @@ def run(url: str, model: str, rounds: int, *, pause: float = 0.0) -> list[tuple[
         _stream(http, url, model, prompts.STORY, 8)  # the load and the warm-up
         for i in range(rounds):
             http.get(url + "/")
-            _stream(http, url, model, prompts.story(i), 64)
+            _stream(http, url, model, prompts.story(i), tokens)
             time.sleep(pause)
             http.get(url + "/")  # (as bench.pertoken: the prompt goes over a connection that just served)
             out.append(_stream(http, url, model, f"[ttft path {i} {time.time_ns()}] " + prompts.long_prompt(), 4))
     return out
+
+
+def run_beside(
+    nbllm: servers.Server, peer: servers.Server, rounds: int, *, tokens: int
+) -> tuple[list[tuple[int, int, dict[str, Any]]], list[str], list[float]]:
+    """``bench.pertoken``'s rounds, nbllm's prompts stamped: (nbllm's TTFT requests, what came before each in
+    nbllm -- its own last prompt or a pause --, llama-server's TTFT overhead each round, ms)."""
+    from bench.clients import stream
+    from bench.pertoken import _open, _ttft_overhead
+
+    sides = [nbllm, peer]
+    clients = {s.name: httpx.Client(timeout=600) for s in sides}
+    requests: list[tuple[int, int, dict[str, Any]]] = []
+    after: list[str] = []
+    peer_ms: list[float] = []
+    try:
+        for s in sides:  # the load and the warm-up
+            _open(s, clients[s.name])
+            stream(s, prompts.STORY, 8, ctx=2048, http=clients[s.name])
+        last = peer
+        for r in range(rounds):
+            for s in sides if r % 2 == 0 else sides[::-1]:
+                http = clients[s.name]
+                _open(s, http)
+                stream(s, prompts.STORY, tokens, ctx=2048, http=http)
+                if s is nbllm:
+                    after.append("its own last prompt" if last is nbllm else "a pause")
+                    _open(s, http)
+                    text = f"[ttft path {r} {time.time_ns()}] " + prompts.long_prompt()
+                    requests.append(_stream(http, s.url, s.model, text, 4))
+                else:
+                    peer_ms.append(_ttft_overhead(s, str(r), ctx=2048, http=http))
+                last = s
+    finally:
+        for client in clients.values():
+            client.close()
+    return requests, after, peer_ms
 
 
 def summarize(requests: list[tuple[int, int, dict[str, Any]]], events: list[tuple[int, str, str]]) -> dict[str, Any]:
@@ -203,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="smollm2:135m")
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--pause", type=float, default=0.0, help="seconds between the story and the prompt")
+    p.add_argument("--llama-bin", type=Path, help="llama-server's directory: rounds beside it")
+    p.add_argument("--tokens", type=int, default=64, help="tokens of story before each prompt")
     p.add_argument("--label", default="")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -214,22 +261,47 @@ def main(argv: list[str] | None = None) -> None:
         )
     finally:
         os.environ.pop("BENCH_TTFT_EVENTS", None)
+    server.model = a.model
+    peer: servers.Server | None = None
+    after: list[str] = []
+    peer_ms: list[float] = []
     try:
-        requests = run(server.url, a.model, a.rounds, pause=a.pause)
+        if a.llama_bin is None:
+            requests = run(server.url, a.model, a.rounds, pause=a.pause, tokens=a.tokens)
+        else:
+            from bench.env import Peer
+            from bench.speculative import servers_model
+
+            log = a.out.with_suffix(".log").resolve()
+            llama = Peer("llama.cpp", Path(sys.executable), a.llama_bin)
+            peer = servers.llama_server(llama, servers_model(a.store), n_ctx=2048, parallel=4, threads=2, log=log)
+            requests, after, peer_ms = run_beside(server, peer, a.rounds, tokens=a.tokens)
     finally:
         server.stop()
+        if peer is not None:
+            peer.stop()
     events = [tuple(e) for e in json.loads(events_file.read_text())]
     events_file.unlink()
     summary = summarize(requests, events)
+    for row, before in zip(summary["rounds"], after, strict=False):
+        row["after"] = before
     result = {
         "label": a.label,
         "command": "python -m bench.ttft_path " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": a.model,
         "pause": a.pause,
+        "tokens": a.tokens,
         **summary,
     }
+    if peer_ms:
+        result["peer_overhead"] = peer_ms
     a.out.write_text(json.dumps(result, indent=1))
     print(table(summary))
+    for before in sorted(set(after)):
+        values = [row["overhead"] for row in summary["rounds"] if row.get("after") == before]
+        print(f"after {before}: overhead median {statistics.median(values):.2f} ms over {len(values)} rounds")
+    if peer_ms:
+        print(f"llama-server, the same rounds: overhead median {statistics.median(peer_ms):.2f} ms")
 
 
 if __name__ == "__main__":

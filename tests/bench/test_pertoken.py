@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -110,3 +111,13 @@ def test_a_server_that_closes_streamed_connections_is_measured_over_an_open_one(
     assert row["ttft_reused"]["values"] == [1.0, 1.0]  # each TTFT prompt went over the GET's connection
     assert all(ports[i] == ports[i + 1] for i in range(0, 10, 2))  # a GET and its request share one
     assert len(set(ports)) == 5  # and every stream closed its connection
+
+
+def test_without_llama_server_it_needs_another_nbllm_to_compare_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        pertoken.main(["--out", str(tmp_path / "x.json")])  # no --llama-bin, --baseline or --thread-handoff
+    assert stopped.value.code == 2
+    assert "nothing to compare nbllm with" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -160,3 +160,29 @@ def test_the_first_line_is_marked_when_it_goes_to_the_servers_own_send(fake_runt
         ttft_probe.EVENTS.clear()
     assert sent[1]["body"] == b"line\n"
     assert marks == ["asgi", "send", "sent"]
+
+
+def test_beside_a_peer_the_rounds_alternate_and_say_what_came_before_each_prompt(fake_runtime: Runtime) -> None:
+    """``--llama-bin``: bench.pertoken's order, reversed every round, so nbllm runs twice in a row every other
+    round (after its own last prompt) and after the peer's turn (a pause) in the others."""
+    import os
+    import subprocess
+    from typing import cast
+
+    from bench import servers
+    from nbllm.server import BackgroundServer
+
+    live = BackgroundServer(fake_runtime, port=0).start()
+    this = cast("subprocess.Popen[bytes]", type("ThisProcess", (), {"pid": os.getpid()})())
+
+    def side(name: str) -> servers.Server:
+        return servers.Server(name=name, kind="ollama", url=live.url, proc=this, started=0.0, model="tiny")
+
+    try:
+        requests, after, peer_ms = ttft_path.run_beside(side("nbllm"), side("peer"), 4, tokens=4)
+    finally:
+        live.stop()
+    assert after == ["a pause", "a pause", "its own last prompt", "a pause"]
+    assert len(requests) == len(peer_ms) == 4
+    assert all(sent < first for sent, first, _ in requests)
+    assert all(final.get("done") for _, _, final in requests)
