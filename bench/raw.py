@@ -10,28 +10,13 @@ import json
 import sys
 import time
 
-import llama_cpp.llama_cpp as C
 from llama_cpp import Llama
-
-
-def _plain_buffers() -> None:
-    """Weights out of llama.cpp's extra buffer types where it has AMX kernels, which crash in the llama-cpp-python
-    builds here, as nbllm keeps them (``nbllm.engine.llama.native.amx_kernels``); ``Llama`` has no option for it."""
-    if b"AMX_INT8 = 1" not in C.llama_print_system_info():
-        return
-    default = C.llama_model_default_params
-
-    def params() -> C.llama_model_params:
-        mp = default()
-        mp.use_extra_bufts = False
-        return mp
-
-    C.llama_model_default_params = params
+from plain_buffers import plain_buffers  # type: ignore[import-not-found]  # (beside this script: its folder is on the path)
 
 
 def main() -> None:
     model, n_ctx, threads, n, runs, prompt_file, long_file = sys.argv[1:8]
-    _plain_buffers()
+    plain_buffers()  # (where llama.cpp has AMX kernels: as nbllm loads the model)
     llm = Llama(
         model,
         n_ctx=int(n_ctx),

@@ -136,6 +136,7 @@ def llama_cpp_server(peer: Peer, model: Path, *, n_ctx: int, threads: int, log: 
     port = free_port()
     cmd = [
         str(peer.python),
+        str(Path(__file__).with_name("plain_buffers.py")),  # (on an AMX CPU, the weights as nbllm keeps them)
         "-m",
         "llama_cpp.server",
         "--model",
