@@ -91,8 +91,8 @@ def _spec(**kwargs: object) -> BenchSpec:
 @pytest.mark.model
 def test_local_sweep_matches_http_columns_and_the_engines_timings(real_runtime: Runtime, sched: ScheduleServer) -> None:
     """The in-kernel sweep has an HTTP sweep's columns; at c=1 its TPOT from arrival times is the engine's
-    eval_duration / (eval_count - 1) within 5%, and its TTFT the engine's (total - eval) plus a few ms of
-    thread hand-off (no HTTP in between)."""
+    eval_duration / (eval_count - 1) within 5%, and its TTFT the engine's (total - eval) within a few ms of
+    thread hand-off either way (no HTTP in between)."""
     local = run_benchmark(_spec(), runtime=real_runtime)
     http = run_benchmark(_spec(targets=(sched.url,), models=("t10-g10-n24",), warmup=0))
     assert list(local.requests.columns) == list(http.requests.columns)
@@ -112,5 +112,8 @@ def test_local_sweep_matches_http_columns_and_the_engines_timings(real_runtime: 
             row["server_tpot_ms"],
         )
         assert row["tpot_ms"] == pytest.approx(row["server_tpot_ms"], rel=0.05)
-        assert -2 <= row["ttft_ms"] - row["server_ttft_ms"] <= max(10, 0.05 * row["server_ttft_ms"])
+        # (the engine's TTFT, total_duration - eval_duration, also counts the end: total_duration is stamped when the
+        # use case has the final stats, after the decode thread's last stamp and the final event's hand-off -- 3.2 ms
+        # in a CI rehearsal of 2026-12-05 and in 1 of 4 runs of the commit before, so not 2 ms at most)
+        assert -5 <= row["ttft_ms"] - row["server_ttft_ms"] <= max(10, 0.05 * row["server_ttft_ms"])
     assert replace(_spec(), targets=("local",)).key_env("local") == "OPENAI_API_KEY"
