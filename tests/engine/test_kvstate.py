@@ -144,6 +144,10 @@ def test_a_copy_of_a_slot_still_in_use_takes_only_free_room_and_goes_first() -> 
     cache.put([6], b"ffff")  # then by use: [1], then [3] (given away after [1] was kept)
     assert [k for k in (1, 3, 5, 6) if cache.holds([k])] == [5, 6]
     assert not cache.holds([1, 1]) and not cache.holds([])  # a length no entry has: no tuple made, no match
+    small = RamCache(budget=4)
+    small.put([1, 2], b"ab")
+    small.put([3], b"cdef")  # [1, 2] goes: no count of 2-token entries is left behind
+    assert set(small._lengths) == {1} and small.holds([3]) and not small.holds([1, 2])
     cache.put([5, 7], b"g" * 3, first_out=True)  # it would replace [5] (a prefix of it), but does not fit
     assert cache.holds([5]) and not cache.holds([5, 7])
 

@@ -185,6 +185,8 @@ class RamCache:
     def _drop(self, key: tuple[int, ...]) -> None:
         data = self._entries.pop(key)
         self._lengths[len(key)] -= 1
+        if not self._lengths[len(key)]:
+            del self._lengths[len(key)]  # (one count per length entries have now, not per length ever seen)
         self._bytes -= _held(data)
         self._recycle(data)
 

@@ -179,8 +179,10 @@ class SlotStates:
         if self.ram is None or not slots or any(not slot.cache for slot in slots):
             return
         order = sorted(slots, key=lambda slot: loss(slot.cache, held=self.held(slot.cache)))
+        if busy is None:
+            order = order[:1]
         copied = False
-        for slot in order if busy is not None else order[:1]:
+        for slot in order:
             if copied and busy is not None and busy():
                 return
             if not self.held(slot.cache):
