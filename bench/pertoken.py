@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 
-from bench import prompts, servers
+from bench import post_cost, prompts, servers
 from bench.clients import Timing, stream
 from bench.env import Peer
 from bench.speculative import servers_model
@@ -75,7 +75,7 @@ def _nbllm(
         else:
             os.environ["PYTHONPATH"] = saved
     server.model = model
-    if module != "nbllm":
+    if module == _THREAD_HANDOFF:
         server.name += " thread hand-off"
     if tree is not None:
         server.name += f" baseline {tree}"
@@ -172,6 +172,9 @@ def _round(
     ``http``: the server's kept-alive client (None: a new client and connection per request), ``ports`` its
     response hook; ``fresh``: also the TTFT overhead of a prompt sent on a new connection (``ttft_new_ms``)."""
     _open(server, http)  # (before the CPU readings: the GET is not the stream's)
+    costs = server.extra.get("post_cost")
+    assert costs is None or isinstance(costs, Path)
+    posted = post_cost.read(costs) if costs is not None else (0, 0)
     before, before_ns = server.cpu(), thread_ns(server.proc.pid)
     timing = stream(server, prompts.STORY, n, ctx=ctx, http=http)
     after_ns, after = thread_ns(server.proc.pid), server.cpu()
@@ -180,8 +183,13 @@ def _round(
         "cpu_us": 1e6 * _serving_cpu(before, after) / tokens,
         "cpu_us_ns": _serving_ns(before_ns, after_ns) / 1e3 / tokens,
         "rate": timing.rate,
-        "ttft_ms": _ttft_overhead(server, tag, ctx=ctx, http=http),
     }
+    if costs is not None:  # (``--decode-side``: the decode thread's hand-off, which serving CPU leaves out)
+        row["post_us"] = (post_cost.read(costs)[0] - posted[0]) / 1e3 / tokens
+        row["cpu_plus_post_us"] = row["cpu_us_ns"] + row["post_us"]
+    elif server.kind == "llama":
+        row["cpu_plus_post_us"] = row["cpu_us_ns"]  # (its decode thread's hand-off is not measured: counted 0)
+    row["ttft_ms"] = _ttft_overhead(server, tag, ctx=ctx, http=http)
     if ports is not None:
         row["ttft_reused"] = ports.reused()
     if fresh:
@@ -240,7 +248,7 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         other = result[name]
         out[f"{names[0]} / {name}"] = {
             key: _summary([a / b for a, b in zip(first[key]["values"], other[key]["values"], strict=True) if b > 0])
-            for key in ("cpu_us", "cpu_us_ns", "ttft_ms", "ttft_new_ms")
+            for key in ("cpu_us", "cpu_us_ns", "cpu_plus_post_us", "ttft_ms", "ttft_new_ms")
             if key in first and key in other
         }
     return out
@@ -273,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
         help="one kept-alive connection per server (default), a new one per request (the harness before "
         "2026-12-04), or both: each round's TTFT also on a new connection",
     )
+    p.add_argument(
+        "--decode-side",
+        action="store_true",
+        help="run nbllm under bench/post_cost.py (a --baseline checkout needs that file) and add the decode "
+        "thread's hand-off of each token to its serving CPU (cpu_plus_post_us; llama-server's counted as 0)",
+    )
     p.add_argument("--label", default="", help="what this run measures (e.g. the commit)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -281,10 +295,21 @@ def main(argv: list[str] | None = None) -> None:
     log = a.out.with_suffix(".log")
     model = servers_model(a.store)
     started: list[servers.Server] = []
+    module = "bench.post_cost" if a.decode_side else "nbllm"
+
+    def costed(tree: Path | None, name: str) -> servers.Server:
+        costs = a.out.with_suffix(f".{name}.post").resolve()
+        costs.unlink(missing_ok=True)
+        os.environ["BENCH_POST_COST"] = str(costs)  # (read by the server at its start)
+        server = _nbllm(a.store, a.model, threads=a.threads, log=log, module=module, tree=tree)
+        if a.decode_side:
+            server.extra["post_cost"] = costs
+        return server
+
     try:
-        started.append(_nbllm(a.store, a.model, threads=a.threads, log=log))
+        started.append(costed(None, "this"))
         if a.baseline is not None:
-            started.append(_nbllm(a.store, a.model, threads=a.threads, log=log, tree=a.baseline.resolve()))
+            started.append(costed(a.baseline.resolve(), "baseline"))
         if a.thread_handoff:
             started.append(_nbllm(a.store, a.model, threads=a.threads, log=log, module=_THREAD_HANDOFF))
         if a.llama_bin is not None:

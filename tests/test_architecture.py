@@ -250,6 +250,10 @@ LONG_MODULES: dict[str, str] = {
         "the decode loop's one state machine (admission, batching, speculative verification, emission share "
         "the slots' state); a request's hand-off to its consumer is engine/llama/request.py"
     ),
+    "server/feed.py": (
+        "one stream's state machine between the decode thread and the event loop: who owns the generator, who "
+        "writes to the socket, and the lock and flags that hand both over (docs/streaming.md, the state machine)"
+    ),
 }
 
 

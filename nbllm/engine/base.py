@@ -227,6 +227,17 @@ class TokenSource(Protocol):
         between two steps of the iterator, by its consumer, and never once ``handle.ending`` is set."""
         ...
 
+    direct_pays: bool
+    """Whether the engine's thread should deliver its tokens itself (``direct``) where it can: handing a token to
+    another thread costs the generation more (the engine's compute threads take every CPU, so waking another
+    thread preempts one of them). False: deliver on another thread, off the engine's path between two steps."""
+
+    direct: Callable[[str], bool] | None
+    """Set by the consumer (on its own thread) to be handed plain tokens as they come: the engine's thread calls
+    it with a plain token's text when no event waits in the queue before it, in place of queueing the token (and
+    of calling ``wake``). True: the consumer has delivered it; False: it took nothing, and the token is queued
+    as ever. Only while the consumer has taken past the layers everything queued (``ready``)."""
+
 
 @dataclass(eq=False)
 class NoWait:
@@ -258,6 +269,9 @@ class NoWait:
     and every layer above passes that item on unchanged. With both set, the consumer may take a token's
     item as ``line(text)`` from ``source.ready`` in place of a step through the layers: the same item, in the
     same order, without resuming a generator a layer (``server/feed.py``, ``docs/streaming.md``)."""
+    line_anywhere: bool = False
+    """Set with ``line`` where any thread may call it (it keeps no state a concurrent call could see half
+    made): the consumer may then have the engine's thread make the lines (``TokenSource.direct``)."""
     _token: Token[NoWait | None] | None = None
 
     def __enter__(self) -> NoWait:

@@ -42,14 +42,18 @@ class LineWriter(Protocol):
 class ChunkLines:
     """Per-token NDJSON lines of one ``/api/generate`` or ``/api/chat`` stream (``chat``: a message delta)."""
 
-    __slots__ = ("_chat", "_dated", "_head", "_second")
+    __slots__ = ("_chat", "_dated", "_head")
+
+    ANY_THREAD = True
+    """``line`` may be called from any thread (the engine's decode thread: ``server.feed``): its one cache
+    is set whole."""
 
     def __init__(self, model: str, *, chat: bool) -> None:
         self._head = '{"model":' + _string(model) + ',"created_at":"'
         self._chat = chat
-        self._second = -1
-        self._dated = ""
-        """``_head`` and the stamp's whole second (``_second``), made once a second."""
+        self._dated = (-1, "")
+        """A whole second and ``_head`` with its stamp, made once a second (one tuple: a call on another thread
+        never sees a second with the stamp of another)."""
 
     def line(self, text: str, thinking: str | None = None, *, created_at: str | None = None) -> str:
         """The line (newline included) of a chunk with ``text`` (and ``thinking``), stamped now (the stamp
@@ -57,10 +61,12 @@ class ChunkLines:
         if created_at is None:
             now = _time_ns()
             second = now // 1_000_000_000
-            if second != self._second:
-                self._second, self._dated = second, self._head + whole_second(second)
+            cached, dated = self._dated
+            if second != cached:
+                dated = self._head + whole_second(second)
+                self._dated = (second, dated)
             micros = now // 1000 % 1_000_000
-            head = (f"{self._dated}.{micros:06d}".rstrip("0") if micros else self._dated) + "Z"
+            head = (f"{dated}.{micros:06d}".rstrip("0") if micros else dated) + "Z"
         else:
             head = self._head + created_at
         more = ',"thinking":' + _string(thinking) if thinking else ""
@@ -80,6 +86,9 @@ class ChatCompletionLines:
 
     __slots__ = ("_head", "created", "ident")
 
+    ANY_THREAD = True
+    """``line`` keeps no state: any thread may call it."""
+
     def __init__(self, ident: str, created: int, model: str) -> None:
         self.ident, self.created = ident, created
         self._head = (
@@ -98,6 +107,9 @@ class CompletionLines:
     """``/v1/completions`` stream events of plain text chunks (thinking is not part of them)."""
 
     __slots__ = ("_head", "created", "ident")
+
+    ANY_THREAD = True
+    """``line`` keeps no state: any thread may call it."""
 
     def __init__(self, ident: str, created: int, model: str) -> None:
         self.ident, self.created = ident, created

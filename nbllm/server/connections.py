@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Callable
+import os
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,7 +37,15 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["SYNC_WRITE", "ConnectionLimits", "guarded_protocol", "raise_open_file_limit", "uvicorn_config"]
+__all__ = [
+    "SYNC_WRITE",
+    "ChunkWriter",
+    "ConnectionLimits",
+    "SocketSink",
+    "guarded_protocol",
+    "raise_open_file_limit",
+    "uvicorn_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -180,26 +188,95 @@ class _GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _chunk_writer(cycle: Any) -> Callable[[bytes], bool]:
-    """``SYNC_WRITE`` for a request's ``RequestResponseCycle``: its ``send`` of one body chunk, less the
-    ``await``. It writes only when that ``send`` would write at once -- the response started with chunked
-    encoding and not ended, the client connected and reading (uvicorn's flow control not paused) -- and
-    says False otherwise, for the caller to ``await send`` instead (which waits for the client, or drops
-    the chunk of a client that left). The framing is HTTP/1.1's chunk, as uvicorn writes it."""
+class SocketSink:
+    """A response's HTTP/1.1 chunks written by another thread straight to the connection's socket, without
+    waiting (``server.feed``: the decode thread, while the event loop writes nothing to that connection).
 
-    def write(body: bytes) -> bool:
-        if (
+    It writes through a descriptor of its own (``os.dup``): the connection's descriptor is closed by the event
+    loop when the client leaves, and its number may then be given to another connection at once; this one
+    stays this socket's until ``close``. The socket is non-blocking (the flag is the socket's, shared by both
+    descriptors), so a full socket buffer returns what it did not take instead of waiting."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, body: bytes) -> bytes:
+        """Write ``body`` as one chunk; the framed bytes the socket did not take (empty: all of them). Raises
+        ``OSError`` when the connection is gone (``EPIPE``, ``ECONNRESET``)."""
+        frame = b"%x\r\n%b\r\n" % (len(body), body)
+        try:
+            sent = os.write(self._fd, frame)
+        except BlockingIOError:
+            return frame
+        return frame[sent:]
+
+    def close(self) -> None:
+        """Let go of the descriptor (the connection itself is the event loop's)."""
+        os.close(self._fd)
+
+
+class ChunkWriter:
+    """``SYNC_WRITE`` for a request's ``RequestResponseCycle``: its ``send`` of one body chunk, less the ``await``.
+
+    Called, it writes only when that ``send`` would write at once -- the response started with chunked encoding
+    and not ended, the client connected and reading (uvicorn's flow control not paused) -- and says False
+    otherwise, for the caller to ``await send`` instead (which waits for the client, or drops the chunk of a
+    client that left). The framing is HTTP/1.1's chunk, as uvicorn writes it. ``sink`` hands another thread a
+    way to write the response's chunks itself (``SocketSink``)."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+
+    def _open(self) -> bool:
+        cycle = self._cycle
+        return not (
             cycle.flow.write_paused
             or cycle.disconnected
             or not cycle.response_started
             or cycle.response_complete
             or not cycle.chunked_encoding
-        ):
+        )
+
+    def __call__(self, body: bytes) -> bool:
+        if not self._open():
             return False
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        self._cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         return True
 
-    return write
+    def idle(self) -> bool:
+        """A chunk written now would go out at once, and nothing waits in the transport's buffer before it."""
+        return self._open() and not self._cycle.transport.get_write_buffer_size()
+
+    def sink(self) -> SocketSink | None:
+        """A ``SocketSink`` for the connection's socket, or None where its bytes may not go to the socket as they
+        are (TLS) or there is none to write to (a transport without one; not POSIX)."""
+        transport = self._cycle.transport
+        sock = transport.get_extra_info("socket")
+        if os.name != "posix" or sock is None or transport.get_extra_info("sslcontext") is not None:
+            return None
+        if not self.idle():
+            return None
+        try:
+            return SocketSink(os.dup(sock.fileno()))
+        except OSError:  # (out of descriptors: the event loop writes, as it would anyway)
+            return None
+
+    def spill(self, data: bytes) -> None:
+        """Framed bytes a ``SocketSink`` could not write, written on the event loop before anything else comes
+        (the transport keeps what the socket cannot take yet); dropped once the response ended or the client
+        left, as ``send`` drops them."""
+        cycle = self._cycle
+        if not (cycle.disconnected or cycle.response_complete):
+            cycle.transport.write(data)
+
+
+def _chunk_writer(cycle: Any) -> ChunkWriter:
+    """``SYNC_WRITE`` for a request's cycle (a function: tests wrap what it makes)."""
+    return ChunkWriter(cycle)
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nbllm.engine import NoWait, Pending, TokenSource
 from nbllm.server.workers import spawn
@@ -36,6 +36,29 @@ request with it): the client's back-pressure reaches the engine, the memory a st
 @dataclass(frozen=True)
 class Failed:
     exc: BaseException
+
+
+class Sink(Protocol):
+    """A response's chunks written by another thread straight to its connection (``connections.SocketSink``)."""
+
+    def write(self, body: bytes) -> bytes:
+        """Write one chunk without waiting; the framed bytes not taken. Raises ``OSError`` if the client is gone."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sinks(Protocol):
+    """What ``attach`` may be given besides its line writer (``connections.ChunkWriter``): the connection's
+    state, a ``Sink`` for another thread, and the event loop's write of what a sink did not take."""
+
+    def idle(self) -> bool:
+        """A chunk written now goes out at once, and the transport holds nothing before it."""
+        ...
+
+    def sink(self) -> Sink | None: ...
+
+    def spill(self, data: bytes) -> None: ...
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -79,6 +102,21 @@ class Feed:
         """The started response's writer (``attach``): a wake-up writes the new lines itself."""
         self._early: list[object] = []
         """Items a wake-up took but did not write: ``take`` returns them first."""
+        self._sinks: Sinks | None = None
+        """The started response's connection (``attach``), where the decode thread may write tokens itself."""
+        self._sink: Sink | None = None
+        """The decode thread's way to the socket (``Sinks.sink``), made when first armed, closed by ``close``."""
+        self._sending = threading.Lock()
+        """Held by whoever writes the stream's tokens to the socket: the decode thread (``_direct``), or the loop's
+        wake-up while it takes and writes what was queued; and to arm, disarm and close the sink."""
+        self._armed = False
+        """The decode thread writes each plain token's line to the socket itself (``_arm``)."""
+        self._spilling = False
+        """A line the socket did not take whole is on its way to the loop (``_spill``): nothing is armed before."""
+        self._gone = False
+        """The socket said the client is gone: the decode thread writes no more (the loop ends the stream)."""
+        self._line: Callable[[str], str] | None = None
+        self._render: Callable[[Any], str] = str
         spawn("nbllm-stream", self._produce)
 
     def _step(self, it: Iterator[Any]) -> Any:
@@ -150,27 +188,103 @@ class Feed:
         except RuntimeError:  # the loop is gone (server shutting down)
             pass
 
+    def _direct(self, text: str) -> bool:
+        """``TokenSource.direct``: a plain token's line written to the socket here, while armed; False otherwise
+        (it queues, and the loop writes it). No wake-up of the event loop, no step of the feed's on it."""
+        if not self._armed:
+            return False
+        line = self._line
+        try:
+            body = self._render(line(text)).encode()  # type: ignore[misc]
+        except Exception:  # (it queues: the loop makes its line again, and the stream fails as it would)
+            return False
+        with self._sending:
+            sink = self._sink
+            if not self._armed or sink is None:
+                return False
+            try:
+                rest = sink.write(body)
+            except OSError:  # the client is gone: the event loop finds out, and ends the stream
+                self._armed = False
+                self._gone = True
+                return True
+            if rest:  # the socket is full: the rest, and what follows, go through the event loop, in order
+                self._armed = False
+                self._spilling = True
+                try:  # noqa: SIM105  (not contextlib.suppress: this runs between two decodes)
+                    self._loop.call_soon_threadsafe(self._spill, rest)
+                except RuntimeError:  # the loop is gone (server shutting down)
+                    pass
+        return True
+
     # ── the event loop ──────────────────────────────────────────────────────────────────────────
     def _on_wake(self) -> None:
         if self._lines is not None and self._waiter is not None and self._owned and not self._closed:
             # The response's task waits in ``take`` with nothing in flight: write from here, in order.
-            self._woken = False
-            try:
-                items = self._pull()
-            except BaseException as exc:  # (never out of a loop callback: the response would wait for ever)
-                items = [Failed(exc)]
-            try:
-                written = self._lines(items)
-            except Exception:  # (a line that fails to render: the task renders it again, and fails as it would)
-                written = False
-            if not written:
-                self._early = items  # (empty here: a wake-up that left items also resolved the waiter)
-            elif not self._woken:
-                return  # all out; the thread taking a last step wakes the waiter when it puts its item
+            with self._sending:  # (and the decode thread writes none meanwhile)
+                self._woken = False
+                try:
+                    items = self._pull()
+                except BaseException as exc:  # (never out of a loop callback: the response would wait for ever)
+                    items = [Failed(exc)]
+                try:
+                    written = self._lines(items)
+                except Exception:  # (a line that fails to render: the task renders it again, and fails as it would)
+                    written = False
+                if not written:
+                    self._early += items
+                elif not self._woken:
+                    self._arm()
+                    return  # all out; the thread taking a last step wakes the waiter when it puts its item
+        self._wake_task()
+
+    def _wake_task(self) -> None:
+        """The response's task takes what comes next; tokens queue meanwhile."""
+        self._disarm()
         self._woken = True
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             _wake(waiter)
+
+    def _arm(self) -> None:
+        """With ``_sending`` held, everything queued written and the task waiting in ``take``: the decode thread
+        writes the plain tokens' lines to the socket itself from now on, where that pays (``TokenSource.direct_pays``),
+        the use case's line writer may be called on it (``NoWait.line_anywhere``) and the connection holds
+        nothing unsent."""
+        handle, sinks = self._handle, self._sinks
+        source = handle.source
+        if (
+            sinks is None
+            or source is None
+            or not source.direct_pays
+            or handle.line is None
+            or not handle.line_anywhere
+            or handle.ending
+            or self._spilling
+            or self._gone
+            or not sinks.idle()
+        ):
+            self._armed = False
+            return
+        if self._sink is None:
+            self._sink = sinks.sink()
+            if self._sink is None:
+                self._sinks = None  # (no socket to write to: never again)
+                return
+        self._line = handle.line
+        source.direct = self._direct
+        self._armed = True
+
+    def _disarm(self) -> None:
+        if self._armed:
+            with self._sending:  # (a write under way ends first)
+                self._armed = False
+
+    def _spill(self, rest: bytes) -> None:
+        """What the socket did not take of a line the decode thread wrote: to the transport, before anything else."""
+        self._spilling = False
+        if self._sinks is not None and not self._closed:
+            self._sinks.spill(rest)
 
     def _pull(self) -> list[object]:
         """What is ready: the plain tokens' lines straight from the engine's request where the use case allows
@@ -226,12 +340,19 @@ class Feed:
         self._woken = True  # the backlog's worth: more may be ready
         return out
 
-    def attach(self, lines: Callable[[list[object]], bool]) -> None:
+    def attach(
+        self,
+        lines: Callable[[list[object]], bool],
+        sinks: Sinks | None = None,
+        render: Callable[[Any], str] = str,
+    ) -> None:
         """From now on a wake-up that finds the consumer waiting in ``take`` hands the new items to ``lines``
         (on the event loop) instead of waking it: ``lines`` writes them and says True, or writes nothing and
         says False, and ``take`` returns them. The consumer must have nothing of the stream in flight
-        whenever it waits in ``take``."""
-        self._lines = lines
+        whenever it waits in ``take``. With ``sinks`` (the connection ``lines`` writes to) and ``render`` (what
+        ``lines`` makes of an item; called on the decode thread), the decode thread may write plain tokens'
+        lines to the socket itself while the consumer waits (``_arm``)."""
+        self._lines, self._sinks, self._render = lines, sinks, render
 
     async def take(self) -> list[object]:
         """Everything ready since the last call; waits for at least one item."""
@@ -259,10 +380,16 @@ class Feed:
                 await waiter
             finally:
                 self._waiter = None
+                self._disarm()  # (the task writes next: the decode thread must not)
 
     def close(self) -> None:
         """Stop the stream: cancel the request, let the thread past any wait for room, close the iterator."""
-        self._lines = None
+        self._lines = self._sinks = None
+        with self._sending:  # (a write under way ends first; none starts after)
+            self._armed = False
+            sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.close()
         with self._lock:
             self._closed = True
             owned, self._owned = self._owned, False

@@ -96,7 +96,8 @@ class FeedResponse(StreamingResponse):
                     await chunk({"type": "http.response.body", "body": body, "more_body": True})
                 if not done:
                     if write is not None:
-                        feed.attach(self._lines_to(write))
+                        sinks = write if hasattr(write, "sink") else None  # (``connections.ChunkWriter``)
+                        feed.attach(self._lines_to(write), sinks, render)  # type: ignore[arg-type]
                         write = None
                     items = await feed.take()
         finally:

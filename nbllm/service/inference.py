@@ -127,6 +127,7 @@ def _stream(
         handle = no_wait_handle()
         if handle is not None:  # (a plain token is ``line(event.text)`` below, passed on as is; None: not so)
             handle.line = line
+            handle.line_anywhere = line is not None and getattr(fast, "ANY_THREAD", False)
         for event in events:
             if line is not None and event.__class__ is TokenChunk:
                 yield line(event.text)  # (what the splitter would pass on whole, as the line the route sends)

@@ -158,17 +158,27 @@ _ROUTES: list[tuple[str, dict[str, Any], Callable[[list[str]], str], Callable[[d
 ]
 
 
-def _counted_ready(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The texts ``Request.ready`` hands out from now on: the tokens taken past the use case."""
+def _counted_ready(monkeypatch: pytest.MonkeyPatch, direct: list[str] | None = None) -> list[str]:
+    """The texts ``Request.ready`` hands out from now on, and (into ``direct``) those the decode thread hands
+    the feed itself (``Feed._direct``): the tokens taken past the use case, either way."""
     taken: list[str] = []
-    ready = Request.ready
+    ready, handed = Request.ready, feeds.Feed._direct
 
     def counted(self: Request, handle: Any, limit: int) -> tuple[list[str], bool]:
         texts, more = ready(self, handle, limit)
         taken.extend(texts)
         return texts, more
 
+    def counted_direct(self: feeds.Feed, text: str) -> bool:
+        took = handed(self, text)
+        if took:
+            taken.append(text)
+            if direct is not None:
+                direct.append(text)
+        return took
+
     monkeypatch.setattr(Request, "ready", counted)
+    monkeypatch.setattr(feeds.Feed, "_direct", counted_direct)
     return taken
 
 
@@ -186,7 +196,8 @@ def test_on_the_real_engine_the_tokens_are_taken_past_the_use_case(
     """The llama engine's requests are the source and the routes' line writers the lines: almost every token
     is taken past the use case, and the stream says what the unstreamed answer says (and what the same stream
     says with logprobs asked for, each line made by the use case)."""
-    taken = _counted_ready(monkeypatch)
+    direct: list[str] = []
+    taken = _counted_ready(monkeypatch, direct)
     body = {"model": "smollm2:135m", **body, "options": {"temperature": 0, "num_predict": 32}, "temperature": 0}
     with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         whole = http.post(path, json={**body, "stream": False}).json()
@@ -194,6 +205,7 @@ def test_on_the_real_engine_the_tokens_are_taken_past_the_use_case(
         with http.stream("POST", path, json={**body, "stream": True}) as resp:
             lines = [line for line in resp.iter_lines() if line]
         assert len(taken) >= 28  # (the first tokens may come before the event loop owns the stream)
+        assert len(direct) >= 24  # (its line writer keeps no state: the decode thread makes most lines)
         taken.clear()
         with http.stream("POST", path, json={**body, "stream": True, "logprobs": True}) as resp:
             by_use_case = [line for line in resp.iter_lines() if line]
@@ -206,13 +218,14 @@ def test_on_the_real_engine_a_responses_stream_s_deltas_are_taken_past_the_use_c
 ) -> None:
     """``/v1/responses``: its line writer keeps the stream's state (sequence numbers, the open item), so the
     tokens taken past the use case must still number and close the events as the unstreamed answer says."""
-    taken = _counted_ready(monkeypatch)
+    direct: list[str] = []
+    taken = _counted_ready(monkeypatch, direct)
     body = {"model": "smollm2:135m", "input": _PROMPT, "max_output_tokens": 32, "temperature": 0}
     with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         whole = http.post("/v1/responses", json=body).json()
         with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as resp:
             events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
-    assert len(taken) >= 28
+    assert len(taken) >= 28 and direct == []  # (its numbering is the loop's alone: no line made elsewhere)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     text = whole["output"][-1]["content"][0]["text"]

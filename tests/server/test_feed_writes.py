@@ -211,29 +211,34 @@ def test_on_a_real_server_a_client_that_stops_reading_gets_every_line_when_it_re
     }
     with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
         whole = http.post("/api/generate", json={**body, "stream": False}).json()
-        host, port = server.url.removeprefix("http://").split(":")
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting: the window stays small)
-            sock.connect((host, int(port)))
-            payload = json.dumps(body).encode()
-            head = f"POST /api/generate HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
-            sock.sendall(head.encode() + f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
-            deadline = time.monotonic() + 60
-            while not refused and time.monotonic() < deadline:  # the client reads nothing meanwhile
-                time.sleep(0.05)
-            assert refused, "the socket never filled: the test did not stall the client"
-            assert http.get("/api/version").status_code == 200  # the server serves others meanwhile
-            raw = b""
-            while not raw.endswith(b"0\r\n\r\n"):
-                chunk = sock.recv(1 << 16)
-                assert chunk, "the server closed the connection"
-                raw += chunk
-    response = httpx.Response(200, headers={"transfer-encoding": "chunked"}, content=_dechunk(raw))
-    lines = response.text.splitlines()
-    chunks = [json.loads(line) for line in lines]
+        chunks = stalled_stream(http, body, lambda: bool(refused))
     assert chunks[-1]["done"] and chunks[-1]["eval_count"] == whole["eval_count"]
     assert "".join(c["response"] for c in chunks) == whole["response"]
     assert [c["logprobs"][0]["token"] for c in chunks[:-1]] == [p["token"] for p in whole["logprobs"]]
+
+
+def stalled_stream(http: httpx.Client, body: dict[str, Any], stalled: Callable[[], bool]) -> list[dict[str, Any]]:
+    """``/api/generate``'s chunks for ``body``, streamed to a client with a small window that reads nothing until
+    ``stalled()`` says the server felt it (within a minute), and checks meanwhile that the server answers others."""
+    host, port = str(http.base_url).removeprefix("http://").rstrip("/").split(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting: the window stays small)
+        sock.connect((host, int(port)))
+        payload = json.dumps(body).encode()
+        head = f"POST /api/generate HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        sock.sendall(head.encode() + f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
+        deadline = time.monotonic() + 60
+        while not stalled() and time.monotonic() < deadline:  # the client reads nothing meanwhile
+            time.sleep(0.05)
+        assert stalled(), "the socket never filled: the test did not stall the client"
+        assert http.get("/api/version").status_code == 200  # the server serves others meanwhile
+        raw = b""
+        while not raw.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(1 << 16)
+            assert chunk, "the server closed the connection"
+            raw += chunk
+    response = httpx.Response(200, headers={"transfer-encoding": "chunked"}, content=_dechunk(raw))
+    return [json.loads(line) for line in response.text.splitlines()]
 
 
 def _dechunk(raw: bytes) -> bytes:

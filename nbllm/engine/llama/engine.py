@@ -36,6 +36,15 @@ def copies_while_tokenizing(compute_threads: int) -> bool:
     return default_threads() - compute_threads >= 2
 
 
+def delivers_on_decode_thread(compute_threads: int) -> bool:
+    """Whether a streamed token is better written to its client by the decode thread itself than handed to the
+    event loop (``TokenSource.direct``): where llama.cpp's compute threads take every CPU we may use, waking
+    the loop for each token preempts one of them, and the hand-off and the loop's wake-up cost more CPU than
+    the write (``docs/streaming.md``, ninth pass). With a CPU to spare (a GPU computes, or fewer threads), the
+    loop writes on that CPU, off the decode thread's path between two steps."""
+    return compute_threads >= default_threads()
+
+
 class LlamaEngine:
     """Generation through a continuous-batching decode loop; embeddings through a pooled context."""
 
@@ -49,6 +58,7 @@ class LlamaEngine:
         self._loop: DecodeLoop | None = None
         self._drafter: DraftModel | None = None
         self._states: SlotStates | None = None
+        self._direct = False
         try:
             if not spec.embedding:  # embedding-only models get no generation context
                 self._ctx = create_context(
@@ -78,6 +88,7 @@ class LlamaEngine:
                 self._model.computing = self._loop.computing
                 if copies_while_tokenizing(self._model.compute_threads):
                     self._model.new_prompt = self._loop.expect
+                self._direct = delivers_on_decode_thread(self._model.compute_threads)
         except BaseException:
             if self._drafter is not None:
                 self._drafter.close()
@@ -143,7 +154,7 @@ class LlamaEngine:
             raise EngineError("empty prompt")
         if len(tokens) >= self._loop.n_ctx:
             raise ContextLengthExceeded(len(tokens), self._loop.n_ctx)
-        req = Request(tokens, params, cancel or threading.Event())
+        req = Request(tokens, params, cancel or threading.Event(), direct_pays=self._direct)
         handle = no_wait_handle()
         if handle is not None:  # (the iterator is the request's own events: its tokens may be taken directly)
             handle.source = req

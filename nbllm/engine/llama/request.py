@@ -38,8 +38,13 @@ class Request:
     params: SamplingParams
     cancel: threading.Event
     out: queue.SimpleQueue[GenerationEvent | BaseException] = field(default_factory=queue.SimpleQueue)
+    direct_pays: bool = False
+    """``TokenSource.direct_pays``: the engine's compute threads take every CPU."""
     wake: Callable[[], None] | None = None
     """A ``NoWait`` consumer's wake-up, called by the decode thread with the next event (then cleared)."""
+    direct: Callable[[str], bool] | None = None
+    """A ``NoWait`` consumer's own delivery of a plain token's text (``TokenSource.direct``), tried by the decode
+    thread before queueing the token when nothing is queued before it."""
     _held: GenerationEvent | BaseException | None = None
     """The last event, held back while a ``NoWait`` consumer moves to where it may block."""
     _back: GenerationEvent | BaseException | None = None
@@ -47,6 +52,14 @@ class Request:
 
     def post(self, event: GenerationEvent | BaseException) -> None:
         """Hand the consumer an event (decode thread)."""
+        direct = self.direct
+        if direct is not None and event.__class__ is TokenChunk and self.out.empty():
+            try:
+                if direct(event.text):
+                    return  # (delivered; only this thread puts, so nothing queued is overtaken)
+            except Exception:  # a consumer's delivery never fails the decode loop: the token queues
+                self.direct = None
+                log.exception("delivering a token failed")
         self.out.put(event)
         wake = self.wake
         if wake is not None:
