@@ -11,7 +11,8 @@ its 95% confidence interval. One llama.cpp process at a time: run it on an idle 
 
 ``--decode-side`` also times the decode thread's hand-off of each token (``bench/post_cost.py``) and adds it to
 the loop's: what a change that moves work between the two threads costs in all. ``--clients N`` streams N at
-once each round and reports the aggregate tokens/s too (the decode thread's share grows with the streams).
+once each round and reports the aggregate tokens/s too (the decode thread's share grows with the streams);
+``--grounded`` streams an answer that speculative decoding makes several tokens a step.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench import post_cost, prompts
+from bench import post_cost, prompts, speculative
 from bench.clients import stream
 from bench.pertoken import _nbllm, thread_ns
+from bench.servers import Server
 from bench.workloads import median, median_ci
 
 
@@ -39,6 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clients", type=int, default=1, help="concurrent streams a round (at most 4: the slots)")
+    ap.add_argument(
+        "--grounded",
+        action="store_true",
+        help="stream bench.speculative's input-grounded prompt from smollm2:135m (its automatic speculation: "
+        "several tokens a decode step) instead of a story from --model",
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
         "--decode-side",
@@ -55,12 +63,21 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["BENCH_POST_COST"] = str(costs[name].resolve())  # (each server reads it at its start)
         log = Path(f"{logs}-{name}.log")
         sides[name] = _nbllm(a.store, a.model, threads=a.threads, log=log, module=module, tree=tree)
+
+    def one(server: Server) -> int:
+        """One streamed completion's tokens."""
+        if a.grounded:
+            return speculative.stream(server.url, "ollama", speculative.GROUNDED, a.tokens)[1]
+        return stream(server, prompts.STORY, a.tokens, ctx=2048).tokens
+
     loop: dict[str, list[float]] = {name: [] for name in sides}
     post: dict[str, list[float]] = {name: [] for name in sides}
     rate: dict[str, list[float]] = {name: [] for name in sides}
     try:
         for server in sides.values():
             stream(server, prompts.STORY, 32, ctx=2048)  # the load and the warm-up
+            if a.grounded:
+                speculative.stream(server.url, "ollama", speculative.GROUNDED, 8)  # (that model too)
         for r in range(a.rounds):
             for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
                 server = sides[name]
@@ -68,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                 before, posted = thread_ns(server.proc.pid)[pid], post_cost.read(costs[name])
                 started = time.perf_counter()
                 with ThreadPoolExecutor(a.clients) as pool:
-                    runs = [pool.submit(stream, server, prompts.STORY, a.tokens, ctx=2048) for _ in range(a.clients)]
-                    tokens = sum(run.result().tokens for run in runs)
+                    runs = [pool.submit(one, server) for _ in range(a.clients)]
+                    tokens = sum(run.result() for run in runs)
                 rate[name].append(tokens / (time.perf_counter() - started))  # (aggregate, prefill included)
                 loop[name].append((thread_ns(server.proc.pid)[pid] - before) / 1e3 / max(tokens, 1))
                 if a.decode_side:
