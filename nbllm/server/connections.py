@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -188,6 +189,11 @@ class _GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+_NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+"""``send``'s flag that turns a write to a closed connection into ``EPIPE`` alone (Linux; Python ignores
+``SIGPIPE`` itself at start, but a process that embeds it may not)."""
+
+
 class SocketSink:
     """A response's HTTP/1.1 chunks written by another thread straight to the connection's socket, without
     waiting (``server.feed``: the decode thread, while the event loop writes nothing to that connection).
@@ -197,24 +203,25 @@ class SocketSink:
     stays this socket's until ``close``. The socket is non-blocking (the flag is the socket's, shared by both
     descriptors), so a full socket buffer returns what it did not take instead of waiting."""
 
-    __slots__ = ("_fd",)
+    __slots__ = ("_sock",)
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
+        self._sock = socket.socket(fileno=fd)  # (no timeout set: the descriptor's non-blocking flag stands)
 
     def write(self, body: bytes) -> bytes:
         """Write ``body`` as one chunk; the framed bytes the socket did not take (empty: all of them). Raises
-        ``OSError`` when the connection is gone (``EPIPE``, ``ECONNRESET``)."""
+        ``OSError`` when the connection is gone (``EPIPE``, ``ECONNRESET``; never a ``SIGPIPE``, even in a
+        process that did not ignore it)."""
         frame = b"%x\r\n%b\r\n" % (len(body), body)
         try:
-            sent = os.write(self._fd, frame)
+            sent = self._sock.send(frame, _NO_SIGNAL)
         except BlockingIOError:
             return frame
         return frame[sent:]
 
     def close(self) -> None:
         """Let go of the descriptor (the connection itself is the event loop's)."""
-        os.close(self._fd)
+        self._sock.close()
 
 
 class ChunkWriter:

@@ -4,7 +4,9 @@ A generation's tokens go from the decode thread to the event loop directly: one 
 where a thread-pool round trip per chunk costs three, and on a machine with as many cores as llama.cpp has
 threads every wakeup preempts the decode. Once the response has started, the wake-up writes the token's
 line to the socket itself (``Feed.attach``); the response's task only wakes for what it must do itself
-(the last line, a client that does not read). ``docs/streaming.md`` has the state machine and the numbers.
+(the last line, a client that does not read). Where llama.cpp's threads take every CPU, the decode thread then
+writes the lines itself and the loop is not woken per token at all (``Feed._arm``). ``docs/streaming.md`` has
+the state machine and the numbers.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -246,8 +247,9 @@ def test_a_client_that_leaves_stops_the_decode_thread_s_writes_at_once() -> None
 
 
 def test_a_socket_sink_writes_chunks_through_a_descriptor_of_its_own() -> None:
-    """Framed as HTTP/1.1 chunks; what a full socket does not take comes back; once the peer is gone, OSError;
-    and the sink's descriptor outlives the connection's own (closed by the loop, its number reused)."""
+    """Framed as HTTP/1.1 chunks; what a full socket does not take comes back; once the peer is gone, OSError
+    (no SIGPIPE); and the sink's descriptor outlives the connection's own (closed by the loop, its number
+    reused)."""
     a, b = socket.socketpair()
     a.setblocking(False)  # noqa: FBT003
     sink = SocketSink(os.dup(a.fileno()))
@@ -265,10 +267,14 @@ def test_a_socket_sink_writes_chunks_through_a_descriptor_of_its_own() -> None:
                 break
         assert rest, "the socket never filled"
         b.close()
-        with pytest.raises(OSError):
-            for _ in range(100):
-                sink.write(b"after")
-                time.sleep(0.01)
+        default = signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # (as in a process that does not ignore it)
+        try:
+            with pytest.raises(OSError):  # (and not a SIGPIPE, which would end this process)
+                for _ in range(100):
+                    sink.write(b"after")
+                    time.sleep(0.01)
+        finally:
+            signal.signal(signal.SIGPIPE, default)
     finally:
         sink.close()
         reused.close()
