@@ -445,6 +445,9 @@ def test_tokens_posted_while_the_loop_writes_what_it_took_from_the_queue_never_o
     def later(*texts: str, wait: float, last: bool = False) -> threading.Thread:
         def run() -> None:
             time.sleep(wait)
+            deadline = time.monotonic() + 10
+            while last and not decode and time.monotonic() < deadline:  # (the races come first, however slow)
+                time.sleep(0.01)
             if decode:
                 decode[0].join()
             for text in texts:
@@ -465,7 +468,7 @@ def test_tokens_posted_while_the_loop_writes_what_it_took_from_the_queue_never_o
         def arm_then_wait() -> None:  # (the loop, ``_sending`` held: the decode thread posts "after" now)
             arm()
             if feed._armed and not waited:
-                waited.append(after_posted.wait(0.3))
+                waited.append(after_posted.wait(2))
 
         feed._arm = arm_then_wait  # type: ignore[method-assign]
         later("t0", wait=0.1).join()
