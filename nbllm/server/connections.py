@@ -194,6 +194,11 @@ _NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 ``SIGPIPE`` itself at start, but a process that embeds it may not)."""
 
 
+def _framed(body: bytes) -> bytes:
+    """``body`` as one HTTP/1.1 chunk, as uvicorn frames it."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
 class SocketSink:
     """A response's HTTP/1.1 chunks written by another thread straight to the connection's socket, without
     waiting (``server.feed``: the decode thread, while the event loop writes nothing to that connection).
@@ -212,7 +217,7 @@ class SocketSink:
         """Write ``body`` as one chunk; the framed bytes the socket did not take (empty: all of them). Raises
         ``OSError`` when the connection is gone (``EPIPE``, ``ECONNRESET``; never a ``SIGPIPE``, even in a
         process that did not ignore it)."""
-        frame = b"%x\r\n%b\r\n" % (len(body), body)
+        frame = _framed(body)
         try:
             sent = self._sock.send(frame, _NO_SIGNAL)
         except BlockingIOError:
@@ -230,7 +235,7 @@ class ChunkWriter:
     Called, it writes only when that ``send`` would write at once -- the response started with chunked encoding
     and not ended, the client connected and reading (uvicorn's flow control not paused) -- and says False
     otherwise, for the caller to ``await send`` instead (which waits for the client, or drops the chunk of a
-    client that left). The framing is HTTP/1.1's chunk, as uvicorn writes it. ``sink`` hands another thread a
+    client that left). The framing is HTTP/1.1's chunk (``_framed``). ``sink`` hands another thread a
     way to write the response's chunks itself (``SocketSink``)."""
 
     __slots__ = ("_cycle",)
@@ -251,7 +256,7 @@ class ChunkWriter:
     def __call__(self, body: bytes) -> bool:
         if not self._open():
             return False
-        self._cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        self._cycle.transport.write(_framed(body))
         return True
 
     def idle(self) -> bool:
