@@ -23,8 +23,10 @@ in ``prompt_eval_duration`` are marked ``prefill``, the others are the overhead:
   ``llama_decode`` over the prompt (every batch of it, and the Python between them) -- all three in
   ``prompt_eval_duration``;
 - ``sample and post``: logits read, the token picked, detokenized and posted;
-- ``event loop wakes``: until the loop runs the stream's wake-up;
-- ``first line out``: the stream's layers, the response start, the first line written to the socket;
+- ``event loop wakes``: until the loop runs the stream's wake-up (0 where the decode thread writes the first
+  line itself: ``server.feed``);
+- ``first line out``: the stream's layers (the response start too, on builds that start it with the first
+  token), the first line written to the socket, by the event loop or the decode thread;
 - ``to the client``: the kernel and the client until it has the line.
 
 ``--pause S`` waits S seconds between the story and the prompt, as a person reading the answer would: the
@@ -100,8 +102,14 @@ def marks_of(events: list[tuple[int, str, str]], sent: int, first: int) -> dict[
     at = sent
     for label in _ORDER[1:-1]:
         hit = next((t for t, name, _ in window if name == label and t >= at), None)
+        if label == "sent":  # (the first line may also go out past ``send``: the event loop's wake-up writes it
+            # itself once the response has started, or the decode thread does: ``server.feed``)
+            hit = min(
+                (t for t, name, _ in window if name in ("sent", "write<", "sink<") and t >= at),
+                default=None,
+            )
         if hit is None and label == "sent":  # the write returned only after the client had read the line
-            hit = next((t for t, name, _ in window if name == "send" and t >= at), None)
+            hit = next((t for t, name, _ in window if name in ("send", "write>", "sink>") and t >= at), None)
         if hit is None:
             seen = [(name, (t - sent) // 1000) for t, name, _ in window if t >= at][:12]
             raise ValueError(

@@ -41,6 +41,8 @@ PROBES: list[tuple[str, str, str, bool]] = [
     ("llama_cpp", "llama_decode", "decode", True),
     ("nbllm.engine.llama.batching", "Request.post", "post", False),
     ("nbllm.server.feed", "Feed._on_wake", "wake", False),
+    ("nbllm.server.connections", "ChunkWriter.__call__", "write", True),
+    ("nbllm.server.connections", "SocketSink.write", "sink", True),
 ]
 
 

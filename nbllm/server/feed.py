@@ -76,9 +76,11 @@ class Feed:
     it in place, when the decode thread has woken the loop: per token one thread wakeup (the event loop's)
     and no hand-off between threads, as in a server written in C++. Once the response has started and
     handed it its writer (``attach``), that wake-up writes the new lines itself while the response's task waits in
-    ``take``: a token costs no task step, no future and no trip through the response's coroutines. The
-    generation's last step (its final stats or its error) and what the use case does after it (releasing
-    the model, perhaps unloading it) run in a thread again, as does closing it.
+    ``take``: a token costs no task step, no future and no trip through the response's coroutines; where the
+    decode thread may write to the socket itself (``_arm``), its tokens do not wake the loop at all. A route may
+    start its response as soon as the request is with the engine (``first(submitted=True)``), so that the first
+    token goes out that way too. The generation's last step (its final stats or its error) and what the use
+    case does after it (releasing the model, perhaps unloading it) run in a thread again, as does closing it.
     """
 
     def __init__(self, make: Callable[[threading.Event], Iterator[Any]]) -> None:
@@ -249,7 +251,9 @@ class Feed:
             _wake(waiter)
 
     def _arm(self) -> None:
-        """With ``_sending`` held, everything queued written and the task waiting in ``take``: the decode thread
+        """With ``_sending`` held, everything queued written and the task waiting in ``take`` (a wake-up has just
+        written what it took, or the task is about to wait with nothing of the stream in flight: before the first
+        token, once the response has started as its request reached the engine): the decode thread
         writes the plain tokens' lines to the socket itself from now on, where that pays (``TokenSource.direct_pays``),
         the use case's line writer may be called on it (``NoWait.line_anywhere``) and the connection holds
         nothing unsent."""
@@ -356,8 +360,9 @@ class Feed:
         lines to the socket itself while the consumer waits (``_arm``)."""
         self._lines, self._sinks, self._render = lines, sinks, render
 
-    async def take(self) -> list[object]:
-        """Everything ready since the last call; waits for at least one item."""
+    async def take(self, *, submitted: bool = False) -> list[object]:
+        """Everything ready since the last call; waits for at least one item. ``submitted``: or none, once the
+        iterator is the event loop's and has nothing ready (its request is with the engine)."""
         while True:
             if self._early:
                 items, self._early = self._early, []
@@ -371,13 +376,16 @@ class Feed:
             if self._owned and self._woken and not self._closed:
                 self._woken = False
                 items = self._pull()
-                if items:
+                if items or (submitted and self._owned):
                     return items
                 continue  # (the wake-up found nothing new, or a thread has the last step)
             with self._lock:
                 if self._items:
                     continue
                 waiter = self._waiter = self._loop.create_future()
+            if self._lines is not None and self._owned and not self._closed:
+                with self._sending:  # (nothing of the stream in flight: the decode thread may write what comes next;
+                    self._arm()  # a token already queued keeps the next ones queued behind it: ``Request.post``)
             try:
                 await waiter
             finally:
@@ -415,14 +423,15 @@ class Feed:
         finally:
             self.close()
 
-    async def first(self) -> list[object]:
-        """The first items (at least one); raises the use case's error if it failed before its first chunk."""
+    async def first(self, *, submitted: bool = False) -> list[object]:
+        """The first items (at least one; with ``submitted``, none once the request is with the engine); raises
+        the use case's error if it failed before its first chunk."""
         try:
-            items = await self.take()
+            items = await self.take(submitted=submitted)
         except BaseException:
             self.close()
             raise
-        if isinstance(items[0], Failed):
+        if items and isinstance(items[0], Failed):
             self.close()
             raise items[0].exc
         return items

@@ -55,7 +55,7 @@ async def _answer(
     """The first object (the whole answer unless streamed); a client that leaves before it cancels the request."""
     feed = Feed(make)
     try:
-        items = await watched(receive, feed, feed.first())
+        items = await watched(receive, feed, feed.first(submitted=stream))  # (streamed: from the engine's hand-over)
     except ClientLeft:
         return openai_error_response(Cancelled("request canceled"))
     except Exception as exc:

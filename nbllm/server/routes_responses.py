@@ -50,7 +50,7 @@ async def responses(req: ResponsesRequest, request: Request) -> Response:
 
     feed = Feed(make)
     try:
-        items = await watched(request.receive, feed, feed.first())
+        items = await watched(request.receive, feed, feed.first(submitted=stream is not None))
     except ClientLeft:
         return openai_error_response(Cancelled("request canceled"))
     except Exception as exc:

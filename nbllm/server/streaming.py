@@ -5,8 +5,12 @@ generation's tokens then go from the decode thread to the event loop directly (s
 thread wakeup per token, and once the response has started that wake-up writes the token's line itself.
 Whatever piled up while the loop was busy goes out in one write.
 
-The first chunk is produced before the response starts, so errors found up front (unknown model,
-bad options) get their real status code; a failure later becomes a final error line. A response that
+A generation's response starts once its request is with the engine (the use case has resolved the model,
+checked the options and tokenized the prompt), before the prompt is evaluated, as llama-server does: the
+client has the status and headers while the prompt runs, and the decode thread can write the first token's
+line itself. Errors found up to there (unknown model, bad options, a prompt too long) get their real status
+code; a failure later (the engine's own, which Ollama would answer 500) becomes a final error line, as
+after the first token. Other streams (pull, push, create) start with their first chunk. A response that
 is not streamed (``collected_response``) is gathered on the event loop the same way, so a request
 waiting for a slot or generating holds no thread. Whenever the client goes away -- waiting for the
 model, for a slot, during the prompt or the answer, streamed or not -- the request's cancel flag is
@@ -160,11 +164,12 @@ def _left() -> Response:
 async def ndjson_response(
     make: Callable[[threading.Event], Iterator[BaseModel | str | Pending]], receive: Receive | None = None
 ) -> Response:
-    """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``; with ``receive``, a client
-    that leaves before the first chunk (waiting for the model, a slot, the prompt) cancels the request."""
+    """Run ``make(cancel)`` and stream its chunks as ``application/x-ndjson``, from its first chunk or from its
+    request's hand-over to the engine (``Feed.first``); with ``receive``, a client that leaves before then
+    (waiting for the model, for the prompt's tokens) cancels the request."""
     feed = Feed(make)
     try:
-        items = await watched(receive, feed, feed.first())
+        items = await watched(receive, feed, feed.first(submitted=True))
     except ClientLeft:
         return _left()
     except Exception as exc:

@@ -21,6 +21,7 @@ import pytest
 
 from nbllm.engine import TokenChunk, no_wait_handle
 from nbllm.engine.llama.request import Request
+from nbllm.errors import EngineError
 from nbllm.runtime import Runtime
 from nbllm.server import BackgroundServer, connections
 from nbllm.server.connections import SYNC_WRITE, ChunkWriter, SocketSink
@@ -143,6 +144,69 @@ def test_the_decode_thread_writes_the_tokens_lines_itself() -> None:
     assert _by(connection, "decode") >= len(texts) - 3  # (the first ones: before the response is under way)
     assert connection.log[-2:] == [("send", b"done:stop\nend\n"), ("send", b"")]  # the end is the task's
     assert len(connection.sinks) == 1 and connection.sinks[0].closed  # one descriptor, let go at the end
+
+
+def _started(events: list[object], connection: _Connection) -> list[object]:
+    """A stream whose response starts as its request reaches the engine (``Feed.first(submitted=True)``, as the
+    generation routes do), and whose decode thread posts once the response has started and the task waits; what
+    ``first`` returned."""
+    req = _request()
+    started = threading.Event()
+    feed: Feed
+
+    def decode() -> None:
+        deadline = time.monotonic() + 5
+        while not (started.is_set() and feed._armed) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for event in events:
+            req.post(event)  # type: ignore[arg-type]
+            time.sleep(0.01)
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            connection.log.append(("start", b""))
+            started.set()
+        elif message["type"] == "http.response.body":
+            connection.log.append(("send", message["body"]))  # type: ignore[arg-type]
+
+    async def receive() -> dict[str, object]:  # (the client never leaves)
+        await asyncio.Event().wait()
+        return {}
+
+    async def main() -> list[object]:
+        nonlocal feed
+        feed = Feed(lambda cancel: _use_case(req, str, anywhere=True, pays=True))
+        thread = threading.Thread(target=decode, name="decode")
+        thread.start()
+        first = await feed.first(submitted=True)
+        response = FeedResponse(feed, first, _render, _fail, end="end\n", media_type="text/plain")
+        await response({"type": "http", SYNC_WRITE: connection}, receive, send)
+        thread.join()
+        return first
+
+    return asyncio.run(main())
+
+
+def test_a_response_starts_as_its_request_reaches_the_engine_and_the_decode_thread_writes_the_first_token() -> None:
+    """The generation routes start the response once the request is with the engine, before its prompt is
+    evaluated (as llama-server does): the client has the head while the prompt runs, and the response's task
+    waits for the first token with nothing in flight, so the decode thread writes that one too (no wake-up of the
+    event loop for it)."""
+    texts, connection = _texts(6), _Connection(lambda: True, lambda n: n)
+    assert _started([TokenChunk(text=t, token=i) for i, t in enumerate(texts)] + [_stats()], connection) == []
+    assert connection.log[:2] == [("start", b""), ("decode", b"t0\n")]
+    assert _by(connection, "decode") == len(texts) and _body(connection) == _whole(texts)
+
+
+def test_an_engine_failure_before_the_first_token_of_a_started_response_is_its_last_line() -> None:
+    """Once the response has started, a failure of the engine during the prompt (llama_decode's, the model
+    unloaded under it) can no longer set the status: it is the stream's error line, as after the first token
+    (``docs/streaming.md``). Errors found before the request reaches the engine keep their status."""
+    connection = _Connection(lambda: True, lambda n: n)
+    _started([EngineError("llama_decode failed with status -3")], connection)
+    assert connection.log[0] == ("start", b"")
+    assert _body(connection) == "error: llama_decode failed with status -3\n"
+    assert _by(connection, "decode") == 0
 
 
 @pytest.mark.parametrize(("anywhere", "pays"), [(False, True), (True, False)], ids=["keeps-state", "cpu-to-spare"])
@@ -352,6 +416,35 @@ def test_on_a_real_server_a_client_that_stalls_gets_every_line_in_order(
     assert "".join(c["response"] for c in chunks) == whole["response"]
 
 
+def _head_and_first_line(http: httpx.Client, route: str, body: dict[str, Any]) -> tuple[float, list[str]]:
+    """Seconds from the response's head to its first line, and its lines."""
+    with http.stream("POST", route, json=body) as response:
+        head = time.perf_counter()
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.strip())
+        after = time.perf_counter() - head
+        return after, [first, *(line for line in lines if line.strip())]
+
+
+def test_on_a_real_server_a_streamed_answer_s_head_comes_while_its_prompt_is_evaluated(real_runtime: Runtime) -> None:
+    """The status and headers reach the client once the request is with the engine, not with the first token:
+    a prompt nobody sent before (~600 tokens, evaluated for a second or more here) puts most of its evaluation
+    between the two, on Ollama's routes and OpenAI's. The first token is then the decode thread's to write."""
+    text = " ".join(f"Note {i}: the lighthouse keeper climbed the stairs." for i in range(60))
+    with BackgroundServer(real_runtime) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        options = {"temperature": 0, "num_predict": 4, "num_ctx": 1024}
+        raw = {"model": "smollm2:135m", "raw": True, "options": options}
+        http.post("/api/generate", json={**raw, "prompt": "Hello", "stream": False})  # (the load, before either)
+        waited, lines = _head_and_first_line(http, "/api/generate", {**raw, "prompt": f"[{time.time_ns()}] {text}"})
+        evaluated = json.loads(lines[-1])["prompt_eval_duration"] / 1e9
+        assert evaluated > 0.2 and waited >= 0.5 * evaluated, (waited, evaluated)
+        openai = {"model": "smollm2:135m", "max_tokens": 4, "temperature": 0, "stream": True}
+        fresh = f"[{time.time_ns()}] {text}"
+        waited, lines = _head_and_first_line(http, "/v1/completions", {**openai, "prompt": fresh})
+        assert waited >= 0.5 * evaluated and lines[-1] == "data: [DONE]", (waited, evaluated)
+
+
 def test_on_a_real_server_a_client_that_leaves_mid_answer_is_let_go_and_others_are_served(
     real_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -466,6 +559,8 @@ def test_tokens_posted_while_the_loop_writes_what_it_took_from_the_queue_never_o
         arm = feed._arm
 
         def arm_then_wait() -> None:  # (the loop, ``_sending`` held: the decode thread posts "after" now)
+            if not decode:
+                return  # (not armed before t1: the loop's wake-up writes it, and the races start in that write)
             arm()
             if feed._armed and not waited:
                 waited.append(after_posted.wait(2))
