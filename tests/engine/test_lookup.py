@@ -67,16 +67,18 @@ def test_auto_mode_lengthens_drafts_while_they_are_accepted() -> None:
 
 
 def test_a_sequence_alone_doubles_its_draft_after_each_whole_acceptance_until_a_miss() -> None:
-    policy = DraftPolicy(limit=32, auto=True)
+    policy = DraftPolicy(limit=63, auto=True)
     k = policy.want(1)
-    for _ in range(5):
+    for _ in range(6):
         policy.update(k, k)  # accepted whole: a copying run
         longer = policy.want(1)
-        assert longer == min(16, 2 * k)  # (longer steps cost as much per token on 2 CPU cores, and break worse)
+        assert longer == min(63, 2 * k)  # (up to a step of 64 tokens: from 64 on a step costs half as much a token)
         k = longer
-    assert k == 16
-    policy.update(16, 3)  # the run ends: the estimate decides again, shorter
+    assert k == 63
+    policy.update(63, 3)  # the run ends: the estimate decides again, shorter
     assert 0 < policy.want(1) < 16
+    certain = DraftPolicy(limit=63, auto=True, _verified=1e6, _missed=1e-6)  # (an estimate of no misses at all)
+    assert certain.want(1) == 32  # the estimate alone never picks more than 32: streaks go further
     capped = DraftPolicy(limit=6, auto=True)
     for _ in range(4):
         k = capped.want(1)

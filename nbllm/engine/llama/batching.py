@@ -115,7 +115,7 @@ class DecodeLoop:
         *,
         parallel: int,
         name: str,
-        draft_limit: int = 32,
+        draft_limit: int = 63,
         drafter: DraftModel | None = None,
         states: SlotStates | None = None,
     ) -> None:

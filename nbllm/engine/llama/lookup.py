@@ -102,10 +102,15 @@ _MARGIN = 1.1
 _MAX_PAUSE = 128
 _PROBE = 2
 """Draft tokens of a probe (after a pause)."""
-_STREAK_MAX = 16
-"""Most tokens a draft grows to while drafts are accepted whole. A step of 17 tokens costs 9.2 single steps,
-one of 33 tokens 17.8 (``bench/results/2026-12-03-speculative-2.md``): 1.85 tokens per unit of work either
-way, so longer drafts gain nothing per step and lose twice as much when they break early."""
+_STREAK_MAX = 63
+"""Most tokens a draft grows to while drafts are accepted whole: 2, 4, 8, 16, 32, then 63, a step of 64 tokens.
+On this project's 2-core machine a step of 17 tokens costs 8.4-8.8 single steps, one of 33 tokens 15.7-16.5 and
+one of 63 tokens 29.7, but one of 64 tokens 15.2 (``bench/results/2026-12-05-step-costs.json``; where llama.cpp's
+CPU code changes its way at 64 tokens was not looked into), so a whole 64-token step yields 4.2 tokens per unit
+of work where a 17-token one yields 2.0. Where no such threshold exists (the costs of 2026-12-03), a longer
+streak is level or better on the replayed answers (``bench.speculative_replay``)."""
+_ESTIMATE_MAX = 32
+"""Longest draft the miss-rate estimate picks (streaks go further)."""
 
 
 def expected_gain(miss: float, k: int) -> float:
@@ -137,7 +142,9 @@ class DraftPolicy:
     draft was accepted whole drafts twice as many tokens next (up to ``_STREAK_MAX``), whatever the
     estimate says; the first miss ends the streak and the estimate decides again. (Replayed through the
     step costs, on SmolLM2's greedy answer to the bench's grounded prompt: 1.23x over no drafts without
-    streaks, 1.54x with them; open-ended stories 0.3% lower.)
+    streaks, 1.54x with streaks up to 16, 1.94x up to 63; open-ended stories 0.3% lower. Served, against
+    llama-server's defaults: 1.55x with streaks up to 16, 2.49x up to 63, ``bench/results/2026-12-05-
+    speculative-streak-63.md``.)
     """
 
     limit: int
@@ -173,7 +180,7 @@ class DraftPolicy:
     def best(self) -> tuple[int, float]:
         """(draft length, expected extra tokens per unit of extra work) of the best length for the miss rate."""
         miss = self._missed / self._verified
-        gains = [(expected_gain(miss, k), k) for k in range(1, self.limit + 1)]
+        gains = [(expected_gain(miss, k), k) for k in range(1, min(self.limit, _ESTIMATE_MAX) + 1)]
         gain, k = max(gains)
         return k, gain
 
