@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.speculative import GROUNDED
 from nbllm import service
 from nbllm.config import Settings
+from nbllm.engine.llama.lookup import DraftPolicy
 from nbllm.runtime import Runtime
 from nbllm.schema import PullRequest
 from nbllm.server import BackgroundServer
@@ -93,6 +95,40 @@ def test_greedy_answers_are_the_same_with_and_without_speculation(
             on = ask(http, model, prompt, draft, chat=chat)
             assert answer(on) == answer(off), (model, prompt, draft)
             assert 0 <= on.get("draft_accepted_count", 0) <= on.get("draft_count", 0)
+
+
+def test_a_long_copy_streaks_to_64_token_steps_and_gives_the_same_greedy_answer(
+    http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer that copies ~300 tokens of its input: drafts accepted whole double up to 63 tokens (a step of
+    64, where llama.cpp's CPU path changes: ``lookup._STREAK_MAX``), and the tokens are still the ones the
+    model gives one at a time."""
+    wanted: list[int] = []
+    want = DraftPolicy.want
+
+    def recorded(self: DraftPolicy, generating: int) -> int:
+        k = want(self, generating)
+        wanted.append(k)
+        return k
+
+    monkeypatch.setattr(DraftPolicy, "want", recorded)
+    options = {"temperature": 0, "num_predict": 256, "num_ctx": 2048}
+
+    def run(draft: int, n: int = 0) -> dict[str, Any]:
+        body = {"model": SMOL, "prompt": GROUNDED, "raw": True, "stream": False}
+        resp = http.post(
+            "/api/generate",
+            json={**body, "options": {**options, "draft_num_predict": draft, **({"num_predict": n} if n else {})}},
+        )
+        assert resp.status_code == 200, resp.text
+        data: dict[str, Any] = resp.json()
+        return data
+
+    run(0, 1)  # (the prompt in the cache: both runs start alike)
+    off = run(0)
+    on = run(-1)
+    assert answer(on) == answer(off) and off["eval_count"] == 256
+    assert 63 in wanted and on["draft_accepted_count"] >= 128
 
 
 def test_a_repeated_input_is_drafted_and_mostly_accepted_and_metrics_count_it(http: httpx.Client) -> None:

@@ -143,8 +143,8 @@ class DraftPolicy:
     estimate says; the first miss ends the streak and the estimate decides again. (Replayed through the
     step costs, on SmolLM2's greedy answer to the bench's grounded prompt: 1.23x over no drafts without
     streaks, 1.54x with streaks up to 16, 1.94x up to 63; open-ended stories 0.3% lower. Served, against
-    llama-server's defaults: 1.55x with streaks up to 16, 2.49x up to 63, ``bench/results/2026-12-05-
-    speculative-streak-63.md``.)
+    llama-server's defaults: 1.55x with streaks up to 16, 2.49x up to 63:
+    ``bench/results/2026-12-05-speculative-streak-63.md``.)
     """
 
     limit: int
