@@ -62,18 +62,8 @@ def _nbllm(
     store: Path, model: str, *, threads: int, log: Path, module: str = "nbllm", tree: Path | None = None
 ) -> servers.Server:
     """An nbllm server; ``tree``: another checkout's code (``PYTHONPATH``), e.g. the commit before a change."""
-    saved, here = os.environ.get("PYTHONPATH"), Path.cwd()
-    if tree is not None:  # (``python -m`` puts its working directory first on the path)
-        os.environ["PYTHONPATH"] = str(tree)
-        os.chdir(tree)
-    try:
+    with servers.checkout(tree):
         server = servers.nbllm(store.resolve(), parallel=4, threads=threads, log=log.resolve(), module=module)
-    finally:
-        os.chdir(here)
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
     server.model = model
     if module == _THREAD_HANDOFF:
         server.name += " thread hand-off"

@@ -220,6 +220,26 @@ def llama_server(
 
 
 @contextlib.contextmanager
+def checkout(tree: Path | None) -> Iterator[None]:
+    """Servers started inside run ``tree``'s code (``PYTHONPATH``, and its directory as the working one: ``python
+    -m`` puts the working directory first on the path); None: this checkout's."""
+    if tree is None:
+        yield
+        return
+    saved, here = os.environ.get("PYTHONPATH"), Path.cwd()
+    os.environ["PYTHONPATH"] = str(tree)
+    os.chdir(tree)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+@contextlib.contextmanager
 def running(server: Server) -> Iterator[Server]:
     """Stop the server when done."""
     try:

@@ -32,6 +32,19 @@ from nbllm.engine.llama.native import amx_kernels
 CONTEXT = 400
 
 
+def batch_decoder(ctx: Any, batch: Any) -> Callable[[list[tuple[int, int, int, bool]]], None]:
+    """A function that decodes ``(token, position, sequence id, logits wanted)`` items in one ``llama_decode``."""
+
+    def decode(items: list[tuple[int, int, int, bool]]) -> None:
+        for i, (token, pos, seq, out) in enumerate(items):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, out
+            batch.seq_id[i][0] = seq
+        batch.n_tokens = len(items)
+        assert L.llama_decode(ctx, batch) == 0
+
+    return decode
+
+
 def cost_curve(model_path: Path, threads: int) -> dict[str, float]:
     """Milliseconds of one decode step by ``"{seqs}x{tokens per seq}"``."""
     mp = L.llama_model_default_params()
@@ -43,13 +56,7 @@ def cost_curve(model_path: Path, threads: int) -> dict[str, float]:
     ctx = L.llama_init_from_model(model, cp)
     mem = L.llama_get_memory(ctx)
     batch = L.llama_batch_init(512, 0, 1)
-
-    def decode(items: list[tuple[int, int, int, bool]]) -> None:
-        for i, (token, pos, seq, out) in enumerate(items):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, out
-            batch.seq_id[i][0] = seq
-        batch.n_tokens = len(items)
-        assert L.llama_decode(ctx, batch) == 0
+    decode = batch_decoder(ctx, batch)
 
     for seq in range(8):
         for start in range(0, CONTEXT, 256):

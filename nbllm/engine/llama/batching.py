@@ -9,6 +9,7 @@ is new.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -83,6 +84,10 @@ class _Slot:
     t_first: float = 0.0
 
 
+def _by_seq(part: tuple[_Slot, int, list[int], bool]) -> int:
+    return part[0].seq_id
+
+
 def _never(tokens: Sequence[int]) -> bool:
     return False
 
@@ -98,6 +103,24 @@ def _slot_rank(cache: list[int], prompt: list[int], *, held: bool = False) -> tu
     ``resume.loss``, the one holding least, a slot whose state the RAM cache holds (``held``) counting half)."""
     shared = common_prefix(cache, prompt)
     return (shared if shared >= min(_WORTH_REUSING, len(prompt) // 2) else 0), -loss(cache, held=held)
+
+
+def _runs_added(seq_id: int, busy: set[int]) -> int:
+    """How many runs of consecutive sequence ids the sequences in ``busy`` gain with ``seq_id`` among them: 1 apart
+    from every one, 0 next to one, -1 between two. llama.cpp computes a batch over per-sequence KV streams one
+    run at a time (docs/batching.md), so a new request's slot next to the running ones costs its steps less."""
+    return 1 - ((seq_id - 1) in busy) - ((seq_id + 1) in busy)
+
+
+def _slot_runs_added(slot: _Slot, *, busy: set[int]) -> int:
+    return _runs_added(slot.seq_id, busy)
+
+
+def _admission_rank(slot: _Slot, prompt: list[int], busy: set[int], *, held: bool) -> tuple[int, int, int]:
+    """Which free slot a request takes: the longest prefix worth reusing, then the fewest runs of sequence ids
+    added to the batch (:func:`_runs_added`), then the least to lose (:func:`_slot_rank`)."""
+    shared, kept = _slot_rank(slot.cache, prompt, held=held)
+    return shared, -_runs_added(slot.seq_id, busy) if busy else 0, kept
 
 
 class DecodeLoop:
@@ -270,10 +293,12 @@ class DecodeLoop:
             self._expected = False  # (the heads-up was this prompt's, or one's that comes after: it copies itself)
             t_start = time.perf_counter()  # (a restore below counts in the prompt's evaluation time)
             held = self._states.held if self._states is not None else _never
-            slot = max(free, key=lambda s: _slot_rank(s.cache, req.prompt, held=held(s.cache)))
+            busy = {s.seq_id for s in self._active}
+            slot = max(free, key=lambda s: _admission_rank(s, req.prompt, busy, held=held(s.cache)))
             reuse = min(common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
             if self._states is not None:  # a longer prefix kept in RAM or on disk, restored into a slot
-                slot = self._states.admit(free, slot, req.prompt, reuse)
+                runs = functools.partial(_slot_runs_added, busy=busy)
+                slot = self._states.admit(free, slot, req.prompt, reuse, runs=runs)
                 reuse = min(common_prefix(slot.cache, req.prompt), len(req.prompt) - 1)
                 t_start += self._states.stash_s  # keeping the old state is overhead, not the prompt's evaluation
             if reuse < len(slot.cache) and not memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
@@ -331,11 +356,11 @@ class DecodeLoop:
         self._outputs[i] = logits
 
     def _step(self) -> None:
-        n = outputs = greedy = 0
         budget = self._n_batch
         active = self._active
-        sampled: list[_Slot] = []
-        """The slots that get logits this step, in batch (and so in output row) order."""
+        parts: list[tuple[_Slot, int, list[int], bool]] = []
+        """What each slot puts in this step: (slot, first position, tokens, generating), decided in the order the
+        slots came (the prompt budget goes first come, first served), written to the batch by sequence id."""
         generating = sum(1 for slot in active if not slot.pending and slot.last_token is not None)
         for slot in active:  # one token per generating sequence (and its draft, if it has one)
             if slot.pending or slot.last_token is None:
@@ -343,42 +368,50 @@ class DecodeLoop:
             if len(slot.cache) >= self.n_ctx and not self._make_room(slot):
                 continue
             pos = len(slot.cache)
-            self._add(n, slot.last_token, pos, slot.seq_id, logits=True)
-            slot.cache.append(slot.last_token)
+            token = slot.last_token
+            slot.cache.append(token)
             slot.last_token = None
-            slot.batch_index = n
-            slot.out_row = outputs
-            sampled.append(slot)
-            greedy += slot.greedy
             if slot.policy is not None:
                 slot.draft = draft = self._draft(slot, generating, budget - generating)
-                for j, token in enumerate(draft, 1):
-                    self._add(n + j, token, pos + j, slot.seq_id, logits=True)
-                outputs += len(draft)
-                greedy += len(draft) * slot.greedy
-                n += len(draft)
                 budget -= len(draft)
-            outputs += 1
-            n += 1
+                parts.append((slot, pos, [token, *draft], True))
+            else:
+                parts.append((slot, pos, [token], True))
             budget -= 1
         for slot in active:  # then as much pending prompt as fits
             if not slot.pending or budget <= 0 or slot.req is None:
                 continue
             take = slot.pending[:budget]
-            for token in take:
-                self._add(n, token, len(slot.cache), slot.seq_id, logits=False)
-                slot.cache.append(token)
-                n += 1
+            parts.append((slot, len(slot.cache), take, False))
+            slot.cache.extend(take)
             slot.pending = slot.pending[len(take) :]
             slot.n_prompt += len(take)
             budget -= len(take)
-            if not slot.pending:
-                self._outputs[n - 1] = True
-                slot.batch_index = n - 1
+        if len(parts) > 1:
+            # In ascending sequence ids: llama.cpp splits a batch over per-sequence KV streams into one ubatch
+            # per run of consecutive ids in batch order, each computed apart (docs/batching.md)
+            parts.sort(key=_by_seq)
+        n = outputs = greedy = 0
+        sampled: list[_Slot] = []
+        """The slots that get logits this step, in batch (and so in output row) order."""
+        for slot, pos, tokens, gen in parts:
+            seq = slot.seq_id
+            for j, token in enumerate(tokens):
+                self._add(n + j, token, pos + j, seq, logits=gen)
+            if gen:
+                slot.batch_index = n
                 slot.out_row = outputs
+                outputs += len(tokens)
+                greedy += len(tokens) * slot.greedy
                 sampled.append(slot)
-                greedy += slot.greedy
+            elif not slot.pending:  # the prompt's last token: its logits give the first generated token
+                self._outputs[n + len(tokens) - 1] = True
+                slot.batch_index = n + len(tokens) - 1
+                slot.out_row = outputs
                 outputs += 1
+                greedy += slot.greedy
+                sampled.append(slot)
+            n += len(tokens)
         if n == 0:
             return
         self._batch.n_tokens = n

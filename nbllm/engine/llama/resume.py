@@ -107,8 +107,13 @@ class SlotStates:
         return self.ram is not None or self._files is not None
 
     # ── admission (decode thread) ─────────────────────────────────────────────────────────────
-    def admit(self, free: Sequence[S], slot: S, prompt: Sequence[int], reuse: int) -> S:
-        """The slot to give a request whose best free slot is ``slot`` sharing ``reuse`` tokens; its cache set."""
+    def admit(
+        self, free: Sequence[S], slot: S, prompt: Sequence[int], reuse: int, *, runs: Callable[[S], int] | None = None
+    ) -> S:
+        """The slot to give a request whose best free slot is ``slot`` sharing ``reuse`` tokens; its cache set.
+
+        A state restored goes to the free slot that adds the fewest ``runs`` of sequence ids to the decode loop's
+        batch (``batching._runs_added``), then to the one holding least."""
         self.stash_s = 0.0
         limit = len(prompt) - 1
         n_ram, key = self.ram.best(prompt) if self.ram is not None else (0, None)
@@ -118,7 +123,7 @@ class SlotStates:
                 self.ram.miss()
             self._stash(slot, reuse)
             return slot
-        target = min(free, key=lambda s: len(s.cache))
+        target = min(free, key=lambda s: (runs(s) if runs is not None else 0, len(s.cache)))
         self._stash(target, 0)
         tokens: Sequence[int] | None = None
         if n_ram >= n_disk and key is not None and self.ram is not None:
