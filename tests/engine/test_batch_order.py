@@ -102,7 +102,9 @@ def test_requests_admitted_in_descending_slots_are_decoded_in_one_run_with_their
     for i in order:
         threads.append(threading.Thread(target=one, args=(i,)))
         threads[-1].start()
-        time.sleep(0.08)  # (a few steps apart: admitted one by one, each back in its own slot)
+        deadline = time.monotonic() + 30  # the next one only once this one is decoding, back in its own slot
+        while not any(slot_of[i] in b for b in recorder.batches) and time.monotonic() < deadline:
+            time.sleep(0.005)
     for t in threads:
         t.join(60)
     assert [together[i] for i in range(4)] == solo  # the order of the batch changes no answer
