@@ -10,17 +10,25 @@ look at the batches it hands to ``llama_decode``.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from nbllm import service
+from nbllm.config import Settings
 from nbllm.engine import FinalStats, LoadSpec, SamplingParams, TokenChunk
 from nbllm.engine.llama import LlamaEngine, batching
 from nbllm.engine.llama.batching import _runs_added
+from nbllm.runtime import Runtime
+from nbllm.schema import PullRequest
+from nbllm.server import BackgroundServer
+from tests.support.index_server import IndexServer
 
 TOPICS = ["rivers", "volcanoes", "honey bees", "lighthouses"]
 
@@ -116,6 +124,55 @@ def test_requests_admitted_in_descending_slots_are_decoded_in_one_run_with_their
     assert len(full) >= 16  # the four shared many steps
     assert all(b == sorted(b) for b in recorder.batches)
     assert all(runs(b) == 1 for b in full)
+
+
+def test_turns_that_come_back_in_descending_slots_over_http_are_batched_in_one_run(
+    tmp_path: Path, package_index: IndexServer, recorder: Recorder
+) -> None:
+    """The same through ``nbllm serve``'s API (streamed ``/api/generate``, a client thread each), as four
+    conversations' next turns reach a server in whatever order."""
+    settings = Settings(
+        home=tmp_path / "home", models=tmp_path / "models", package_index=(package_index.url,), num_parallel=4
+    )
+    runtime = Runtime.from_settings(settings)
+    for _ in service.pull(runtime, PullRequest(model="smollm2:135m")):
+        pass
+    server = BackgroundServer(runtime, port=0).start()
+    options = {"temperature": 0, "num_predict": 64, "num_ctx": 512, "draft_num_predict": 0}
+
+    def ask(prompt: str) -> str:
+        body = {"model": "smollm2:135m", "prompt": prompt, "raw": True, "options": options}
+        text = []
+        with httpx.stream("POST", server.url + "/api/generate", json=body, timeout=120) as resp:
+            assert resp.status_code == 200
+            text = [line for line in resp.iter_lines() if line.strip()]
+        return "".join(json.loads(line).get("response", "") for line in text)
+
+    try:
+        prompts = [long_prompt(t) for t in TOPICS]
+        solo, slot_of = [], []
+        for p in prompts:
+            recorder.batches.clear()
+            solo.append(ask(p))
+            slot_of.append(recorder.batches[0][0])
+        assert sorted(slot_of) == [0, 1, 2, 3]
+        recorder.batches.clear()
+        together: dict[int, str] = {}
+        threads = []
+        for i in sorted(range(4), key=lambda i: -slot_of[i]):
+            threads.append(threading.Thread(target=lambda i=i: together.__setitem__(i, ask(prompts[i]))))
+            threads[-1].start()
+            deadline = time.monotonic() + 30
+            while not any(slot_of[i] in b for b in recorder.batches) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        for t in threads:
+            t.join(60)
+    finally:
+        server.stop()
+        runtime.close()
+    assert [together.get(i) for i in range(4)] == solo
+    assert sum(1 for b in recorder.batches if len(set(b)) == 4) >= 16
+    assert all(b == sorted(b) for b in recorder.batches)
 
 
 def test_a_new_prompt_takes_a_free_slot_next_to_the_running_one(engine: LlamaEngine, recorder: Recorder) -> None:

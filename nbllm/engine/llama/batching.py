@@ -120,7 +120,7 @@ def _admission_rank(slot: _Slot, prompt: list[int], busy: set[int], *, held: boo
     """Which free slot a request takes: the longest prefix worth reusing, then the fewest runs of sequence ids
     added to the batch (:func:`_runs_added`), then the least to lose (:func:`_slot_rank`)."""
     shared, kept = _slot_rank(slot.cache, prompt, held=held)
-    return shared, -_runs_added(slot.seq_id, busy) if busy else 0, kept
+    return shared, -_runs_added(slot.seq_id, busy), kept
 
 
 class DecodeLoop:
